@@ -1,0 +1,271 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// OptionKind is the type of a component option.
+type OptionKind int
+
+// The option kinds a component may declare.
+const (
+	Int OptionKind = iota
+	Float
+	Bool
+	String
+)
+
+func (k OptionKind) String() string {
+	switch k {
+	case Int:
+		return "integer"
+	case Float:
+		return "number"
+	case Bool:
+		return "boolean"
+	default:
+		return "string"
+	}
+}
+
+// OptionSpec declares one option of a registered component (an attention
+// variant, a task): its name, type, default and a one-line description.
+type OptionSpec struct {
+	Name    string
+	Kind    OptionKind
+	Default any // int, float64, bool or string, matching Kind
+	Help    string
+}
+
+// Values holds a component's resolved options: every declared option is
+// present, typed as its spec says (int, float64, bool or string).
+type Values map[string]any
+
+// Int returns the integer option name; it panics if the option was not declared
+// as an integer, which is a programming error, not a user error.
+func (v Values) Int(name string) int { return v[name].(int) }
+
+// Float returns the number option name.
+func (v Values) Float(name string) float64 { return v[name].(float64) }
+
+// Bool returns the boolean option name.
+func (v Values) Bool(name string) bool { return v[name].(bool) }
+
+// String returns the string option name.
+func (v Values) String(name string) string { return v[name].(string) }
+
+// Component is a registry entry chosen by configuration: a kind plus that
+// kind's own options, written in YAML as one mapping:
+//
+//	attention: {kind: sliding_window, window: 16}
+//
+// Options are kept as decoded from YAML until Resolve checks them against the
+// kind's declared options.
+type Component struct {
+	Kind    string
+	Options map[string]any
+	// lines records the YAML line of each option, for error messages.
+	lines map[string]int
+	line  int
+}
+
+// UnmarshalYAML reads a mapping with a "kind" key and any other keys as options.
+func (c *Component) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: want a mapping like {kind: NAME, ...}", n.Line)
+	}
+	c.line = n.Line
+	if c.Options == nil {
+		c.Options = map[string]any{}
+	}
+	if c.lines == nil {
+		c.lines = map[string]int{}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Value == "kind" {
+			if v.Kind != yaml.ScalarNode {
+				return fmt.Errorf("line %d: kind: want a name", v.Line)
+			}
+			c.Kind = v.Value
+			continue
+		}
+		var val any
+		if err := v.Decode(&val); err != nil {
+			return fmt.Errorf("line %d: %s: %v", v.Line, k.Value, err)
+		}
+		c.Options[k.Value] = val
+		c.lines[k.Value] = k.Line
+	}
+	return nil
+}
+
+// MarshalYAML writes kind first, then the options in name order.
+func (c Component) MarshalYAML() (any, error) {
+	n := &yaml.Node{Kind: yaml.MappingNode, Style: yaml.FlowStyle}
+	add := func(k string, v any) error {
+		var vn yaml.Node
+		if err := vn.Encode(v); err != nil {
+			return err
+		}
+		n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: k}, &vn)
+		return nil
+	}
+	if err := add("kind", c.Kind); err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(c.Options))
+	for k := range c.Options {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := add(k, c.Options[k]); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// Set assigns one option from text (as given to --set), parsed as a YAML scalar.
+func (c *Component) Set(name, text string) error {
+	var val any
+	if err := yaml.Unmarshal([]byte(text), &val); err != nil {
+		return fmt.Errorf("cannot parse %q: %v", text, err)
+	}
+	if c.Options == nil {
+		c.Options = map[string]any{}
+	}
+	c.Options[name] = val
+	if c.lines != nil {
+		delete(c.lines, name)
+	}
+	return nil
+}
+
+func (c Component) where(path, name string) string {
+	if l, ok := c.lines[name]; ok && l > 0 {
+		return fmt.Sprintf("%s.%s (line %d)", path, name, l)
+	}
+	return path + "." + name
+}
+
+// Resolve checks the component's options against specs and returns every
+// declared option typed, with defaults filled in. path names the component in
+// errors ("model.attention").
+func (c Component) Resolve(path string, specs []OptionSpec) (Values, error) {
+	known := map[string]OptionSpec{}
+	names := make([]string, 0, len(specs))
+	for _, s := range specs {
+		known[s.Name] = s
+		names = append(names, s.Name)
+	}
+	keys := make([]string, 0, len(c.Options))
+	for k := range c.Options {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if _, ok := known[k]; !ok {
+			list := "it takes no options"
+			if len(names) > 0 {
+				list = "known: " + strings.Join(names, ", ")
+			}
+			return nil, fmt.Errorf("%s: unknown option for %s %q (%s)", c.where(path, k), lastPart(path), c.Kind, list)
+		}
+	}
+	out := Values{}
+	for _, s := range specs {
+		raw, ok := c.Options[s.Name]
+		if !ok {
+			out[s.Name] = s.Default
+			continue
+		}
+		v, err := convert(raw, s.Kind)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", c.where(path, s.Name), err)
+		}
+		out[s.Name] = v
+	}
+	return out, nil
+}
+
+func lastPart(path string) string {
+	if i := strings.LastIndexByte(path, '.'); i >= 0 {
+		return path[i+1:]
+	}
+	return path
+}
+
+func convert(raw any, kind OptionKind) (any, error) {
+	bad := func() error { return fmt.Errorf("want %s %s, got %v", article(kind), kind, describe(raw)) }
+	switch kind {
+	case Int:
+		switch x := raw.(type) {
+		case int:
+			return x, nil
+		case int64:
+			return int(x), nil
+		case uint64:
+			if x > math.MaxInt64 {
+				return nil, bad()
+			}
+			return int(x), nil
+		case float64:
+			if x == math.Trunc(x) && math.Abs(x) < 1<<53 {
+				return int(x), nil
+			}
+		}
+	case Float:
+		switch x := raw.(type) {
+		case int:
+			return float64(x), nil
+		case int64:
+			return float64(x), nil
+		case uint64:
+			return float64(x), nil
+		case float64:
+			return x, nil
+		}
+	case Bool:
+		if x, ok := raw.(bool); ok {
+			return x, nil
+		}
+	case String:
+		switch x := raw.(type) {
+		case string:
+			return x, nil
+		case int, int64, uint64, float64, bool:
+			return fmt.Sprint(x), nil
+		}
+	}
+	return nil, bad()
+}
+
+func article(k OptionKind) string {
+	if k == Int {
+		return "an"
+	}
+	return "a"
+}
+
+func describe(raw any) string {
+	switch x := raw.(type) {
+	case string:
+		return strconv.Quote(x)
+	case nil:
+		return "nothing"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	default:
+		return fmt.Sprint(x)
+	}
+}
