@@ -1,0 +1,51 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attnlab/attnlab/config"
+	"github.com/attnlab/attnlab/train"
+)
+
+func newEvalCmd() *cobra.Command {
+	var dir string
+	var examples int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "eval",
+		Short: "Evaluate a run's checkpoint on held-out examples",
+		Example: `  trainer eval --run runs/quickstart-20261123-101500
+  trainer eval --run runs/quickstart-20261123-101500 --examples 4096 --json`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return usageError{fmt.Errorf("eval: --run DIR is required")}
+			}
+			exp, err := config.Load(filepath.Join(dir, train.ConfigFile))
+			if err != nil {
+				return &train.BadInputError{Err: fmt.Errorf("--run %s: %w", dir, err)}
+			}
+			if examples > 0 {
+				exp.Train.EvalExamples = examples
+			}
+			res, err := train.Evaluate(exp, filepath.Join(dir, train.CheckpointFile))
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				return json.NewEncoder(w).Encode(res)
+			}
+			fmt.Fprintf(w, "%s at step %d: eval_accuracy %.4f eval_loss %.4f over %d held-out examples\n",
+				dir, res.Step, res.EvalAccuracy, res.EvalLoss, res.Examples)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "run", "", "run folder")
+	cmd.Flags().IntVar(&examples, "examples", 0, "held-out examples (default: the run's eval_examples)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

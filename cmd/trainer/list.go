@@ -1,0 +1,81 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attnlab/attnlab/config"
+	"github.com/attnlab/attnlab/data"
+	"github.com/attnlab/attnlab/layers"
+)
+
+type listedOption struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Default any    `json:"default"`
+	Help    string `json:"help"`
+}
+
+type listed struct {
+	Name        string         `json:"name"`
+	Description string         `json:"description"`
+	Options     []listedOption `json:"options"`
+}
+
+func entries[F any](es []config.Entry[F]) []listed {
+	out := make([]listed, 0, len(es))
+	for _, e := range es {
+		l := listed{Name: e.Name, Description: e.Description, Options: []listedOption{}}
+		for _, o := range e.Options {
+			l.Options = append(l.Options, listedOption{o.Name, o.Kind.String(), o.Default, o.Help})
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+func newListCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the attention variants and tasks, with their options",
+		Example: `  trainer list
+  trainer list --json | jq '.attention[].name'`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v := struct {
+				Attention []listed `json:"attention"`
+				Tasks     []listed `json:"tasks"`
+			}{entries(layers.Variants()), entries(data.Entries())}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(v)
+			}
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			section := func(title string, ls []listed) {
+				fmt.Fprintf(tw, "%s\n", title)
+				for _, l := range ls {
+					fmt.Fprintf(tw, "  %s\t%s\n", l.Name, l.Description)
+					var opts []string
+					for _, o := range l.Options {
+						opts = append(opts, fmt.Sprintf("%s=%v (%s: %s)", o.Name, o.Default, o.Type, o.Help))
+					}
+					if len(opts) > 0 {
+						fmt.Fprintf(tw, "  \t  options: %s\n", strings.Join(opts, "; "))
+					}
+				}
+			}
+			section("ATTENTION (model.attention.kind)", v.Attention)
+			fmt.Fprintln(tw)
+			section("TASKS (task.kind)", v.Tasks)
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

@@ -1,0 +1,106 @@
+// Command trainer trains and evaluates small Transformers with swappable
+// attention from YAML experiment files.
+//
+//	trainer train                          # the embedded quickstart
+//	trainer train --config FILE --set train.lr=1e-3
+//	trainer train --resume runs/quickstart-20261123-101500
+//	trainer eval --run DIR
+//	trainer list
+//	trainer gradcheck --variant all
+//
+// Exit status: 0 on success, 1 when training fails (a NaN loss, say), 2 for
+// bad input (config, flags, files), 130 when interrupted (a checkpoint is
+// written first).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/attnlab/attnlab/train"
+)
+
+// Exit statuses.
+const (
+	exitFailure     = 1
+	exitBadInput    = 2
+	exitInterrupted = 130
+)
+
+// usageError marks errors in how the command was called.
+type usageError struct{ error }
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(os.Stderr, "error: internal error: %v (please report this with the command line)\n", r)
+			code = exitFailure
+		}
+	}()
+	root := newRoot()
+	root.SetArgs(args)
+	err := root.Execute()
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, train.ErrInterrupted):
+		return exitInterrupted
+	}
+	fmt.Fprintf(os.Stderr, "error: %s\n", oneLine(err.Error()))
+	var ue usageError
+	if train.IsBadInput(err) || errors.As(err, &ue) {
+		return exitBadInput
+	}
+	return exitFailure
+}
+
+func oneLine(s string) string {
+	out := []rune{}
+	for _, r := range s {
+		if r == '\n' || r == '\r' {
+			r = ' '
+		}
+		out = append(out, r)
+	}
+	return string(out)
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "trainer",
+		Short: "Train small Transformers with swappable attention from YAML experiments",
+		Long: `trainer trains small Transformers whose attention layer is any registered
+variant, on synthetic tasks, from YAML experiment files, and writes a run
+folder (config.yaml, metrics.jsonl, summary.json, checkpoint.safetensors).`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%s: %w (see %s --help)", c.CommandPath(), err, c.CommandPath())}
+	})
+	root.AddCommand(newTrainCmd(), newEvalCmd(), newListCmd(), newGradcheckCmd())
+	for _, c := range root.Commands() {
+		c.Args = wrapArgs(c.Args)
+	}
+	return root
+}
+
+// wrapArgs marks positional-argument errors as usage errors.
+func wrapArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	if check == nil {
+		check = cobra.NoArgs
+	}
+	return func(c *cobra.Command, args []string) error {
+		if err := check(c, args); err != nil {
+			return usageError{fmt.Errorf("%s: %w", c.CommandPath(), err)}
+		}
+		return nil
+	}
+}

@@ -1,0 +1,308 @@
+package graph
+
+import (
+	"fmt"
+	"math"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// AttentionShape describes the inputs of the attention core: Batch sequences
+// of QLen queries and KLen keys, Heads query heads and KVHeads key/value heads
+// (KVHeads divides Heads; query head h reads key/value head h / (Heads /
+// KVHeads)) of HeadDim dimensions each.
+type AttentionShape struct {
+	Batch, QLen, KLen int
+	Heads, KVHeads    int
+	HeadDim           int
+	Causal            bool    // key j is visible to query i only when j <= i + KLen - QLen
+	Scale             float64 // multiplies the scores; 0 means 1/sqrt(HeadDim)
+}
+
+func (s AttentionShape) scale() float64 {
+	if s.Scale != 0 {
+		return s.Scale
+	}
+	return 1 / math.Sqrt(float64(s.HeadDim))
+}
+
+// Validate reports an impossible shape.
+func (s AttentionShape) Validate() error {
+	switch {
+	case s.Batch < 1 || s.QLen < 1 || s.KLen < 1 || s.Heads < 1 || s.KVHeads < 1 || s.HeadDim < 1:
+		return fmt.Errorf("attention: sizes must be positive: %+v", s)
+	case s.Heads%s.KVHeads != 0:
+		return fmt.Errorf("attention: %d query heads cannot be grouped over %d key/value heads", s.Heads, s.KVHeads)
+	case s.Causal && s.KLen < s.QLen:
+		return fmt.Errorf("attention: causal attention needs at least as many keys (%d) as queries (%d)", s.KLen, s.QLen)
+	}
+	return nil
+}
+
+// Attention is scaled dot-product attention (Vaswani et al. 2017) over
+// q [Batch*QLen, Heads*HeadDim] and k, v [Batch*KLen, KVHeads*HeadDim]: per
+// sequence b and head h, O = softmax(scale * Q K^T + mask) V, written to
+// the same layout as q. keyMask, if not nil, is [Batch*KLen] with 1 for a real
+// key and 0 for padding; padded keys get zero weight. A query that sees no key
+// at all outputs zeros.
+//
+// This is the standard, materializing form: each (sequence, head) computes its
+// full QLen x KLen score matrix, O(T^2 d) time and O(T^2) memory per head in
+// flight (one per thread; the probabilities are not kept for backward, which
+// recomputes them). The backward, with P the probabilities and
+// D_i = dO_i . O_i, is dV = P^T dO, dS = P * (dO V^T - D), dQ = scale dS K,
+// dK = scale dS^T Q.
+func Attention(q, k, v, keyMask *G.Node, s AttentionShape) (*G.Node, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	masked := keyMask != nil
+	name := fmt.Sprintf("Attention(%+v,scale=%g,masked=%t)", s, s.scale(), masked)
+	children := G.Nodes{q, k, v}
+	typ := fnType(2, 2, 2, 2)
+	diff := []bool{true, true, true}
+	if masked {
+		children = append(children, keyMask)
+		typ = fnType(2, 2, 2, 1, 2)
+		diff = append(diff, false)
+	}
+	return apply(&op{
+		name:  name,
+		arity: len(children),
+		typ:   typ,
+		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+			if err := s.checkShapes(in); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			return in[0].Clone(), nil
+		},
+		do: func(in []G.Value) (G.Value, error) {
+			f32, err := checkDtype(name, in...)
+			if err != nil {
+				return nil, err
+			}
+			out := newTensor(in[0].Dtype(), in[0].Shape()...)
+			if f32 {
+				attentionForward(s, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in, 3), data[float32](out))
+			} else {
+				attentionForward(s, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in, 3), data[float64](out))
+			}
+			return out, nil
+		},
+		diffWRT: diff,
+		symDiff: func(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
+			args := append(G.Nodes{}, in...)
+			args = append(args, out, grad)
+			packed, err := apply(attentionGradOp(s, masked), args...)
+			if err != nil {
+				return nil, err
+			}
+			nq := s.Batch * s.QLen * s.Heads * s.HeadDim
+			nk := s.Batch * s.KLen * s.KVHeads * s.HeadDim
+			dq, err := View(packed, 0, s.Batch*s.QLen, s.Heads*s.HeadDim)
+			if err != nil {
+				return nil, err
+			}
+			dk, err := View(packed, nq, s.Batch*s.KLen, s.KVHeads*s.HeadDim)
+			if err != nil {
+				return nil, err
+			}
+			dv, err := View(packed, nq+nk, s.Batch*s.KLen, s.KVHeads*s.HeadDim)
+			if err != nil {
+				return nil, err
+			}
+			grads := G.Nodes{dq, dk, dv}
+			if masked {
+				grads = append(grads, nil)
+			}
+			return grads, nil
+		},
+	}, children...)
+}
+
+func (s AttentionShape) checkShapes(in []tensor.Shape) error {
+	wantQ := tensor.Shape{s.Batch * s.QLen, s.Heads * s.HeadDim}
+	wantK := tensor.Shape{s.Batch * s.KLen, s.KVHeads * s.HeadDim}
+	if !in[0].Eq(wantQ) || !in[1].Eq(wantK) || !in[2].Eq(wantK) {
+		return fmt.Errorf("want q %v and k, v %v; got %v, %v, %v", wantQ, wantK, in[0], in[1], in[2])
+	}
+	if len(in) > 3 && !in[3].Eq(tensor.Shape{s.Batch * s.KLen}) {
+		return fmt.Errorf("want key mask [%d], got %v", s.Batch*s.KLen, in[3])
+	}
+	return nil
+}
+
+func maskData[T Float](in []G.Value, i int) []T {
+	if len(in) <= i {
+		return nil
+	}
+	return data[T](in[i])
+}
+
+// attentionGradOp maps (q, k, v, [mask,] out, dOut) to dq, dk and dv packed
+// one after the other in a flat vector.
+func attentionGradOp(s AttentionShape, masked bool) *op {
+	name := fmt.Sprintf("AttentionGrad(%+v,scale=%g,masked=%t)", s, s.scale(), masked)
+	typ := fnType(2, 2, 2, 2, 2, 1)
+	if masked {
+		typ = fnType(2, 2, 2, 1, 2, 2, 1)
+	}
+	nq := s.Batch * s.QLen * s.Heads * s.HeadDim
+	nk := s.Batch * s.KLen * s.KVHeads * s.HeadDim
+	arity := 5
+	if masked {
+		arity = 6
+	}
+	return &op{
+		name:  name,
+		arity: arity,
+		typ:   typ,
+		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{nq + 2*nk}, nil },
+		do: func(in []G.Value) (G.Value, error) {
+			f32, err := checkDtype(name, in...)
+			if err != nil {
+				return nil, err
+			}
+			out := newTensor(in[0].Dtype(), nq+2*nk)
+			o, do := in[arity-2], in[arity-1]
+			if f32 {
+				d := data[float32](out)
+				attentionBackward(s, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in[:arity-2], 3),
+					data[float32](o), data[float32](do), d[:nq], d[nq:nq+nk], d[nq+nk:])
+			} else {
+				d := data[float64](out)
+				attentionBackward(s, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in[:arity-2], 3),
+					data[float64](o), data[float64](do), d[:nq], d[nq:nq+nk], d[nq+nk:])
+			}
+			return out, nil
+		},
+	}
+}
+
+// probabilities fills p [QLen, KLen] with the attention weights of sequence b
+// and query head h.
+func probabilities[T Float](s AttentionShape, q, k, mask []T, b, h int, p []T) {
+	dq, dk := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
+	kh := h / (s.Heads / s.KVHeads)
+	qOff := b*s.QLen*dq + h*s.HeadDim
+	kOff := b*s.KLen*dk + kh*s.HeadDim
+	gemm(false, true, s.QLen, s.KLen, s.HeadDim, T(s.scale()), q[qOff:], dq, k[kOff:], dk, 0, p, s.KLen)
+	shift := s.KLen - s.QLen
+	for i := 0; i < s.QLen; i++ {
+		row := p[i*s.KLen : (i+1)*s.KLen]
+		visible := s.KLen
+		if s.Causal {
+			visible = i + shift + 1
+		}
+		mx := math.Inf(-1)
+		for j := 0; j < visible; j++ {
+			if mask != nil && mask[b*s.KLen+j] == 0 {
+				continue
+			}
+			mx = math.Max(mx, float64(row[j]))
+		}
+		if math.IsInf(mx, -1) { // no visible key
+			clear(row)
+			continue
+		}
+		var sum float64
+		for j := 0; j < visible; j++ {
+			if mask != nil && mask[b*s.KLen+j] == 0 {
+				row[j] = 0
+				continue
+			}
+			e := math.Exp(float64(row[j]) - mx)
+			row[j] = T(e)
+			sum += e
+		}
+		clear(row[visible:])
+		inv := T(1 / sum)
+		for j := 0; j < visible; j++ {
+			row[j] *= inv
+		}
+	}
+}
+
+func attentionForward[T Float](s AttentionShape, q, k, v, mask, out []T) {
+	dq, dk := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
+	parallelFor(s.Batch*s.Heads, s.QLen*s.KLen*s.HeadDim, func(lo, hi int) {
+		p := make([]T, s.QLen*s.KLen)
+		for bh := lo; bh < hi; bh++ {
+			b, h := bh/s.Heads, bh%s.Heads
+			kh := h / (s.Heads / s.KVHeads)
+			probabilities(s, q, k, mask, b, h, p)
+			gemm(false, false, s.QLen, s.HeadDim, s.KLen, 1, p, s.KLen, v[b*s.KLen*dk+kh*s.HeadDim:], dk,
+				0, out[b*s.QLen*dq+h*s.HeadDim:], dq)
+		}
+	})
+}
+
+func attentionBackward[T Float](s AttentionShape, q, k, v, mask, o, do, dqOut, dkOut, dvOut []T) {
+	dq, dk := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
+	group := s.Heads / s.KVHeads
+	scale := T(s.scale())
+	// One worker per (sequence, key/value head): the query heads of a group
+	// add into the same dK and dV, in a fixed order.
+	parallelFor(s.Batch*s.KVHeads, group*s.QLen*s.KLen*s.HeadDim*4, func(lo, hi int) {
+		p := make([]T, s.QLen*s.KLen)
+		dp := make([]T, s.QLen*s.KLen)
+		for bk := lo; bk < hi; bk++ {
+			b, kh := bk/s.KVHeads, bk%s.KVHeads
+			kOff := b*s.KLen*dk + kh*s.HeadDim
+			for h := kh * group; h < (kh+1)*group; h++ {
+				qOff := b*s.QLen*dq + h*s.HeadDim
+				probabilities(s, q, k, mask, b, h, p)
+				// dV += P^T dO
+				gemm(true, false, s.KLen, s.HeadDim, s.QLen, 1, p, s.KLen, do[qOff:], dq, 1, dvOut[kOff:], dk)
+				// dP = dO V^T
+				gemm(false, true, s.QLen, s.KLen, s.HeadDim, 1, do[qOff:], dq, v[kOff:], dk, 0, dp, s.KLen)
+				// dS = P * (dP - D), D_i = dO_i . O_i
+				for i := 0; i < s.QLen; i++ {
+					var d T
+					oi, doi := o[qOff+i*dq:qOff+i*dq+s.HeadDim], do[qOff+i*dq:qOff+i*dq+s.HeadDim]
+					for c := range oi {
+						d += oi[c] * doi[c]
+					}
+					pr, dpr := p[i*s.KLen:(i+1)*s.KLen], dp[i*s.KLen:(i+1)*s.KLen]
+					for j := range pr {
+						dpr[j] = pr[j] * (dpr[j] - d)
+					}
+				}
+				// dQ = scale dS K ; dK += scale dS^T Q
+				gemm(false, false, s.QLen, s.HeadDim, s.KLen, scale, dp, s.KLen, k[kOff:], dk, 0, dqOut[qOff:], dq)
+				gemm(true, false, s.KLen, s.HeadDim, s.QLen, scale, dp, s.KLen, q[qOff:], dq, 1, dkOut[kOff:], dk)
+			}
+		}
+	})
+}
+
+// View returns the rows x cols matrix stored in the flat vector packed from
+// offset on, sharing its memory. It unpacks the several gradients one
+// backward op computes together; it is not differentiable.
+func View(packed *G.Node, offset, rows, cols int) (*G.Node, error) {
+	name := fmt.Sprintf("View(%d,%dx%d)", offset, rows, cols)
+	return apply(&op{
+		name:  name,
+		arity: 1,
+		typ:   fnType(1, 2),
+		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+			if len(in[0]) != 1 || in[0][0] < offset+rows*cols {
+				return nil, shapeErr(name, "packed vector %v too short", in[0])
+			}
+			return tensor.Shape{rows, cols}, nil
+		},
+		do: func(in []G.Value) (G.Value, error) {
+			var backing any
+			switch d := in[0].Data().(type) {
+			case []float32:
+				backing = d[offset : offset+rows*cols]
+			case []float64:
+				backing = d[offset : offset+rows*cols]
+			default:
+				return nil, fmt.Errorf("%s: unsupported dtype %v", name, in[0].Dtype())
+			}
+			return tensor.New(tensor.WithShape(rows, cols), tensor.WithBacking(backing)), nil
+		},
+	}, packed)
+}

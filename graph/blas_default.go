@@ -1,0 +1,5 @@
+//go:build !openblas
+
+package graph
+
+const blasName = "gonum (pure Go)"

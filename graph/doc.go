@@ -1,0 +1,12 @@
+// Package graph holds what the models need from Gorgonia and Gorgonia lacks:
+// custom ops with their own forward and backward (layer and RMS norms, GELU,
+// the embedding lookup, the fused linear layer, the attention core with causal
+// and key-padding masks, softmax cross-entropy over scored positions), the
+// parameter store that training and evaluation graphs share, the choice of
+// BLAS, and the finite-difference gradient checker every op, layer and
+// attention variant is tested with.
+//
+// Every tensor a model uses is two-dimensional, [rows, features] with rows =
+// batch x positions, so that no op needs a reshape or a transpose between
+// layers. Ops compute in the dtype of their inputs (float32 or float64).
+package graph

@@ -1,0 +1,68 @@
+package layers
+
+import (
+	"fmt"
+
+	G "gorgonia.org/gorgonia"
+
+	"github.com/attnlab/attnlab/config"
+)
+
+// Attention is one attention layer: it maps x [Batch*SeqLen, DModel] to the
+// same shape, mixing information across the positions of each sequence.
+type Attention interface {
+	Forward(s Scope, x *G.Node, c Context) (*G.Node, error)
+}
+
+// Context is what an attention layer needs to know besides its input.
+type Context struct {
+	Shape
+	// Causal restricts position i to positions j <= i (decoder models).
+	Causal bool
+	// KeyMask, if not nil, is [Batch*SeqLen] with 1 for real tokens and 0
+	// for padding, which no position may attend to.
+	KeyMask *G.Node
+}
+
+// Spec is what a variant's factory is given: the model's sizes and the
+// variant's own options, already checked against its declared options.
+type Spec struct {
+	DModel  int
+	Heads   int
+	NLayers int // for depth-scaled initialization of output projections
+	Options config.Values
+}
+
+// HeadDim is DModel / Heads.
+func (s Spec) HeadDim() int { return s.DModel / s.Heads }
+
+// Factory builds an attention layer from a spec; it reports impossible
+// combinations of sizes and options as errors naming the option.
+type Factory func(Spec) (Attention, error)
+
+var variants = config.NewRegistry[Factory]("attention kind")
+
+// Register makes a variant available by name; each variant's file calls it
+// from init. options lists every option the variant takes; any other option
+// in a config is an error.
+func Register(name, description string, options []config.OptionSpec, f Factory) {
+	variants.Register(config.Entry[Factory]{Name: name, Description: description, Options: options, Factory: f})
+}
+
+// Variants returns the registered variants in name order.
+func Variants() []config.Entry[Factory] { return variants.Entries() }
+
+// NewAttention builds the variant a config names. Errors name the config key
+// ("model.attention.kind: unknown attention kind ...").
+func NewAttention(c config.Component, spec Spec) (Attention, error) {
+	e, vals, err := variants.Resolve("model.attention", c)
+	if err != nil {
+		return nil, err
+	}
+	spec.Options = vals
+	a, err := e.Factory(spec)
+	if err != nil {
+		return nil, fmt.Errorf("model.attention (%s): %w", c.Kind, err)
+	}
+	return a, nil
+}

@@ -1,0 +1,39 @@
+package layers
+
+import (
+	"testing"
+	"time"
+)
+
+func TestAttentionGradients(t *testing.T) {
+	for _, v := range Variants() {
+		for _, st := range CheckSettings() {
+			t.Run(v.Name+"/"+st.Name, func(t *testing.T) {
+				seed := uint64(time.Now().UnixNano())
+				res, err := CheckAttention(v.Name, st, seed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !res.Pass {
+					t.Errorf("%v", res)
+				}
+			})
+		}
+	}
+}
+
+func TestBlockGradients(t *testing.T) {
+	for _, norm := range []string{"layernorm", "rmsnorm"} {
+		for _, st := range CheckSettings() {
+			t.Run(norm+"/"+st.Name, func(t *testing.T) {
+				res, err := CheckBlock("standard", norm, st, uint64(time.Now().UnixNano()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !res.Pass {
+					t.Errorf("%v", res)
+				}
+			})
+		}
+	}
+}

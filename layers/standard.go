@@ -1,0 +1,84 @@
+package layers
+
+import (
+	"math"
+
+	G "gorgonia.org/gorgonia"
+
+	"github.com/attnlab/attnlab/config"
+	"github.com/attnlab/attnlab/graph"
+)
+
+// Standard is multi-head scaled dot-product attention (Vaswani et al. 2017,
+// "Attention Is All You Need"):
+//
+//	Q = x Wq, K = x Wk, V = x Wv   (each split into H heads of d = D/H)
+//	head_h = softmax(Q_h K_h^T / sqrt(d) + M) V_h
+//	out = concat(head_1..head_H) Wo
+//
+// with M the causal mask in decoders (-inf where key j > query i) and the
+// key-padding mask where the batch pads. It materializes each head's T x T
+// score matrix: O(T^2 D) time and O(T^2) memory per head in flight, plus
+// O(T D) for the projections.
+type Standard struct {
+	spec Spec
+	bias bool
+}
+
+func init() {
+	Register("standard", "multi-head softmax attention (Vaswani et al. 2017), T x T scores per head",
+		[]config.OptionSpec{{Name: "bias", Kind: config.Bool, Default: true, Help: "biases in the q, k, v and output projections"}},
+		func(s Spec) (Attention, error) {
+			return &Standard{spec: s, bias: s.Options.Bool("bias")}, nil
+		})
+}
+
+// Forward implements Attention.
+func (a *Standard) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
+	d := a.spec.DModel
+	q, err := Project(s, "wq", x, d, d, a.bias, InitStd)
+	if err != nil {
+		return nil, err
+	}
+	k, err := Project(s, "wk", x, d, d, a.bias, InitStd)
+	if err != nil {
+		return nil, err
+	}
+	v, err := Project(s, "wv", x, d, d, a.bias, InitStd)
+	if err != nil {
+		return nil, err
+	}
+	o, err := graph.Attention(q, k, v, c.KeyMask, graph.AttentionShape{
+		Batch: c.Batch, QLen: c.SeqLen, KLen: c.SeqLen,
+		Heads: a.spec.Heads, KVHeads: a.spec.Heads, HeadDim: a.spec.HeadDim(),
+		Causal: c.Causal,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return Project(s, "wo", o, d, d, a.bias, OutputStd(a.spec.NLayers))
+}
+
+// InitStd is the standard deviation of weight matrices at initialization
+// (as GPT-2).
+const InitStd = 0.02
+
+// OutputStd is the initial standard deviation of projections that write into
+// the residual stream, scaled down with depth (as GPT-2).
+func OutputStd(nLayers int) float64 { return InitStd / math.Sqrt(2*float64(max(nLayers, 1))) }
+
+// Project is a linear map x [N, in] -> [N, out] with weight name [in, out]
+// (normal init with std) and, if bias, a zero-initialized bias "name_b".
+func Project(s Scope, name string, x *G.Node, in, out int, bias bool, std float64) (*G.Node, error) {
+	w, err := s.Param(name, []int{in, out}, graph.Normal(std))
+	if err != nil {
+		return nil, err
+	}
+	var b *G.Node
+	if bias {
+		if b, err = s.Param(name+"_b", []int{out}, graph.Constant(0)); err != nil {
+			return nil, err
+		}
+	}
+	return graph.Linear(x, w, b)
+}

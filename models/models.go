@@ -1,0 +1,140 @@
+// Package models stacks layers into whole Transformers from a config: a
+// decoder-only language model (causal, next-token loss over the positions the
+// task scores) and an encoder classifier (bidirectional, mean or CLS
+// pooling). Build makes one fixed-shape graph; call it again with another
+// batch size and the same parameter store for an evaluation graph that shares
+// the weights.
+package models
+
+import (
+	"fmt"
+
+	G "gorgonia.org/gorgonia"
+
+	"github.com/attnlab/attnlab/config"
+	"github.com/attnlab/attnlab/data"
+	"github.com/attnlab/attnlab/graph"
+	"github.com/attnlab/attnlab/layers"
+)
+
+// Model is one built graph of a model for a fixed batch size.
+type Model struct {
+	Graph  *G.ExprGraph
+	Params []*G.Node // the parameter nodes, in creation order
+
+	Inputs  *G.Node // [Batch*SeqLen] token ids
+	Targets *G.Node // [Batch*SeqLen] next tokens (decoder) or [Batch] classes (encoder)
+	Weights *G.Node // the loss mask, same shape as Targets
+	KeyMask *G.Node // [Batch*SeqLen], 1 = token, 0 = padding; nil if the task never pads
+
+	Logits *G.Node // [Batch*SeqLen, Vocab] or [Batch, Classes]
+	Loss   *G.Node // scalar: mean cross-entropy over scored positions
+
+	Batch, SeqLen int
+	Outputs       int // vocabulary size (decoder) or number of classes (encoder)
+}
+
+// Build makes the graph of the model cfg describes for batch examples of
+// task, taking parameters from store (creating them on first use). Config
+// errors name the key.
+func Build(cfg config.Model, task data.Task, store *graph.Store, batch int) (*Model, error) {
+	classes := task.Classes()
+	switch {
+	case cfg.Kind == "decoder" && classes > 0:
+		return nil, fmt.Errorf("model.kind: decoder needs a language-model task, and this task classifies sequences (use model.kind: encoder)")
+	case cfg.Kind == "encoder" && classes == 0:
+		return nil, fmt.Errorf("model.kind: encoder needs a classification task, and this task is a language-model task (use model.kind: decoder)")
+	case cfg.Kind != "decoder" && cfg.Kind != "encoder":
+		return nil, fmt.Errorf("model.kind: unknown kind %q (known: decoder, encoder)", cfg.Kind)
+	}
+	if cfg.DModel%cfg.NHeads != 0 {
+		return nil, fmt.Errorf("model.d_model (%d) is not divisible by model.n_heads (%d)", cfg.DModel, cfg.NHeads)
+	}
+	attn, err := layers.NewAttention(cfg.Attention, layers.Spec{DModel: cfg.DModel, Heads: cfg.NHeads, NLayers: cfg.NLayers})
+	if err != nil {
+		return nil, err
+	}
+	g := G.NewGraph()
+	b := store.Bind(g)
+	root := layers.NewScope(b)
+	sh := layers.Shape{Batch: batch, SeqLen: task.SeqLen(), DModel: cfg.DModel}
+	m := &Model{Graph: g, Batch: batch, SeqLen: sh.SeqLen}
+
+	m.Inputs = b.Input("inputs", sh.Rows())
+	if p, ok := task.(interface{ Pads() bool }); ok && p.Pads() {
+		m.KeyMask = b.Input("key_mask", sh.Rows())
+	}
+	emb, err := root.Param("embed.tokens", []int{task.Vocab(), cfg.DModel}, graph.Normal(layers.InitStd))
+	if err != nil {
+		return nil, err
+	}
+	x, err := graph.Embedding(m.Inputs, emb)
+	if err != nil {
+		return nil, err
+	}
+	if x, err = layers.AddPositions(root.Sub("embed"), cfg.Positional, x, sh); err != nil {
+		return nil, err
+	}
+	ctx := layers.Context{Shape: sh, Causal: cfg.Kind == "decoder", KeyMask: m.KeyMask}
+	spec := layers.BlockSpec{DModel: cfg.DModel, DFF: cfg.DFF, NLayers: cfg.NLayers, Norm: cfg.Norm,
+		Activation: graph.Activation(cfg.Activation), Attention: attn}
+	for i := 0; i < cfg.NLayers; i++ {
+		if x, err = layers.Block(root.Sub(fmt.Sprintf("blocks.%d", i)), x, ctx, spec); err != nil {
+			return nil, err
+		}
+	}
+	if x, err = layers.Norm(root.Sub("final_norm"), cfg.Norm, x, cfg.DModel); err != nil {
+		return nil, err
+	}
+	if classes > 0 {
+		mask := m.KeyMask
+		if mask == nil { // every position is real
+			mask = b.Input("all_positions", sh.Rows())
+			ones := make([]float64, sh.Rows())
+			for i := range ones {
+				ones[i] = 1
+			}
+			if err := graph.SetValues(mask, ones); err != nil {
+				return nil, err
+			}
+		}
+		if x, err = graph.Pool(x, mask, batch, sh.SeqLen, graph.Pooling(cfg.Pooling)); err != nil {
+			return nil, fmt.Errorf("model.pooling: %w", err)
+		}
+		m.Outputs = classes
+		m.Targets = b.Input("targets", batch)
+		m.Weights = b.Input("loss_mask", batch)
+	} else {
+		m.Outputs = task.Vocab()
+		m.Targets = b.Input("targets", sh.Rows())
+		m.Weights = b.Input("loss_mask", sh.Rows())
+	}
+	if m.Logits, err = layers.Project(root, "head", x, cfg.DModel, m.Outputs, true, layers.InitStd); err != nil {
+		return nil, err
+	}
+	if m.Loss, err = graph.SoftmaxCrossEntropy(m.Logits, m.Targets, m.Weights); err != nil {
+		return nil, err
+	}
+	m.Params = b.Nodes()
+	return m, nil
+}
+
+// Feed writes a batch into the model's input tensors.
+func (m *Model) Feed(bt *data.Batch) error {
+	if bt.Size != m.Batch || bt.SeqLen != m.SeqLen {
+		return fmt.Errorf("batch of %dx%d for a model built for %dx%d", bt.Size, bt.SeqLen, m.Batch, m.SeqLen)
+	}
+	if err := graph.SetInts(m.Inputs, bt.Inputs); err != nil {
+		return err
+	}
+	if err := graph.SetInts(m.Targets, bt.Targets); err != nil {
+		return err
+	}
+	if err := graph.SetValues(m.Weights, bt.LossMask); err != nil {
+		return err
+	}
+	if m.KeyMask != nil {
+		return graph.SetValues(m.KeyMask, bt.KeyMask)
+	}
+	return nil
+}

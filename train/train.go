@@ -1,0 +1,403 @@
+// Package train runs an experiment: one fixed-shape training graph reused
+// across steps, evaluation on held-out data at intervals, AdamW with warm-up
+// and cosine decay and clipping by global norm, a progress bar, metrics as
+// JSON lines, atomic checkpoints, and resume that continues exactly where a
+// run stopped.
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"time"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/attnlab/attnlab/config"
+	"github.com/attnlab/attnlab/data"
+	"github.com/attnlab/attnlab/graph"
+	"github.com/attnlab/attnlab/internal/atomicfile"
+	"github.com/attnlab/attnlab/models"
+)
+
+// The files of a run folder besides the checkpoint and the metrics.
+const (
+	ConfigFile  = "config.yaml"
+	SummaryFile = "summary.json"
+)
+
+// Options says where a run writes and how it reports.
+type Options struct {
+	Dir      string    // the run folder; created if absent
+	Resume   bool      // continue from the checkpoint in Dir
+	Progress io.Writer // progress output; nil for none
+	TTY      bool      // Progress is a terminal: redraw one line
+}
+
+// ErrInterrupted is returned when the context is cancelled (Ctrl-C): the
+// step in flight finished and a checkpoint was written.
+var ErrInterrupted = errors.New("interrupted")
+
+// BadInputError marks errors caused by the user's input (config, files,
+// flags), as opposed to failures during training.
+type BadInputError struct{ Err error }
+
+func (e *BadInputError) Error() string { return e.Err.Error() }
+func (e *BadInputError) Unwrap() error { return e.Err }
+
+func badInput(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &BadInputError{Err: err}
+}
+
+// IsBadInput reports whether err was caused by the user's input.
+func IsBadInput(err error) bool {
+	var b *BadInputError
+	return errors.As(err, &b)
+}
+
+// Setup is a built experiment: the task, the parameters, the training and
+// evaluation graphs.
+type Setup struct {
+	Exp   config.Experiment
+	Task  data.Task
+	Store *graph.Store
+	Train *models.Model
+	Eval  *models.Model
+}
+
+// Build validates exp and builds everything a run needs; every error it
+// returns is a bad-input error naming the config key.
+func Build(exp config.Experiment) (*Setup, error) {
+	if err := exp.Validate(); err != nil {
+		return nil, badInput(err)
+	}
+	task, err := data.New(exp.Task, exp.Seed)
+	if err != nil {
+		return nil, badInput(err)
+	}
+	dt := tensor.Float32
+	if exp.DType == "float64" {
+		dt = tensor.Float64
+	}
+	store, err := graph.NewStore(dt, exp.Seed)
+	if err != nil {
+		return nil, badInput(err)
+	}
+	s := &Setup{Exp: exp, Task: task, Store: store}
+	if s.Train, err = models.Build(exp.Model, task, store, exp.Train.BatchSize); err != nil {
+		return nil, badInput(err)
+	}
+	eb := exp.Train.EvalBatchSize
+	if eb == 0 {
+		eb = exp.Train.BatchSize
+	}
+	eb = min(eb, exp.Train.EvalExamples)
+	if s.Eval, err = models.Build(exp.Model, task, store, eb); err != nil {
+		return nil, badInput(err)
+	}
+	return s, nil
+}
+
+// Run trains exp, writing the run folder o.Dir. It returns the summary, or
+// ErrInterrupted (with a checkpoint written) when ctx is cancelled.
+func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error) {
+	start := time.Now()
+	s, err := Build(exp)
+	if err != nil {
+		return nil, err
+	}
+	ckptPath := filepath.Join(o.Dir, CheckpointFile)
+	if o.Resume {
+		if _, err := os.Stat(ckptPath); err != nil {
+			return nil, badInput(fmt.Errorf("--resume %s: no %s there, nothing to resume", o.Dir, CheckpointFile))
+		}
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, badInput(fmt.Errorf("run folder: %w", err))
+	}
+	cfgText, err := exp.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.WriteBytes(filepath.Join(o.Dir, ConfigFile), cfgText, 0o644); err != nil {
+		return nil, badInput(fmt.Errorf("run folder: %w", err))
+	}
+
+	tr := exp.Train
+	params := s.Train.Params
+	if _, err := G.Grad(s.Train.Loss, params...); err != nil {
+		return nil, fmt.Errorf("building the backward graph: %w", err)
+	}
+	vm := G.NewTapeMachine(s.Train.Graph, G.BindDualValues(params...))
+	defer vm.Close()
+	evm := G.NewTapeMachine(s.Eval.Graph)
+	defer evm.Close()
+	opt := NewAdamW(s.Store, tr.Beta1, tr.Beta2, tr.Eps, tr.WeightDecay)
+	if len(opt.params) != len(params) {
+		return nil, fmt.Errorf("internal: %d parameters in the store, %d in the training graph", len(opt.params), len(params))
+	}
+
+	var st checkpointState
+	if o.Resume {
+		if st, err = loadCheckpoint(ckptPath, s.Store, opt); err != nil {
+			return nil, badInput(fmt.Errorf("--resume: %w", err))
+		}
+	}
+	metrics, err := openMetrics(filepath.Join(o.Dir, MetricsFile), st.Step, o.Resume)
+	if err != nil {
+		return nil, badInput(fmt.Errorf("run folder: %w", err))
+	}
+	defer metrics.close()
+
+	prevWall := st.WallSeconds
+	wall := func() float64 { return prevWall + time.Since(start).Seconds() }
+	save := func() error {
+		st.WallSeconds = wall()
+		if err := saveCheckpoint(ckptPath, s.Store, opt, st); err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+		return nil
+	}
+
+	sched := Schedule{Kind: tr.Schedule, Peak: tr.LR, MinRatio: tr.MinLRRatio, Warmup: tr.WarmupSteps, Total: tr.Steps}
+	prog := newProgress(o.Progress, o.TTY, tr.Steps, tr.LogEvery)
+	defer prog.finish()
+	if o.Resume {
+		prog.line("resuming %s at step %d/%d", o.Dir, st.Step, tr.Steps)
+	}
+	batch := data.NewBatch(s.Task, tr.BatchSize)
+	tokens := float64(tr.BatchSize * s.Task.SeqLen())
+	var stepMs, recentLoss []float64
+	var trainSeconds float64
+	loopStart := time.Now()
+	firstStep := st.Step
+
+	for step := st.Step + 1; step <= tr.Steps; step++ {
+		if ctx.Err() != nil {
+			if err := save(); err != nil {
+				return nil, err
+			}
+			prog.line("interrupted after step %d; checkpoint saved", st.Step)
+			return nil, ErrInterrupted
+		}
+		t0 := time.Now()
+		s.Task.Fill(batch, data.Train, st.Examples)
+		if err := s.Train.Feed(batch); err != nil {
+			return nil, err
+		}
+		t1 := time.Now()
+		if err := vm.RunAll(); err != nil {
+			return nil, fmt.Errorf("step %d: %w", step, err)
+		}
+		loss := graph.Float64s(s.Train.Loss.Value())[0]
+		lr := sched.At(step)
+		if math.IsNaN(loss) || math.IsInf(loss, 0) {
+			return nil, fmt.Errorf("step %d: loss is %v (lr %.3g); the checkpoint of step %d is intact; try a lower train.lr or train.grad_clip", step, loss, lr, lastCheckpoint(st.Step, firstStep, tr.CheckpointEvery))
+		}
+		grads, err := Gradients(params)
+		if err != nil {
+			return nil, err
+		}
+		norm := GlobalNorm(grads)
+		if math.IsNaN(norm) || math.IsInf(norm, 0) {
+			return nil, fmt.Errorf("step %d: gradient norm is %v (lr %.3g); try a lower train.lr", step, norm, lr)
+		}
+		scale := 1.0
+		if tr.GradClip > 0 && norm > tr.GradClip {
+			scale = tr.GradClip / norm
+		}
+		logged := step%tr.LogEvery == 0 || step == tr.Steps || step == firstStep+1
+		var acc float64
+		if logged || prog.tty {
+			acc = batchAccuracy(s.Train, batch)
+		}
+		if err := opt.Update(grads, lr, scale); err != nil {
+			return nil, err
+		}
+		ZeroGradients(grads)
+		vm.Reset()
+		dt := time.Since(t1)
+		trainSeconds += time.Since(t0).Seconds()
+		stepMs = append(stepMs, float64(dt.Microseconds())/1000)
+		recentLoss = append(recentLoss, loss)
+		if len(recentLoss) > 20 {
+			recentLoss = recentLoss[1:]
+		}
+		st.Step = step
+		st.Examples += uint64(tr.BatchSize)
+
+		done := step - firstStep
+		perStep := time.Since(loopStart) / time.Duration(done)
+		tps := tokens * float64(done) / trainSeconds
+		row := Row{Step: step, Loss: loss, Accuracy: acc, LR: lr, GradNorm: norm, TokensPerSec: tps, ElapsedSec: wall()}
+		prog.update(progressState{step: step, loss: loss, acc: acc, tokensPerSec: tps, lr: lr,
+			eta: perStep * time.Duration(tr.Steps-step)}, logged)
+		evalNow := (tr.EvalEvery > 0 && step%tr.EvalEvery == 0) || step == tr.Steps
+		if evalNow {
+			el, ea, err := evaluate(evm, s.Eval, s.Task, tr.EvalExamples)
+			if err != nil {
+				return nil, err
+			}
+			row.EvalLoss, row.EvalAccuracy = &el, &ea
+			prog.line("eval step %d: loss %.4f accuracy %.4f (%d held-out examples)", step, el, ea, tr.EvalExamples)
+		}
+		if logged || evalNow {
+			if err := metrics.write(row); err != nil {
+				return nil, err
+			}
+		}
+		if (tr.CheckpointEvery > 0 && step%tr.CheckpointEvery == 0) || step == tr.Steps {
+			if err := save(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	prog.finish()
+
+	// Final figures: evaluate the final weights (again, if the loop did not
+	// run because the run was already complete).
+	el, ea, err := evaluate(evm, s.Eval, s.Task, tr.EvalExamples)
+	if err != nil {
+		return nil, err
+	}
+	sum := &Summary{
+		Name: exp.Name, Attention: exp.Model.Attention.Kind, Task: exp.Task.Kind, Seed: exp.Seed, DType: exp.DType,
+		BLAS: graph.BLASName(), Threads: runtime.GOMAXPROCS(0), Steps: st.Step, Params: s.Store.NumElements(),
+		EvalAccuracy: ea, EvalLoss: el, EvalExamples: tr.EvalExamples, TrainLoss: mean(recentLoss),
+		StepMsMedian: median(stepMs), PeakRSSBytes: peakRSS(), WallSeconds: wall(), Resumed: o.Resume,
+	}
+	if trainSeconds > 0 {
+		sum.TrainTokensPerSec = tokens * float64(len(stepMs)) / trainSeconds
+	}
+	if err := writeJSON(filepath.Join(o.Dir, SummaryFile), sum); err != nil {
+		return nil, err
+	}
+	return sum, nil
+}
+
+func lastCheckpoint(step, first, every int) int {
+	if every <= 0 {
+		return first
+	}
+	return max(first, step/every*every)
+}
+
+// batchAccuracy is the accuracy of the model's current logits on batch.
+func batchAccuracy(m *models.Model, b *data.Batch) float64 {
+	targets := make([]float64, len(b.Targets))
+	for i, t := range b.Targets {
+		targets[i] = float64(t)
+	}
+	c, n, err := graph.Accuracy(m.Logits.Value(), targets, b.LossMask)
+	if err != nil || n == 0 {
+		return 0
+	}
+	return float64(c) / float64(n)
+}
+
+// evaluate returns the loss and accuracy over the first n examples of the
+// held-out stream, over the positions the task scores.
+func evaluate(vm G.VM, m *models.Model, task data.Task, n int) (loss, acc float64, err error) {
+	b := data.NewBatch(task, m.Batch)
+	var lossSum, correct, scored float64
+	for first := 0; first < n; first += m.Batch {
+		task.Fill(b, data.Eval, uint64(first))
+		if extra := first + m.Batch - n; extra > 0 { // score only the first n examples
+			per := len(b.LossMask) / m.Batch
+			clear(b.LossMask[len(b.LossMask)-extra*per:])
+		}
+		if err := m.Feed(b); err != nil {
+			return 0, 0, err
+		}
+		if err := vm.RunAll(); err != nil {
+			return 0, 0, fmt.Errorf("evaluation: %w", err)
+		}
+		targets := make([]float64, len(b.Targets))
+		for i, t := range b.Targets {
+			targets[i] = float64(t)
+		}
+		c, k, err := graph.Accuracy(m.Logits.Value(), targets, b.LossMask)
+		if err != nil {
+			return 0, 0, err
+		}
+		l := graph.Float64s(m.Loss.Value())[0]
+		vm.Reset()
+		lossSum += l * float64(k)
+		correct += float64(c)
+		scored += float64(k)
+	}
+	if scored == 0 {
+		return 0, 0, fmt.Errorf("evaluation: the held-out examples score no position")
+	}
+	return lossSum / scored, correct / scored, nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(path, append(b, '\n'), 0o644)
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func mean(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	var t float64
+	for _, x := range xs {
+		t += x
+	}
+	return t / float64(len(xs))
+}
+
+// EvalResult is what Evaluate reports.
+type EvalResult struct {
+	Step         int     `json:"step"`
+	Examples     int     `json:"examples"`
+	EvalLoss     float64 `json:"eval_loss"`
+	EvalAccuracy float64 `json:"eval_accuracy"`
+}
+
+// Evaluate loads the checkpoint at path into the model exp describes and
+// evaluates it on exp.Train.EvalExamples held-out examples.
+func Evaluate(exp config.Experiment, path string) (*EvalResult, error) {
+	s, err := Build(exp)
+	if err != nil {
+		return nil, err
+	}
+	st, err := loadCheckpoint(path, s.Store, NewAdamW(s.Store, 0, 0, 0, 0))
+	if err != nil {
+		return nil, badInput(err)
+	}
+	vm := G.NewTapeMachine(s.Eval.Graph)
+	defer vm.Close()
+	l, a, err := evaluate(vm, s.Eval, s.Task, exp.Train.EvalExamples)
+	if err != nil {
+		return nil, err
+	}
+	return &EvalResult{Step: st.Step, Examples: exp.Train.EvalExamples, EvalLoss: l, EvalAccuracy: a}, nil
+}
