@@ -217,3 +217,16 @@ func TestGradCheckCatchesInverseSqrt(t *testing.T) {
 		})
 	}
 }
+
+// The float32 GELU path uses a polynomial erf; it must agree with the exact
+// form to float32 resolution.
+func TestFastGELU(t *testing.T) {
+	for x := -8.0; x <= 8; x += 0.01 {
+		if d := math.Abs(geluFast(x) - gelu(x)); d > 1e-6*math.Max(1, math.Abs(x)) {
+			t.Fatalf("gelu(%g): fast %g exact %g", x, geluFast(x), gelu(x))
+		}
+		if d := math.Abs(geluGradFast(x) - geluGrad(x)); d > 1e-6*math.Max(1, math.Abs(x)) {
+			t.Fatalf("gelu'(%g): fast %g exact %g", x, geluGradFast(x), geluGrad(x))
+		}
+	}
+}

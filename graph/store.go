@@ -25,6 +25,15 @@ func Normal(std float64) Init {
 	}
 }
 
+// Uniform draws from U(-bound, bound).
+func Uniform(bound float64) Init {
+	return func(rng *rand.Rand, x []float64) {
+		for i := range x {
+			x[i] = bound * (2*rng.Float64() - 1)
+		}
+	}
+}
+
 // Constant sets every element to c (0 for biases, 1 for norm gains).
 func Constant(c float64) Init {
 	return func(_ *rand.Rand, x []float64) {

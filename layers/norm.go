@@ -35,14 +35,14 @@ func Norm(s Scope, kind string, x *G.Node, d int) (*G.Node, error) {
 // FFN is the position-wise feed-forward network act(x W1 + b1) W2 + b2 with
 // hidden width dFF.
 func FFN(s Scope, x *G.Node, d, dFF, nLayers int, act graph.Activation) (*G.Node, error) {
-	h, err := Project(s, "w1", x, d, dFF, true, InitStd)
+	h, err := Project(s, "w1", x, d, dFF, true)
 	if err != nil {
 		return nil, err
 	}
 	if h, err = graph.Activate(h, act); err != nil {
 		return nil, err
 	}
-	return Project(s, "w2", h, dFF, d, true, OutputStd(nLayers))
+	return Project(s, "w2", h, dFF, d, true)
 }
 
 // BlockSpec describes one pre-norm Transformer block.

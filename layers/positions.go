@@ -25,7 +25,7 @@ func AddPositions(s Scope, kind string, x *G.Node, sh Shape) (*G.Node, error) {
 	case "none":
 		return x, nil
 	case "learned":
-		table, err := s.Param("pos", []int{sh.SeqLen, sh.DModel}, graph.Normal(InitStd))
+		table, err := s.Param("pos", []int{sh.SeqLen, sh.DModel}, graph.Normal(EmbedStd))
 		if err != nil {
 			return nil, err
 		}

@@ -36,15 +36,15 @@ func init() {
 // Forward implements Attention.
 func (a *Standard) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 	d := a.spec.DModel
-	q, err := Project(s, "wq", x, d, d, a.bias, InitStd)
+	q, err := Project(s, "wq", x, d, d, a.bias)
 	if err != nil {
 		return nil, err
 	}
-	k, err := Project(s, "wk", x, d, d, a.bias, InitStd)
+	k, err := Project(s, "wk", x, d, d, a.bias)
 	if err != nil {
 		return nil, err
 	}
-	v, err := Project(s, "wv", x, d, d, a.bias, InitStd)
+	v, err := Project(s, "wv", x, d, d, a.bias)
 	if err != nil {
 		return nil, err
 	}
@@ -56,21 +56,14 @@ func (a *Standard) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Project(s, "wo", o, d, d, a.bias, OutputStd(a.spec.NLayers))
+	return Project(s, "wo", o, d, d, a.bias)
 }
 
-// InitStd is the standard deviation of weight matrices at initialization
-// (as GPT-2).
-const InitStd = 0.02
-
-// OutputStd is the initial standard deviation of projections that write into
-// the residual stream, scaled down with depth (as GPT-2).
-func OutputStd(nLayers int) float64 { return InitStd / math.Sqrt(2*float64(max(nLayers, 1))) }
-
 // Project is a linear map x [N, in] -> [N, out] with weight name [in, out]
-// (normal init with std) and, if bias, a zero-initialized bias "name_b".
-func Project(s Scope, name string, x *G.Node, in, out int, bias bool, std float64) (*G.Node, error) {
-	w, err := s.Param(name, []int{in, out}, graph.Normal(std))
+// and, if bias, a zero-initialized bias "name_b". Weights start uniform in
+// +-1/sqrt(in), PyTorch's nn.Linear default.
+func Project(s Scope, name string, x *G.Node, in, out int, bias bool) (*G.Node, error) {
+	w, err := s.Param(name, []int{in, out}, graph.Uniform(1/math.Sqrt(float64(in))))
 	if err != nil {
 		return nil, err
 	}
@@ -82,3 +75,12 @@ func Project(s Scope, name string, x *G.Node, in, out int, bias bool, std float6
 	}
 	return graph.Linear(x, w, b)
 }
+
+// EmbedStd is the standard deviation of token and learned position
+// embeddings at initialization: N(0, 1), PyTorch's nn.Embedding default.
+//
+// Initialization decides whether small models learn recall at all: with
+// GPT-2's N(0, 0.02) everywhere, a 2-layer d=64 decoder (ours, and the same
+// model in PyTorch) sat at chance on MQAR (seq 32, 4 pairs) after 1000
+// steps; with these defaults PyTorch solved it in 400.
+const EmbedStd = 1.0

@@ -64,7 +64,7 @@ func Build(cfg config.Model, task data.Task, store *graph.Store, batch int) (*Mo
 	if p, ok := task.(interface{ Pads() bool }); ok && p.Pads() {
 		m.KeyMask = b.Input("key_mask", sh.Rows())
 	}
-	emb, err := root.Param("embed.tokens", []int{task.Vocab(), cfg.DModel}, graph.Normal(layers.InitStd))
+	emb, err := root.Param("embed.tokens", []int{task.Vocab(), cfg.DModel}, graph.Normal(layers.EmbedStd))
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +109,7 @@ func Build(cfg config.Model, task data.Task, store *graph.Store, batch int) (*Mo
 		m.Targets = b.Input("targets", sh.Rows())
 		m.Weights = b.Input("loss_mask", sh.Rows())
 	}
-	if m.Logits, err = layers.Project(root, "head", x, cfg.DModel, m.Outputs, true, layers.InitStd); err != nil {
+	if m.Logits, err = layers.Project(root, "head", x, cfg.DModel, m.Outputs, true); err != nil {
 		return nil, err
 	}
 	if m.Loss, err = graph.SoftmaxCrossEntropy(m.Logits, m.Targets, m.Weights); err != nil {

@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
 	"github.com/attnlab/attnlab/config"
@@ -63,7 +62,6 @@ func TestModelGradients(t *testing.T) {
 			if !res.Pass {
 				t.Errorf("%v", res)
 			}
-			_ = G.NewGraph
 		})
 	}
 }

@@ -16,7 +16,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -34,18 +36,22 @@ const (
 type usageError struct{ error }
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) (code int) {
+// run executes the command line args and returns the exit status; no panic
+// escapes it.
+func run(args []string, stdout, stderr io.Writer) (code int) {
 	defer func() {
 		if r := recover(); r != nil {
-			fmt.Fprintf(os.Stderr, "error: internal error: %v (please report this with the command line)\n", r)
+			fmt.Fprintf(stderr, "error: internal error: %v (please report this with the command line)\n", r)
 			code = exitFailure
 		}
 	}()
 	root := newRoot()
 	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.Execute()
 	switch {
 	case err == nil:
@@ -53,7 +59,7 @@ func run(args []string) (code int) {
 	case errors.Is(err, train.ErrInterrupted):
 		return exitInterrupted
 	}
-	fmt.Fprintf(os.Stderr, "error: %s\n", oneLine(err.Error()))
+	fmt.Fprintf(stderr, "error: %s\n", oneLine(err.Error()))
 	var ue usageError
 	if train.IsBadInput(err) || errors.As(err, &ue) {
 		return exitBadInput
@@ -85,6 +91,28 @@ folder (config.yaml, metrics.jsonl, summary.json, checkpoint.safetensors).`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%s: %w (see %s --help)", c.CommandPath(), err, c.CommandPath())}
 	})
+	var cpuProfile string
+	var stopProfile func()
+	root.PersistentFlags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if cpuProfile == "" {
+			return nil
+		}
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return usageError{fmt.Errorf("--cpuprofile: %w", err)}
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+		return nil
+	}
+	root.PersistentPostRun = func(*cobra.Command, []string) {
+		if stopProfile != nil {
+			stopProfile()
+		}
+	}
 	root.AddCommand(newTrainCmd(), newEvalCmd(), newListCmd(), newGradcheckCmd())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)

@@ -76,9 +76,9 @@ func newTrainCmd() *cobra.Command {
 			defer stop()
 			stdout := cmd.OutOrStdout()
 			fmt.Fprintf(stdout, "run %s: %s, %s attention, task %s; writing %s\n", exp.Name, exp.Model.Kind, exp.Model.Attention.Kind, exp.Task.Kind, dir)
-			sum, err := train.Run(ctx, exp, train.Options{Dir: dir, Resume: resume != "", Progress: stdout, TTY: train.IsTerminal(os.Stdout)})
+			sum, err := train.Run(ctx, exp, train.Options{Dir: dir, Resume: resume != "", Progress: stdout, TTY: stdout == os.Stdout && train.IsTerminal(os.Stdout)})
 			if errors.Is(err, train.ErrInterrupted) {
-				fmt.Fprintf(os.Stderr, "interrupted: checkpoint saved; continue with: trainer train --resume %s\n", dir)
+				fmt.Fprintf(cmd.ErrOrStderr(), "interrupted: checkpoint saved; continue with: trainer train --resume %s\n", dir)
 				return err
 			}
 			if err != nil {
