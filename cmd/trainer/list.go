@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -61,12 +60,8 @@ func newListCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\n", title)
 				for _, l := range ls {
 					fmt.Fprintf(tw, "  %s\t%s\n", l.Name, l.Description)
-					var opts []string
 					for _, o := range l.Options {
-						opts = append(opts, fmt.Sprintf("%s=%v (%s: %s)", o.Name, o.Default, o.Type, o.Help))
-					}
-					if len(opts) > 0 {
-						fmt.Fprintf(tw, "  \t  options: %s\n", strings.Join(opts, "; "))
+						fmt.Fprintf(tw, "  \t    %s: %s (%s, default %v)\n", o.Name, o.Help, o.Type, o.Default)
 					}
 				}
 			}
