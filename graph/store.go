@@ -3,7 +3,6 @@ package graph
 import (
 	"fmt"
 	"hash/fnv"
-	"math"
 	"math/rand/v2"
 	"slices"
 
@@ -223,14 +222,4 @@ func Float64s(v G.Value) []float64 {
 		return []float64{d}
 	}
 	return nil
-}
-
-// Finite reports whether every element of v is a finite number.
-func Finite(v G.Value) bool {
-	for _, x := range Float64s(v) {
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return false
-		}
-	}
-	return true
 }

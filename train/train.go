@@ -295,15 +295,21 @@ func lastCheckpoint(step, first, every int) int {
 
 // batchAccuracy is the accuracy of the model's current logits on batch.
 func batchAccuracy(m *models.Model, b *data.Batch) float64 {
-	targets := make([]float64, len(b.Targets))
-	for i, t := range b.Targets {
-		targets[i] = float64(t)
-	}
-	c, n, err := graph.Accuracy(m.Logits.Value(), targets, b.LossMask)
+	c, n, err := scoredAccuracy(m, b)
 	if err != nil || n == 0 {
 		return 0
 	}
 	return float64(c) / float64(n)
+}
+
+// scoredAccuracy counts the scored positions of b the model's current logits
+// get right.
+func scoredAccuracy(m *models.Model, b *data.Batch) (correct, scored int, err error) {
+	targets := make([]float64, len(b.Targets))
+	for i, t := range b.Targets {
+		targets[i] = float64(t)
+	}
+	return graph.Accuracy(m.Logits.Value(), targets, b.LossMask)
 }
 
 // evaluate returns the loss and accuracy over the first n examples of the
@@ -323,11 +329,7 @@ func evaluate(vm G.VM, m *models.Model, task data.Task, n int) (loss, acc float6
 		if err := vm.RunAll(); err != nil {
 			return 0, 0, fmt.Errorf("evaluation: %w", err)
 		}
-		targets := make([]float64, len(b.Targets))
-		for i, t := range b.Targets {
-			targets[i] = float64(t)
-		}
-		c, k, err := graph.Accuracy(m.Logits.Value(), targets, b.LossMask)
+		c, k, err := scoredAccuracy(m, b)
 		if err != nil {
 			return 0, 0, err
 		}
