@@ -8,16 +8,60 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// AttentionShape describes the inputs of the attention core: Batch sequences
+// AttentionShape describes the inputs of an attention core: Batch sequences
 // of QLen queries and KLen keys, Heads query heads and KVHeads key/value heads
 // (KVHeads divides Heads; query head h reads key/value head h / (Heads /
-// KVHeads)) of HeadDim dimensions each.
+// KVHeads)); queries and keys have HeadDim dimensions per head, values and
+// outputs ValueDim.
 type AttentionShape struct {
 	Batch, QLen, KLen int
 	Heads, KVHeads    int
 	HeadDim           int
+	ValueDim          int     // 0 means HeadDim
 	Causal            bool    // key j is visible to query i only when j <= i + KLen - QLen
+	ALiBi             bool    // add -slope_h * |i + KLen - QLen - j| to the scores (Press et al. 2022)
 	Scale             float64 // multiplies the scores; 0 means 1/sqrt(HeadDim)
+}
+
+// VDim is the value and output dimension per head.
+func (s AttentionShape) VDim() int {
+	if s.ValueDim != 0 {
+		return s.ValueDim
+	}
+	return s.HeadDim
+}
+
+// ALiBiSlopes are the per-head slopes of Press et al. 2022: the geometric
+// sequence 2^(-8/n), 2^(-16/n), ... for n heads when n is a power of two;
+// otherwise the sequence for the largest power of two p < n, followed by
+// every other slope of the sequence for 2p until there are n.
+func ALiBiSlopes(n int) []float64 {
+	pow2 := func(n int) []float64 {
+		out := make([]float64, n)
+		for i := range out {
+			out[i] = math.Pow(2, -8*float64(i+1)/float64(n))
+		}
+		return out
+	}
+	p := 1
+	for p*2 <= n {
+		p *= 2
+	}
+	out := pow2(p)
+	if p < n {
+		extra := pow2(2 * p)
+		for i := 0; len(out) < n; i += 2 {
+			out = append(out, extra[i])
+		}
+	}
+	return out
+}
+
+func (s AttentionShape) slopes() []float64 {
+	if !s.ALiBi {
+		return nil
+	}
+	return ALiBiSlopes(s.Heads)
 }
 
 func (s AttentionShape) scale() float64 {
@@ -30,7 +74,7 @@ func (s AttentionShape) scale() float64 {
 // Validate reports an impossible shape.
 func (s AttentionShape) Validate() error {
 	switch {
-	case s.Batch < 1 || s.QLen < 1 || s.KLen < 1 || s.Heads < 1 || s.KVHeads < 1 || s.HeadDim < 1:
+	case s.Batch < 1 || s.QLen < 1 || s.KLen < 1 || s.Heads < 1 || s.KVHeads < 1 || s.HeadDim < 1 || s.ValueDim < 0:
 		return fmt.Errorf("attention: sizes must be positive: %+v", s)
 	case s.Heads%s.KVHeads != 0:
 		return fmt.Errorf("attention: %d query heads cannot be grouped over %d key/value heads", s.Heads, s.KVHeads)
@@ -75,14 +119,14 @@ func Attention(q, k, v, keyMask *G.Node, s AttentionShape) (*G.Node, error) {
 			if err := s.checkShapes(in); err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
-			return in[0].Clone(), nil
+			return tensor.Shape{s.Batch * s.QLen, s.Heads * s.VDim()}, nil
 		},
 		do: func(in []G.Value) (G.Value, error) {
 			f32, err := checkDtype(name, in...)
 			if err != nil {
 				return nil, err
 			}
-			out := newTensor(in[0].Dtype(), in[0].Shape()...)
+			out := newTensor(in[0].Dtype(), s.Batch*s.QLen, s.Heads*s.VDim())
 			if f32 {
 				attentionForward(s, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in, 3), data[float32](out))
 			} else {
@@ -98,34 +142,45 @@ func Attention(q, k, v, keyMask *G.Node, s AttentionShape) (*G.Node, error) {
 			if err != nil {
 				return nil, err
 			}
-			nq := s.Batch * s.QLen * s.Heads * s.HeadDim
-			nk := s.Batch * s.KLen * s.KVHeads * s.HeadDim
-			dq, err := View(packed, 0, s.Batch*s.QLen, s.Heads*s.HeadDim)
-			if err != nil {
-				return nil, err
-			}
-			dk, err := View(packed, nq, s.Batch*s.KLen, s.KVHeads*s.HeadDim)
-			if err != nil {
-				return nil, err
-			}
-			dv, err := View(packed, nq+nk, s.Batch*s.KLen, s.KVHeads*s.HeadDim)
-			if err != nil {
-				return nil, err
-			}
-			grads := G.Nodes{dq, dk, dv}
-			if masked {
-				grads = append(grads, nil)
-			}
-			return grads, nil
+			return s.unpackGrads(packed, masked)
 		},
 	}, children...)
+}
+
+// gradSizes are the element counts of dq, dk and dv.
+func (s AttentionShape) gradSizes() (nq, nk, nv int) {
+	return s.Batch * s.QLen * s.Heads * s.HeadDim, s.Batch * s.KLen * s.KVHeads * s.HeadDim, s.Batch * s.KLen * s.KVHeads * s.VDim()
+}
+
+// unpackGrads splits the packed dq|dk|dv of a backward op into views; the
+// key mask, if any, gets no gradient.
+func (s AttentionShape) unpackGrads(packed *G.Node, masked bool) (G.Nodes, error) {
+	nq, nk, _ := s.gradSizes()
+	dq, err := View(packed, 0, s.Batch*s.QLen, s.Heads*s.HeadDim)
+	if err != nil {
+		return nil, err
+	}
+	dk, err := View(packed, nq, s.Batch*s.KLen, s.KVHeads*s.HeadDim)
+	if err != nil {
+		return nil, err
+	}
+	dv, err := View(packed, nq+nk, s.Batch*s.KLen, s.KVHeads*s.VDim())
+	if err != nil {
+		return nil, err
+	}
+	grads := G.Nodes{dq, dk, dv}
+	if masked {
+		grads = append(grads, nil)
+	}
+	return grads, nil
 }
 
 func (s AttentionShape) checkShapes(in []tensor.Shape) error {
 	wantQ := tensor.Shape{s.Batch * s.QLen, s.Heads * s.HeadDim}
 	wantK := tensor.Shape{s.Batch * s.KLen, s.KVHeads * s.HeadDim}
-	if !in[0].Eq(wantQ) || !in[1].Eq(wantK) || !in[2].Eq(wantK) {
-		return fmt.Errorf("want q %v and k, v %v; got %v, %v, %v", wantQ, wantK, in[0], in[1], in[2])
+	wantV := tensor.Shape{s.Batch * s.KLen, s.KVHeads * s.VDim()}
+	if !in[0].Eq(wantQ) || !in[1].Eq(wantK) || !in[2].Eq(wantV) {
+		return fmt.Errorf("want q %v, k %v and v %v; got %v, %v, %v", wantQ, wantK, wantV, in[0], in[1], in[2])
 	}
 	if len(in) > 3 && !in[3].Eq(tensor.Shape{s.Batch * s.KLen}) {
 		return fmt.Errorf("want key mask [%d], got %v", s.Batch*s.KLen, in[3])
@@ -148,8 +203,7 @@ func attentionGradOp(s AttentionShape, masked bool) *op {
 	if masked {
 		typ = fnType(2, 2, 2, 1, 2, 2, 1)
 	}
-	nq := s.Batch * s.QLen * s.Heads * s.HeadDim
-	nk := s.Batch * s.KLen * s.KVHeads * s.HeadDim
+	nq, nk, nv := s.gradSizes()
 	arity := 5
 	if masked {
 		arity = 6
@@ -158,13 +212,13 @@ func attentionGradOp(s AttentionShape, masked bool) *op {
 		name:  name,
 		arity: arity,
 		typ:   typ,
-		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{nq + 2*nk}, nil },
+		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{nq + nk + nv}, nil },
 		do: func(in []G.Value) (G.Value, error) {
 			f32, err := checkDtype(name, in...)
 			if err != nil {
 				return nil, err
 			}
-			out := newTensor(in[0].Dtype(), nq+2*nk)
+			out := newTensor(in[0].Dtype(), nq+nk+nv)
 			o, do := in[arity-2], in[arity-1]
 			if f32 {
 				d := data[float32](out)
@@ -180,90 +234,124 @@ func attentionGradOp(s AttentionShape, masked bool) *op {
 	}
 }
 
+// maskTile applies the causal and key-padding masks and the ALiBi bias to
+// the tile st of raw scores of sequence b (queries i0..i0+ni, keys j0..j0+nj,
+// leading dimension ld): a score the query may not see becomes -Inf. slope
+// is the head's ALiBi slope, 0 for none.
+func maskTile[T Float](s AttentionShape, slope float64, mask []T, b, i0, ni, j0, nj int, st []T, ld int) {
+	shift := s.KLen - s.QLen
+	if slope == 0 && mask == nil && (!s.Causal || j0+nj-1 <= i0+shift) {
+		return // every score of the tile is visible and unbiased
+	}
+	var km []T
+	if mask != nil {
+		km = mask[b*s.KLen+j0 : b*s.KLen+j0+nj]
+	}
+	inf := T(math.Inf(-1))
+	for r := 0; r < ni; r++ {
+		row := st[r*ld : r*ld+nj]
+		pos := i0 + r + shift // the query's position among the keys
+		for c := range row {
+			j := j0 + c
+			if (s.Causal && j > pos) || (km != nil && km[c] == 0) {
+				row[c] = inf
+				continue
+			}
+			if slope != 0 {
+				d := pos - j
+				if d < 0 {
+					d = -d
+				}
+				row[c] -= T(slope * float64(d))
+			}
+		}
+	}
+}
+
 // probabilities fills p [QLen, KLen] with the attention weights of sequence b
 // and query head h.
-func probabilities[T Float](s AttentionShape, q, k, mask []T, b, h int, p []T) {
+func probabilities[T Float](s AttentionShape, slopes []float64, q, k, mask []T, b, h int, p []T) {
 	dq, dk := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
 	kh := h / (s.Heads / s.KVHeads)
 	qOff := b*s.QLen*dq + h*s.HeadDim
 	kOff := b*s.KLen*dk + kh*s.HeadDim
 	gemm(false, true, s.QLen, s.KLen, s.HeadDim, T(s.scale()), q[qOff:], dq, k[kOff:], dk, 0, p, s.KLen)
-	shift := s.KLen - s.QLen
+	slope := 0.0
+	if slopes != nil {
+		slope = slopes[h]
+	}
+	maskTile(s, slope, mask, b, 0, s.QLen, 0, s.KLen, p, s.KLen)
 	for i := 0; i < s.QLen; i++ {
-		row := p[i*s.KLen : (i+1)*s.KLen]
-		visible := s.KLen
-		if s.Causal {
-			visible = i + shift + 1
-		}
-		mx := math.Inf(-1)
-		for j := 0; j < visible; j++ {
-			if mask != nil && mask[b*s.KLen+j] == 0 {
-				continue
-			}
-			mx = math.Max(mx, float64(row[j]))
-		}
-		if math.IsInf(mx, -1) { // no visible key
-			clear(row)
-			continue
-		}
-		var sum float64
-		for j := 0; j < visible; j++ {
-			if mask != nil && mask[b*s.KLen+j] == 0 {
-				row[j] = 0
-				continue
-			}
-			e := math.Exp(float64(row[j]) - mx)
-			row[j] = T(e)
-			sum += e
-		}
-		clear(row[visible:])
-		inv := T(1 / sum)
-		for j := 0; j < visible; j++ {
-			row[j] *= inv
-		}
+		softmaxRow(p[i*s.KLen : (i+1)*s.KLen])
+	}
+}
+
+// softmaxRow replaces row by its softmax; -Inf entries get weight 0, and a
+// row of only -Inf becomes zeros.
+func softmaxRow[T Float](row []T) {
+	mx := math.Inf(-1)
+	for _, x := range row {
+		mx = math.Max(mx, float64(x))
+	}
+	if math.IsInf(mx, -1) {
+		clear(row)
+		return
+	}
+	var sum float64
+	for j, x := range row {
+		e := math.Exp(float64(x) - mx)
+		row[j] = T(e)
+		sum += e
+	}
+	inv := T(1 / sum)
+	for j := range row {
+		row[j] *= inv
 	}
 }
 
 func attentionForward[T Float](s AttentionShape, q, k, v, mask, out []T) {
-	dq, dk := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
-	parallelFor(s.Batch*s.Heads, s.QLen*s.KLen*s.HeadDim, func(lo, hi int) {
+	dv := s.VDim()
+	ov, kv := s.Heads*dv, s.KVHeads*dv
+	slopes := s.slopes()
+	parallelFor(s.Batch*s.Heads, s.QLen*s.KLen*(s.HeadDim+dv), func(lo, hi int) {
 		p := make([]T, s.QLen*s.KLen)
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/s.Heads, bh%s.Heads
 			kh := h / (s.Heads / s.KVHeads)
-			probabilities(s, q, k, mask, b, h, p)
-			gemm(false, false, s.QLen, s.HeadDim, s.KLen, 1, p, s.KLen, v[b*s.KLen*dk+kh*s.HeadDim:], dk,
-				0, out[b*s.QLen*dq+h*s.HeadDim:], dq)
+			probabilities(s, slopes, q, k, mask, b, h, p)
+			gemm(false, false, s.QLen, dv, s.KLen, 1, p, s.KLen, v[b*s.KLen*kv+kh*dv:], kv,
+				0, out[b*s.QLen*ov+h*dv:], ov)
 		}
 	})
 }
 
 func attentionBackward[T Float](s AttentionShape, q, k, v, mask, o, do, dqOut, dkOut, dvOut []T) {
 	dq, dk := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
+	dv := s.VDim()
+	ov, kv := s.Heads*dv, s.KVHeads*dv
 	group := s.Heads / s.KVHeads
 	scale := T(s.scale())
+	slopes := s.slopes()
 	// One worker per (sequence, key/value head): the query heads of a group
 	// add into the same dK and dV, in a fixed order.
-	parallelFor(s.Batch*s.KVHeads, group*s.QLen*s.KLen*s.HeadDim*4, func(lo, hi int) {
+	parallelFor(s.Batch*s.KVHeads, group*s.QLen*s.KLen*(s.HeadDim+dv)*2, func(lo, hi int) {
 		p := make([]T, s.QLen*s.KLen)
 		dp := make([]T, s.QLen*s.KLen)
 		for bk := lo; bk < hi; bk++ {
 			b, kh := bk/s.KVHeads, bk%s.KVHeads
 			kOff := b*s.KLen*dk + kh*s.HeadDim
+			vOff := b*s.KLen*kv + kh*dv
 			for h := kh * group; h < (kh+1)*group; h++ {
 				qOff := b*s.QLen*dq + h*s.HeadDim
-				probabilities(s, q, k, mask, b, h, p)
+				oOff := b*s.QLen*ov + h*dv
+				probabilities(s, slopes, q, k, mask, b, h, p)
 				// dV += P^T dO
-				gemm(true, false, s.KLen, s.HeadDim, s.QLen, 1, p, s.KLen, do[qOff:], dq, 1, dvOut[kOff:], dk)
+				gemm(true, false, s.KLen, dv, s.QLen, 1, p, s.KLen, do[oOff:], ov, 1, dvOut[vOff:], kv)
 				// dP = dO V^T
-				gemm(false, true, s.QLen, s.KLen, s.HeadDim, 1, do[qOff:], dq, v[kOff:], dk, 0, dp, s.KLen)
+				gemm(false, true, s.QLen, s.KLen, dv, 1, do[oOff:], ov, v[vOff:], kv, 0, dp, s.KLen)
 				// dS = P * (dP - D), D_i = dO_i . O_i
 				for i := 0; i < s.QLen; i++ {
-					var d T
-					oi, doi := o[qOff+i*dq:qOff+i*dq+s.HeadDim], do[qOff+i*dq:qOff+i*dq+s.HeadDim]
-					for c := range oi {
-						d += oi[c] * doi[c]
-					}
+					d := dot(o[oOff+i*ov:oOff+i*ov+dv], do[oOff+i*ov:oOff+i*ov+dv])
 					pr, dpr := p[i*s.KLen:(i+1)*s.KLen], dp[i*s.KLen:(i+1)*s.KLen]
 					for j := range pr {
 						dpr[j] = pr[j] * (dpr[j] - d)
@@ -277,32 +365,48 @@ func attentionBackward[T Float](s AttentionShape, q, k, v, mask, o, do, dqOut, d
 	})
 }
 
+func dot[T Float](a, b []T) T {
+	var s T
+	for i := range a {
+		s += a[i] * b[i]
+	}
+	return s
+}
+
 // View returns the rows x cols matrix stored in the flat vector packed from
 // offset on, sharing its memory. It unpacks the several gradients one
-// backward op computes together; it is not differentiable.
+// backward op computes together; it is not differentiable (see Slice).
 func View(packed *G.Node, offset, rows, cols int) (*G.Node, error) {
 	name := fmt.Sprintf("View(%d,%dx%d)", offset, rows, cols)
 	return apply(&op{
 		name:  name,
 		arity: 1,
 		typ:   fnType(1, 2),
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
-			if len(in[0]) != 1 || in[0][0] < offset+rows*cols {
-				return nil, shapeErr(name, "packed vector %v too short", in[0])
-			}
-			return tensor.Shape{rows, cols}, nil
-		},
-		do: func(in []G.Value) (G.Value, error) {
-			var backing any
-			switch d := in[0].Data().(type) {
-			case []float32:
-				backing = d[offset : offset+rows*cols]
-			case []float64:
-				backing = d[offset : offset+rows*cols]
-			default:
-				return nil, fmt.Errorf("%s: unsupported dtype %v", name, in[0].Dtype())
-			}
-			return tensor.New(tensor.WithShape(rows, cols), tensor.WithBacking(backing)), nil
-		},
+		shape: viewShape(name, offset, rows, cols),
+		do:    viewDo(name, offset, rows, cols),
 	}, packed)
+}
+
+func viewShape(name string, offset, rows, cols int) func([]tensor.Shape) (tensor.Shape, error) {
+	return func(in []tensor.Shape) (tensor.Shape, error) {
+		if len(in[0]) != 1 || in[0][0] < offset+rows*cols {
+			return nil, shapeErr(name, "packed vector %v too short", in[0])
+		}
+		return tensor.Shape{rows, cols}, nil
+	}
+}
+
+func viewDo(name string, offset, rows, cols int) func([]G.Value) (G.Value, error) {
+	return func(in []G.Value) (G.Value, error) {
+		var backing any
+		switch d := in[0].Data().(type) {
+		case []float32:
+			backing = d[offset : offset+rows*cols]
+		case []float64:
+			backing = d[offset : offset+rows*cols]
+		default:
+			return nil, fmt.Errorf("%s: unsupported dtype %v", name, in[0].Dtype())
+		}
+		return tensor.New(tensor.WithShape(rows, cols), tensor.WithBacking(backing)), nil
+	}
 }

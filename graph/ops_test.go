@@ -130,19 +130,39 @@ func attentionCases() []struct {
 		{"grouped", AttentionShape{Batch: 1, QLen: 4, KLen: 4, Heads: 4, KVHeads: 2, HeadDim: 2, Causal: true}, false},
 		{"cross", AttentionShape{Batch: 2, QLen: 3, KLen: 6, Heads: 1, KVHeads: 1, HeadDim: 4}, true},
 		{"single-position", AttentionShape{Batch: 2, QLen: 1, KLen: 1, Heads: 2, KVHeads: 2, HeadDim: 3, Causal: true}, false},
+		{"value-dim", AttentionShape{Batch: 2, QLen: 5, KLen: 5, Heads: 2, KVHeads: 1, HeadDim: 3, ValueDim: 4, Causal: true}, false},
+		{"alibi-causal", AttentionShape{Batch: 1, QLen: 7, KLen: 7, Heads: 4, KVHeads: 2, HeadDim: 2, Causal: true, ALiBi: true}, false},
+		{"alibi-bidirectional-padded", AttentionShape{Batch: 2, QLen: 5, KLen: 5, Heads: 2, KVHeads: 2, HeadDim: 3, ALiBi: true}, true},
+		{"causal-cross", AttentionShape{Batch: 1, QLen: 3, KLen: 7, Heads: 2, KVHeads: 2, HeadDim: 3, Causal: true}, false},
 	}
 }
 
-func buildAttention(g *G.ExprGraph, rng *rand.Rand, s AttentionShape, masked bool) (out, q, k, v, m *G.Node, err error) {
+// attentionCore builds one attention core over q, k, v and the key mask.
+type attentionCore struct {
+	name  string
+	build func(q, k, v, m *G.Node, s AttentionShape) (*G.Node, error)
+}
+
+// attentionCores are the dense core and flash with tiles small enough that
+// the test shapes span several (and ragged) tiles.
+func attentionCores() []attentionCore {
+	flash := func(block int) func(q, k, v, m *G.Node, s AttentionShape) (*G.Node, error) {
+		return func(q, k, v, m *G.Node, s AttentionShape) (*G.Node, error) { return FlashAttention(q, k, v, m, s, block) }
+	}
+	return []attentionCore{{"dense", Attention}, {"flash-block2", flash(2)}, {"flash-block3", flash(3)}}
+}
+
+func buildAttention(g *G.ExprGraph, rng *rand.Rand, s AttentionShape, masked bool,
+	core func(q, k, v, m *G.Node, s AttentionShape) (*G.Node, error)) (out, q, k, v, m *G.Node, err error) {
 	q = Variable(g, "q", RandomTensor(rng, 1, s.Batch*s.QLen, s.Heads*s.HeadDim))
 	k = Variable(g, "k", RandomTensor(rng, 1, s.Batch*s.KLen, s.KVHeads*s.HeadDim))
-	v = Variable(g, "v", RandomTensor(rng, 1, s.Batch*s.KLen, s.KVHeads*s.HeadDim))
+	v = Variable(g, "v", RandomTensor(rng, 1, s.Batch*s.KLen, s.KVHeads*s.VDim()))
 	if masked {
 		mt := mask01(rng, s.Batch*s.KLen, 0.3)
 		mt.Data().([]float64)[0] = 1 // key 0 of sequence 0 real, so causal rows see something
 		m = Variable(g, "mask", mt)
 	}
-	out, err = Attention(q, k, v, m, s)
+	out, err = core(q, k, v, m, s)
 	return out, q, k, v, m, err
 }
 
@@ -165,20 +185,22 @@ func TestOpGradients(t *testing.T) {
 		})
 	}
 	for _, c := range attentionCases() {
-		t.Run("Attention/"+c.name, func(t *testing.T) {
-			g := G.NewGraph()
-			out, q, k, v, _, err := buildAttention(g, rng, c.shape, c.masked)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := GradCheck{}.Run(g, out, []*G.Node{q, k, v})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !res.Pass {
-				t.Errorf("gradient check failed: %v", res)
-			}
-		})
+		for _, core := range attentionCores() {
+			t.Run("Attention/"+core.name+"/"+c.name, func(t *testing.T) {
+				g := G.NewGraph()
+				out, q, k, v, _, err := buildAttention(g, rng, c.shape, c.masked, core.build)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, err := GradCheck{}.Run(g, out, []*G.Node{q, k, v})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !res.Pass {
+					t.Errorf("gradient check failed: %v", res)
+				}
+			})
+		}
 	}
 }
 

@@ -7,26 +7,33 @@ import (
 	G "gorgonia.org/gorgonia"
 )
 
-// naiveAttention is the textbook definition, loop by loop.
+// naiveAttention is the textbook definition, loop by loop, with ALiBi's
+// closed form -slope_h * |i - j| added to each score (slope_h = 2^(-8(h+1)/H)
+// for a power-of-two H).
 func naiveAttention(s AttentionShape, q, k, v, mask []float64) []float64 {
-	dq, dk := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
-	out := make([]float64, s.Batch*s.QLen*dq)
+	dq, dk, dv := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim, s.VDim()
+	out := make([]float64, s.Batch*s.QLen*s.Heads*dv)
 	for b := 0; b < s.Batch; b++ {
 		for h := 0; h < s.Heads; h++ {
 			kh := h / (s.Heads / s.KVHeads)
+			slope := 0.0
+			if s.ALiBi {
+				slope = math.Pow(2, -8*float64(h+1)/float64(s.Heads))
+			}
 			for i := 0; i < s.QLen; i++ {
+				pos := i + s.KLen - s.QLen
 				scores := make([]float64, s.KLen)
 				mx := math.Inf(-1)
 				for j := 0; j < s.KLen; j++ {
 					scores[j] = math.Inf(-1)
-					if (s.Causal && j > i+s.KLen-s.QLen) || (mask != nil && mask[b*s.KLen+j] == 0) {
+					if (s.Causal && j > pos) || (mask != nil && mask[b*s.KLen+j] == 0) {
 						continue
 					}
 					var dot float64
 					for c := 0; c < s.HeadDim; c++ {
 						dot += q[(b*s.QLen+i)*dq+h*s.HeadDim+c] * k[(b*s.KLen+j)*dk+kh*s.HeadDim+c]
 					}
-					scores[j] = dot / math.Sqrt(float64(s.HeadDim))
+					scores[j] = dot/math.Sqrt(float64(s.HeadDim)) - slope*math.Abs(float64(pos-j))
 					mx = math.Max(mx, scores[j])
 				}
 				if math.IsInf(mx, -1) {
@@ -38,8 +45,8 @@ func naiveAttention(s AttentionShape, q, k, v, mask []float64) []float64 {
 					z += scores[j]
 				}
 				for j := range scores {
-					for c := 0; c < s.HeadDim; c++ {
-						out[(b*s.QLen+i)*dq+h*s.HeadDim+c] += scores[j] / z * v[(b*s.KLen+j)*dk+kh*s.HeadDim+c]
+					for c := 0; c < dv; c++ {
+						out[(b*s.QLen+i)*s.Heads*dv+h*dv+c] += scores[j] / z * v[(b*s.KLen+j)*s.KVHeads*dv+kh*dv+c]
 					}
 				}
 			}
@@ -71,19 +78,21 @@ func TestAttentionMatchesDefinition(t *testing.T) {
 	rng := testRNG(t)
 	for _, c := range attentionCases() {
 		t.Run(c.name, func(t *testing.T) {
-			g := G.NewGraph()
-			out, q, k, v, m, err := buildAttention(g, rng, c.shape, c.masked)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var mask []float64
-			if m != nil {
-				mask = Float64s(m.Value())
-			}
-			got := runForward(t, g, out)
-			want := naiveAttention(c.shape, Float64s(q.Value()), Float64s(k.Value()), Float64s(v.Value()), mask)
-			if d := maxRelDiff(got, want); d > 1e-12 {
-				t.Errorf("relative difference %g from the definition", d)
+			for _, core := range attentionCores() {
+				g := G.NewGraph()
+				out, q, k, v, m, err := buildAttention(g, rng, c.shape, c.masked, core.build)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var mask []float64
+				if m != nil {
+					mask = Float64s(m.Value())
+				}
+				got := runForward(t, g, out)
+				want := naiveAttention(c.shape, Float64s(q.Value()), Float64s(k.Value()), Float64s(v.Value()), mask)
+				if d := maxRelDiff(got, want); d > 1e-12 {
+					t.Errorf("%s: relative difference %g from the definition", core.name, d)
+				}
 			}
 		})
 	}
