@@ -147,7 +147,9 @@ type attentionCore struct {
 // the test shapes span several (and ragged) tiles.
 func attentionCores() []attentionCore {
 	flash := func(block int) func(q, k, v, m *G.Node, s AttentionShape) (*G.Node, error) {
-		return func(q, k, v, m *G.Node, s AttentionShape) (*G.Node, error) { return FlashAttention(q, k, v, m, s, block) }
+		return func(q, k, v, m *G.Node, s AttentionShape) (*G.Node, error) {
+			return FlashAttention(q, k, v, m, s, block)
+		}
 	}
 	return []attentionCore{{"dense", Attention}, {"flash-block2", flash(2)}, {"flash-block3", flash(3)}}
 }
