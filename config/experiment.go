@@ -32,16 +32,22 @@ type Experiment struct {
 
 // Model describes the Transformer.
 type Model struct {
-	Kind       string    `yaml:"kind"` // decoder | encoder
-	DModel     int       `yaml:"d_model"`
-	NLayers    int       `yaml:"n_layers"`
-	NHeads     int       `yaml:"n_heads"`
-	DFF        int       `yaml:"d_ff"`
-	Norm       string    `yaml:"norm"`       // layernorm | rmsnorm
-	Positional string    `yaml:"positional"` // learned | sinusoidal | none
-	Activation string    `yaml:"activation"` // gelu | relu
-	Pooling    string    `yaml:"pooling"`    // mean | cls (used by encoder models)
-	Attention  Component `yaml:"attention"`  // {kind: standard, ...}: options validated later by the attention registry
+	Kind       string `yaml:"kind"` // decoder | encoder
+	DModel     int    `yaml:"d_model"`
+	NLayers    int    `yaml:"n_layers"`
+	NHeads     int    `yaml:"n_heads"`
+	DFF        int    `yaml:"d_ff"`
+	Norm       string `yaml:"norm"`       // layernorm | rmsnorm
+	Positional string `yaml:"positional"` // learned | sinusoidal | none | rope | partial_rope | alibi | xpos
+	// RopeBase is RoPE's frequency base (rope, partial_rope, xpos).
+	RopeBase float64 `yaml:"rope_base"`
+	// RopeFraction is the fraction of each head's dims partial_rope rotates.
+	RopeFraction float64 `yaml:"rope_fraction"`
+	// XPosScaleBase is xPos's decay length scale.
+	XPosScaleBase float64   `yaml:"xpos_scale_base"`
+	Activation    string    `yaml:"activation"` // gelu | relu
+	Pooling       string    `yaml:"pooling"`    // mean | cls (used by encoder models)
+	Attention     Component `yaml:"attention"`  // {kind: standard, ...}: options validated later by the attention registry
 }
 
 // Train describes the optimisation (AdamW with a learning-rate schedule),
@@ -71,7 +77,7 @@ var (
 	dtypes      = []string{"float32", "float64"}
 	modelKinds  = []string{"decoder", "encoder"}
 	norms       = []string{"layernorm", "rmsnorm"}
-	positionals = []string{"learned", "sinusoidal", "none"}
+	positionals = []string{"learned", "sinusoidal", "none", "rope", "partial_rope", "alibi", "xpos"}
 	activations = []string{"gelu", "relu"}
 	poolings    = []string{"mean", "cls"}
 	schedules   = []string{"cosine", "linear", "constant"}
@@ -90,16 +96,19 @@ func Default() Experiment {
 		DType: "float32",
 		Task:  Component{Kind: "assoc_recall", Options: map[string]any{}},
 		Model: Model{
-			Kind:       "decoder",
-			DModel:     64,
-			NLayers:    2,
-			NHeads:     4,
-			DFF:        256,
-			Norm:       "layernorm",
-			Positional: "learned",
-			Activation: "gelu",
-			Pooling:    "mean",
-			Attention:  Component{Kind: "standard", Options: map[string]any{}},
+			Kind:          "decoder",
+			DModel:        64,
+			NLayers:       2,
+			NHeads:        4,
+			DFF:           256,
+			Norm:          "layernorm",
+			Positional:    "learned",
+			RopeBase:      10000,
+			RopeFraction:  0.5,
+			XPosScaleBase: 512,
+			Activation:    "gelu",
+			Pooling:       "mean",
+			Attention:     Component{Kind: "standard", Options: map[string]any{}},
 		},
 		Train: Train{
 			Steps:           1000,
@@ -315,6 +324,15 @@ func (e *Experiment) Validate() error {
 	}
 	oneOf("model.norm", m.Norm, norms)
 	oneOf("model.positional", m.Positional, positionals)
+	if finite("model.rope_base", m.RopeBase) && m.RopeBase <= 1 {
+		add("model.rope_base: must be greater than 1, got %s", fmtFloat(m.RopeBase))
+	}
+	if finite("model.rope_fraction", m.RopeFraction) && (m.RopeFraction <= 0 || m.RopeFraction > 1) {
+		add("model.rope_fraction: must be in (0, 1], got %s", fmtFloat(m.RopeFraction))
+	}
+	if finite("model.xpos_scale_base", m.XPosScaleBase) && m.XPosScaleBase <= 0 {
+		add("model.xpos_scale_base: must be positive, got %s", fmtFloat(m.XPosScaleBase))
+	}
 	oneOf("model.activation", m.Activation, activations)
 	oneOf("model.pooling", m.Pooling, poolings)
 	if m.Attention.Kind == "" {

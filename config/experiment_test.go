@@ -43,6 +43,9 @@ model:
   d_ff: 512
   norm: rmsnorm
   positional: sinusoidal
+  rope_base: 500
+  rope_fraction: 0.25
+  xpos_scale_base: 256
   activation: relu
   pooling: cls
   attention:
@@ -77,7 +80,8 @@ func fullExperiment() Experiment {
 		Task:  Component{Kind: "assoc_recall", Options: map[string]any{"seq_len": 64, "n_keys": 16}},
 		Model: Model{
 			Kind: "encoder", DModel: 128, NLayers: 4, NHeads: 8, DFF: 512,
-			Norm: "rmsnorm", Positional: "sinusoidal", Activation: "relu", Pooling: "cls",
+			Norm: "rmsnorm", Positional: "sinusoidal", RopeBase: 500, RopeFraction: 0.25, XPosScaleBase: 256,
+			Activation: "relu", Pooling: "cls",
 			Attention: Component{Kind: "sliding_window", Options: map[string]any{"window": 16, "causal": true, "scale": 0.5}},
 		},
 		Train: Train{
@@ -349,7 +353,8 @@ func TestValidate(t *testing.T) {
 		{"d_ff", func(e *Experiment) { e.Model.DFF = 0 }, "model.d_ff: must be positive, got 0"},
 		{"divisible", func(e *Experiment) { e.Model.DModel, e.Model.NHeads = 100, 3 }, "model.d_model (100) is not divisible by model.n_heads (3)"},
 		{"norm", func(e *Experiment) { e.Model.Norm = "batchnorm" }, `model.norm: want layernorm or rmsnorm, got "batchnorm"`},
-		{"positional", func(e *Experiment) { e.Model.Positional = "rope" }, `model.positional: want learned, sinusoidal or none, got "rope"`},
+		{"positional", func(e *Experiment) { e.Model.Positional = "rotary" }, `model.positional: want learned, sinusoidal, none, rope, partial_rope, alibi or xpos, got "rotary"`},
+		{"rope_fraction", func(e *Experiment) { e.Model.RopeFraction = 1.5 }, `model.rope_fraction: must be in (0, 1], got 1.5`},
 		{"activation", func(e *Experiment) { e.Model.Activation = "tanh" }, `model.activation: want gelu or relu, got "tanh"`},
 		{"pooling", func(e *Experiment) { e.Model.Pooling = "max" }, `model.pooling: want mean or cls, got "max"`},
 		{"attention kind", func(e *Experiment) { e.Model.Attention.Kind = "" }, "model.attention.kind: must not be empty"},

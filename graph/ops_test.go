@@ -105,6 +105,21 @@ func opCases() []opCase {
 			out, err := Pool(x, m, 2, 5, MeanPool)
 			return out, []*G.Node{x}, err
 		}},
+		{"RoPE", func(g *G.ExprGraph, rng *rand.Rand) (*G.Node, []*G.Node, error) {
+			x := v(g, "x", RandomTensor(rng, 1, 2*5, 2*6))
+			out, err := Rotary(x, RotaryShape{Batch: 2, SeqLen: 5, Heads: 2, HeadDim: 6, RotDims: 6, Base: 10000})
+			return out, []*G.Node{x}, err
+		}},
+		{"PartialRoPE", func(g *G.ExprGraph, rng *rand.Rand) (*G.Node, []*G.Node, error) {
+			x := v(g, "x", RandomTensor(rng, 1, 2*5, 2*6))
+			out, err := Rotary(x, RotaryShape{Batch: 2, SeqLen: 5, Heads: 2, HeadDim: 6, RotDims: 2, Base: 100})
+			return out, []*G.Node{x}, err
+		}},
+		{"XPosKey", func(g *G.ExprGraph, rng *rand.Rand) (*G.Node, []*G.Node, error) {
+			x := v(g, "x", RandomTensor(rng, 1, 2*5, 4))
+			out, err := Rotary(x, RotaryShape{Batch: 2, SeqLen: 5, Heads: 1, HeadDim: 4, RotDims: 4, Base: 10, XPosScaleBase: 2})
+			return out, []*G.Node{x}, err
+		}},
 		{"FirstPool", func(g *G.ExprGraph, rng *rand.Rand) (*G.Node, []*G.Node, error) {
 			x, m := v(g, "x", RandomTensor(rng, 1, 2*5, 3)), v(g, "mask", mask01(rng, 2*5, 0.3))
 			out, err := Pool(x, m, 2, 5, FirstPool)

@@ -29,8 +29,17 @@ type Context struct {
 type Spec struct {
 	DModel  int
 	Heads   int
-	NLayers int // for depth-scaled initialization of output projections
+	NLayers int      // for depth-scaled initialization of output projections
+	Causal  bool     // the model is a decoder: position i sees positions j <= i only
+	Pos     Position // the model's position scheme
 	Options config.Values
+}
+
+// KVCache is implemented by variants that can decode with a key/value
+// cache: KVCacheElems is the number of cached elements per token per layer
+// (bytes = elements x the dtype's size).
+type KVCache interface {
+	KVCacheElems() int
 }
 
 // HeadDim is DModel / Heads.
@@ -60,6 +69,9 @@ func NewAttention(c config.Component, spec Spec) (Attention, error) {
 		return nil, err
 	}
 	spec.Options = vals
+	if err := spec.Pos.Check(spec.HeadDim()); err != nil {
+		return nil, err
+	}
 	a, err := e.Factory(spec)
 	if err != nil {
 		return nil, fmt.Errorf("model.attention (%s): %w", c.Kind, err)

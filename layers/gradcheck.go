@@ -1,6 +1,7 @@
 package layers
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 
@@ -13,14 +14,36 @@ import (
 
 // CheckSetting is one configuration a variant is gradient-checked in.
 type CheckSetting struct {
-	Name    string
-	Causal  bool
-	Padded  bool // random key-padding mask
-	Batch   int
-	SeqLen  int
-	DModel  int
-	Heads   int
-	Options map[string]any // variant options (defaults when nil)
+	Name   string
+	Causal bool
+	Padded bool // random key-padding mask
+	Batch  int
+	SeqLen int
+	DModel int
+	Heads  int
+	// Positional is the position scheme ("" = none); only the schemes that
+	// act inside attention matter here.
+	Positional string
+	Options    map[string]any // variant options (defaults when nil)
+}
+
+// ErrNotApplicable marks a setting a variant refuses by design (a
+// bidirectional-only variant in a causal setting, a position scheme it
+// cannot take); CheckAttention wraps the variant's config error with it.
+var ErrNotApplicable = errors.New("setting not applicable")
+
+// Position returns the position scheme of the setting with the model
+// defaults for its parameters.
+func (st CheckSetting) Position() Position {
+	kind := st.Positional
+	if kind == "" {
+		kind = "none"
+	}
+	return Position{Kind: kind, RopeBase: 10000, RopeFraction: 0.5, XPosScaleBase: 4}
+}
+
+func (st CheckSetting) spec() Spec {
+	return Spec{DModel: st.DModel, Heads: st.Heads, NLayers: 2, Causal: st.Causal, Pos: st.Position()}
 }
 
 // CheckSettings are the settings `trainer gradcheck` and the tests use: tiny
@@ -31,6 +54,10 @@ func CheckSettings() []CheckSetting {
 		{Name: "bidirectional", Batch: 2, SeqLen: 5, DModel: 8, Heads: 2},
 		{Name: "bidirectional-padded", Padded: true, Batch: 2, SeqLen: 5, DModel: 8, Heads: 2},
 		{Name: "causal-padded", Causal: true, Padded: true, Batch: 2, SeqLen: 4, DModel: 8, Heads: 2},
+		{Name: "causal-rope", Causal: true, Batch: 1, SeqLen: 5, DModel: 8, Heads: 2, Positional: "rope"},
+		{Name: "causal-xpos", Causal: true, Batch: 1, SeqLen: 5, DModel: 8, Heads: 2, Positional: "xpos"},
+		{Name: "bidirectional-partial_rope-padded", Padded: true, Batch: 2, SeqLen: 4, DModel: 8, Heads: 2, Positional: "partial_rope"},
+		{Name: "causal-alibi", Causal: true, Batch: 1, SeqLen: 5, DModel: 8, Heads: 2, Positional: "alibi"},
 	}
 }
 
@@ -39,9 +66,9 @@ func CheckSettings() []CheckSetting {
 // from linear), gradients with respect to the input and every parameter.
 func CheckAttention(kind string, st CheckSetting, seed uint64) (graph.GradResult, error) {
 	return checkLayer(st, seed, func(s Scope, x *G.Node, c Context) (*G.Node, error) {
-		a, err := NewAttention(config.Component{Kind: kind, Options: st.Options}, Spec{DModel: st.DModel, Heads: st.Heads, NLayers: 2})
+		a, err := NewAttention(config.Component{Kind: kind, Options: st.Options}, st.spec())
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrNotApplicable, err)
 		}
 		return a.Forward(s.Sub("attn"), x, c)
 	})
@@ -50,9 +77,9 @@ func CheckAttention(kind string, st CheckSetting, seed uint64) (graph.GradResult
 // CheckBlock gradient-checks a whole pre-norm block with variant kind.
 func CheckBlock(kind, norm string, st CheckSetting, seed uint64) (graph.GradResult, error) {
 	return checkLayer(st, seed, func(s Scope, x *G.Node, c Context) (*G.Node, error) {
-		a, err := NewAttention(config.Component{Kind: kind, Options: st.Options}, Spec{DModel: st.DModel, Heads: st.Heads, NLayers: 2})
+		a, err := NewAttention(config.Component{Kind: kind, Options: st.Options}, st.spec())
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrNotApplicable, err)
 		}
 		return Block(s, x, c, BlockSpec{DModel: st.DModel, DFF: 2 * st.DModel, NLayers: 2, Norm: norm, Activation: graph.GELU, Attention: a})
 	})

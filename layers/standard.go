@@ -35,28 +35,34 @@ func init() {
 
 // Forward implements Attention.
 func (a *Standard) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
-	d := a.spec.DModel
-	q, err := Project(s, "wq", x, d, d, a.bias)
+	return multiHead(s, x, c, a.spec, a.spec.Heads, a.bias, 0)
+}
+
+// KVCacheElems implements KVCache: a key and a value of D per token.
+func (a *Standard) KVCacheElems() int { return 2 * a.spec.DModel }
+
+// multiHead is the multi-head layer shared by standard, flash, mqa and gqa:
+// projections wq [D, D], wk and wv [D, kvHeads*d], wo [D, D] around the
+// attention core (dense when block is 0, else flash with that tile).
+func multiHead(s Scope, x *G.Node, c Context, spec Spec, kvHeads int, bias bool, block int) (*G.Node, error) {
+	d, dh := spec.DModel, spec.HeadDim()
+	q, err := Project(s, "wq", x, d, d, bias)
 	if err != nil {
 		return nil, err
 	}
-	k, err := Project(s, "wk", x, d, d, a.bias)
+	k, err := Project(s, "wk", x, d, kvHeads*dh, bias)
 	if err != nil {
 		return nil, err
 	}
-	v, err := Project(s, "wv", x, d, d, a.bias)
+	v, err := Project(s, "wv", x, d, kvHeads*dh, bias)
 	if err != nil {
 		return nil, err
 	}
-	o, err := graph.Attention(q, k, v, c.KeyMask, graph.AttentionShape{
-		Batch: c.Batch, QLen: c.SeqLen, KLen: c.SeqLen,
-		Heads: a.spec.Heads, KVHeads: a.spec.Heads, HeadDim: a.spec.HeadDim(),
-		Causal: c.Causal,
-	})
+	o, err := SelfAttention(q, k, v, c, spec.Pos, Heads{Heads: spec.Heads, KVHeads: kvHeads, HeadDim: dh}, block)
 	if err != nil {
 		return nil, err
 	}
-	return Project(s, "wo", o, d, d, a.bias)
+	return Project(s, "wo", o, d, d, bias)
 }
 
 // Project is a linear map x [N, in] -> [N, out] with weight name [in, out]

@@ -50,7 +50,9 @@ func Build(cfg config.Model, task data.Task, store *graph.Store, batch int) (*Mo
 	if cfg.DModel%cfg.NHeads != 0 {
 		return nil, fmt.Errorf("model.d_model (%d) is not divisible by model.n_heads (%d)", cfg.DModel, cfg.NHeads)
 	}
-	attn, err := layers.NewAttention(cfg.Attention, layers.Spec{DModel: cfg.DModel, Heads: cfg.NHeads, NLayers: cfg.NLayers})
+	pos := Position(cfg)
+	attn, err := layers.NewAttention(cfg.Attention, layers.Spec{DModel: cfg.DModel, Heads: cfg.NHeads, NLayers: cfg.NLayers,
+		Causal: cfg.Kind == "decoder", Pos: pos})
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +74,7 @@ func Build(cfg config.Model, task data.Task, store *graph.Store, batch int) (*Mo
 	if err != nil {
 		return nil, err
 	}
-	if x, err = layers.AddPositions(root.Sub("embed"), cfg.Positional, x, sh); err != nil {
+	if x, err = layers.AddPositions(root.Sub("embed"), pos, x, sh); err != nil {
 		return nil, err
 	}
 	ctx := layers.Context{Shape: sh, Causal: cfg.Kind == "decoder", KeyMask: m.KeyMask}
@@ -117,6 +119,11 @@ func Build(cfg config.Model, task data.Task, store *graph.Store, batch int) (*Mo
 	}
 	m.Params = b.Nodes()
 	return m, nil
+}
+
+// Position is the position scheme a model config names.
+func Position(cfg config.Model) layers.Position {
+	return layers.Position{Kind: cfg.Positional, RopeBase: cfg.RopeBase, RopeFraction: cfg.RopeFraction, XPosScaleBase: cfg.XPosScaleBase}
 }
 
 // Feed writes a batch into the model's input tensors.

@@ -17,6 +17,7 @@ type gradcheckRow struct {
 	Setting   string  `json:"setting"`
 	MaxRelErr float64 `json:"max_rel_err"`
 	Pass      bool    `json:"pass"`
+	Skipped   string  `json:"skipped,omitempty"` // why the variant refuses this setting
 	Seed      uint64  `json:"seed"`
 	Error     string  `json:"error,omitempty"`
 }
@@ -29,7 +30,8 @@ func newGradcheckCmd() *cobra.Command {
 		Use:   "gradcheck",
 		Short: "Check each attention variant's gradients against finite differences (float64)",
 		Long: `gradcheck builds one attention layer of each variant in float64 at tiny sizes
-(causal, bidirectional, and both with a key-padding mask), with random
+(causal, bidirectional, both with a key-padding mask, and with the position
+schemes that act inside attention: rope, xpos, partial_rope, alibi), with random
 inputs and parameters, and compares the gradients of the input and of every
 parameter with central finite differences. It exits non-zero if any fails.`,
 		Example: `  trainer gradcheck                  # every variant
@@ -54,7 +56,10 @@ parameter with central finite differences. It exits non-zero if any fails.`,
 				for _, st := range layers.CheckSettings() {
 					res, err := layers.CheckAttention(n, st, seed)
 					r := gradcheckRow{Variant: n, Setting: st.Name, MaxRelErr: res.MaxRelErr, Pass: err == nil && res.Pass, Seed: seed}
-					if err != nil {
+					switch {
+					case errors.Is(err, layers.ErrNotApplicable):
+						r.Pass, r.Skipped = true, errors.Unwrap(err).Error()
+					case err != nil:
 						r.Error = err.Error()
 					}
 					if !r.Pass {
@@ -75,7 +80,10 @@ parameter with central finite differences. It exits non-zero if any fails.`,
 				fmt.Fprintln(tw, "VARIANT\tSETTING\tMAX REL ERR\tPASS")
 				for _, r := range rows {
 					pass := "ok"
-					if !r.Pass {
+					switch {
+					case r.Skipped != "":
+						pass = "n/a: " + r.Skipped
+					case !r.Pass:
 						pass = "FAIL " + r.Error
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%.2e\t%s\n", r.Variant, r.Setting, r.MaxRelErr, pass)
