@@ -120,6 +120,21 @@ func opCases() []opCase {
 			out, err := Rotary(x, RotaryShape{Batch: 2, SeqLen: 5, Heads: 1, HeadDim: 4, RotDims: 4, Base: 10, XPosScaleBase: 2})
 			return out, []*G.Node{x}, err
 		}},
+		{"ConcatHeads", func(g *G.ExprGraph, rng *rand.Rand) (*G.Node, []*G.Node, error) {
+			a, b := v(g, "a", RandomTensor(rng, 1, 4, 3*2)), v(g, "b", RandomTensor(rng, 1, 4, 3*1))
+			out, err := ConcatHeads(a, b, 3, false)
+			return out, []*G.Node{a, b}, err
+		}},
+		{"ConcatHeadsShared", func(g *G.ExprGraph, rng *rand.Rand) (*G.Node, []*G.Node, error) {
+			a, b := v(g, "a", RandomTensor(rng, 1, 4, 2*3)), v(g, "b", RandomTensor(rng, 1, 4, 2))
+			out, err := ConcatHeads(a, b, 2, true)
+			return out, []*G.Node{a, b}, err
+		}},
+		{"Combine", func(g *G.ExprGraph, rng *rand.Rand) (*G.Node, []*G.Node, error) {
+			a, b := v(g, "a", RandomTensor(rng, 1, 4, 3)), v(g, "b", RandomTensor(rng, 1, 4, 3))
+			out, err := Combine(a, b, 1.3, -0.3)
+			return out, []*G.Node{a, b}, err
+		}},
 		{"FirstPool", func(g *G.ExprGraph, rng *rand.Rand) (*G.Node, []*G.Node, error) {
 			x, m := v(g, "x", RandomTensor(rng, 1, 2*5, 3)), v(g, "mask", mask01(rng, 2*5, 0.3))
 			out, err := Pool(x, m, 2, 5, FirstPool)

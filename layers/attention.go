@@ -2,6 +2,7 @@ package layers
 
 import (
 	"fmt"
+	"strings"
 
 	G "gorgonia.org/gorgonia"
 
@@ -74,6 +75,9 @@ func NewAttention(c config.Component, spec Spec) (Attention, error) {
 	}
 	a, err := e.Factory(spec)
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "model.") { // already names its key
+			return nil, err
+		}
 		return nil, fmt.Errorf("model.attention (%s): %w", c.Kind, err)
 	}
 	return a, nil

@@ -122,6 +122,8 @@ func TestExactReferences(t *testing.T) {
 		{"flash=standard", config.Component{Kind: "flash", Options: map[string]any{"block": 2}}, config.Component{Kind: "standard"}, 0},
 		{"gqa(G=H)=standard", config.Component{Kind: "gqa", Options: map[string]any{"kv_heads": 2}}, config.Component{Kind: "standard"}, 0},
 		{"gqa(G=1)=mqa", config.Component{Kind: "gqa", Options: map[string]any{"kv_heads": 1}}, config.Component{Kind: "mqa"}, 0},
+		{"gpa(lambda=0)=standard", config.Component{Kind: "gpa", Options: map[string]any{"lambda": 0.0}}, config.Component{Kind: "standard"}, 0},
+		{"reuse(H=1)=standard", config.Component{Kind: "reuse"}, config.Component{Kind: "standard"}, 1},
 	} {
 		for _, st := range CheckSettings() {
 			if c.heads != 0 {

@@ -32,6 +32,10 @@ type Model struct {
 
 	Batch, SeqLen int
 	Outputs       int // vocabulary size (decoder) or number of classes (encoder)
+
+	// KVCacheElems is the number of elements one layer caches per token
+	// when decoding, or -1 when the attention variant has no KV cache.
+	KVCacheElems int
 }
 
 // Build makes the graph of the model cfg describes for batch examples of
@@ -60,7 +64,10 @@ func Build(cfg config.Model, task data.Task, store *graph.Store, batch int) (*Mo
 	b := store.Bind(g)
 	root := layers.NewScope(b)
 	sh := layers.Shape{Batch: batch, SeqLen: task.SeqLen(), DModel: cfg.DModel}
-	m := &Model{Graph: g, Batch: batch, SeqLen: sh.SeqLen}
+	m := &Model{Graph: g, Batch: batch, SeqLen: sh.SeqLen, KVCacheElems: -1}
+	if kv, ok := attn.(layers.KVCache); ok {
+		m.KVCacheElems = kv.KVCacheElems()
+	}
 
 	m.Inputs = b.Input("inputs", sh.Rows())
 	if p, ok := task.(interface{ Pads() bool }); ok && p.Pads() {

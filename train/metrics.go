@@ -87,22 +87,25 @@ func (m *metricsLog) close() error { return m.f.Close() }
 
 // Summary is summary.json: what a run achieved and what it cost.
 type Summary struct {
-	Name              string  `json:"name"`
-	Attention         string  `json:"attention"`
-	Task              string  `json:"task"`
-	Seed              uint64  `json:"seed"`
-	DType             string  `json:"dtype"`
-	BLAS              string  `json:"blas"`
-	Threads           int     `json:"threads"`
-	Steps             int     `json:"steps"`
-	Params            int     `json:"params"`
-	EvalAccuracy      float64 `json:"eval_accuracy"`
-	EvalLoss          float64 `json:"eval_loss"`
-	EvalExamples      int     `json:"eval_examples"`
-	TrainLoss         float64 `json:"train_loss"` // mean over the last (up to) 20 steps this process ran
-	StepMsMedian      float64 `json:"step_ms_median"`
-	TrainTokensPerSec float64 `json:"train_tokens_per_sec"`
-	PeakRSSBytes      int64   `json:"peak_rss_bytes"`
-	WallSeconds       float64 `json:"wall_seconds"` // training time across resumes
-	Resumed           bool    `json:"resumed"`
+	Name      string `json:"name"`
+	Attention string `json:"attention"`
+	Task      string `json:"task"`
+	Seed      uint64 `json:"seed"`
+	DType     string `json:"dtype"`
+	BLAS      string `json:"blas"`
+	Threads   int    `json:"threads"`
+	Steps     int    `json:"steps"`
+	Params    int    `json:"params"`
+	// KVCacheBytesPerToken is what one layer's KV cache holds per token
+	// (elements x dtype size); absent for variants without a KV cache.
+	KVCacheBytesPerToken *int    `json:"kv_cache_bytes_per_token,omitempty"`
+	EvalAccuracy         float64 `json:"eval_accuracy"`
+	EvalLoss             float64 `json:"eval_loss"`
+	EvalExamples         int     `json:"eval_examples"`
+	TrainLoss            float64 `json:"train_loss"` // mean over the last (up to) 20 steps this process ran
+	StepMsMedian         float64 `json:"step_ms_median"`
+	TrainTokensPerSec    float64 `json:"train_tokens_per_sec"`
+	PeakRSSBytes         int64   `json:"peak_rss_bytes"`
+	WallSeconds          float64 `json:"wall_seconds"` // training time across resumes
+	Resumed              bool    `json:"resumed"`
 }

@@ -109,6 +109,16 @@ func Build(exp config.Experiment) (*Setup, error) {
 	return s, nil
 }
 
+// KVCacheBytesPerToken is the bytes one layer's KV cache holds per token
+// in the experiment's dtype, or nil when the attention variant has none.
+func (s *Setup) KVCacheBytesPerToken() *int {
+	if s.Train.KVCacheElems < 0 {
+		return nil
+	}
+	b := s.Train.KVCacheElems * int(s.Store.Dtype().Size())
+	return &b
+}
+
 // Run trains exp, writing the run folder o.Dir. It returns the summary, or
 // ErrInterrupted (with a checkpoint written) when ctx is cancelled.
 func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error) {
@@ -277,6 +287,7 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 		EvalAccuracy: ea, EvalLoss: el, EvalExamples: tr.EvalExamples, TrainLoss: mean(recentLoss),
 		StepMsMedian: median(stepMs), PeakRSSBytes: peakRSS(), WallSeconds: wall(), Resumed: o.Resume,
 	}
+	sum.KVCacheBytesPerToken = s.KVCacheBytesPerToken()
 	if trainSeconds > 0 {
 		sum.TrainTokensPerSec = tokens * float64(len(stepMs)) / trainSeconds
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -58,7 +59,7 @@ parameter with central finite differences. It exits non-zero if any fails.`,
 					r := gradcheckRow{Variant: n, Setting: st.Name, MaxRelErr: res.MaxRelErr, Pass: err == nil && res.Pass, Seed: seed}
 					switch {
 					case errors.Is(err, layers.ErrNotApplicable):
-						r.Pass, r.Skipped = true, errors.Unwrap(err).Error()
+						r.Pass, r.Skipped = true, strings.TrimPrefix(err.Error(), layers.ErrNotApplicable.Error()+": ")
 					case err != nil:
 						r.Error = err.Error()
 					}
@@ -86,7 +87,11 @@ parameter with central finite differences. It exits non-zero if any fails.`,
 					case !r.Pass:
 						pass = "FAIL " + r.Error
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%.2e\t%s\n", r.Variant, r.Setting, r.MaxRelErr, pass)
+					errText := fmt.Sprintf("%.2e", r.MaxRelErr)
+					if r.Skipped != "" {
+						errText = "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Variant, r.Setting, errText, pass)
 				}
 				tw.Flush()
 				fmt.Fprintf(w, "seed %d; tolerance: relative error <= 1e-5\n", seed)

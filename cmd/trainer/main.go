@@ -113,7 +113,7 @@ folder (config.yaml, metrics.jsonl, summary.json, checkpoint.safetensors).`,
 			stopProfile()
 		}
 	}
-	root.AddCommand(newTrainCmd(), newEvalCmd(), newListCmd(), newGradcheckCmd())
+	root.AddCommand(newTrainCmd(), newEvalCmd(), newInfoCmd(), newListCmd(), newGradcheckCmd())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}

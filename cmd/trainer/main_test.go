@@ -113,6 +113,10 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{"eval truncated checkpoint", []string{"eval", "--run", truncated}, "truncated"},
 		{"unknown flag", []string{"train", "--nonesuch"}, "nonesuch"},
 		{"gradcheck unknown variant", []string{"gradcheck", "--variant", "nonesuch"}, "nonesuch"},
+		{"kv_heads do not divide", []string{"train", "--config", good, "--set", "model.attention.kind=gqa", "--set", "model.attention.kv_heads=3"}, "model.attention.kv_heads"},
+		{"position refused", []string{"train", "--config", good, "--set", "model.attention.kind=mla", "--set", "model.positional=xpos"}, "model.positional"},
+		{"unknown position", []string{"info", "--config", good, "--set", "model.positional=rotary"}, "model.positional"},
+		{"info missing config", []string{"info", "--config", filepath.Join(dir, "nope.yaml")}, "nope.yaml"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -254,6 +258,36 @@ func TestListAndGradcheck(t *testing.T) {
 	}
 	if code, out, e := runCLI("gradcheck", "--variant", "all"); code != 0 || !strings.Contains(out, "standard") {
 		t.Fatalf("gradcheck: exit %d\n%s%s", code, out, e)
+	}
+}
+
+// trainer info reports the KV cache from the config: MQA caches one key and
+// one value head (2 x d_model/n_heads elements) per token per layer.
+func TestInfoKVCache(t *testing.T) {
+	for _, c := range []struct {
+		kind string
+		sets []string
+		want int // bytes per token per layer, float32; -1 = none
+	}{
+		{"standard", nil, 2 * 64 * 4},
+		{"mqa", nil, 2 * 16 * 4},
+		{"gqa", []string{"model.attention.kv_heads=2"}, 2 * 2 * 16 * 4},
+		{"mla", []string{"model.attention.kv_rank=24", "model.attention.rope_dims=8"}, (24 + 8) * 4},
+	} {
+		args := []string{"info", "--json", "--set", "model.attention.kind=" + c.kind}
+		for _, s := range c.sets {
+			args = append(args, "--set", s)
+		}
+		code, out, e := runCLI(args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, e)
+		}
+		var in struct {
+			KV *int `json:"kv_cache_bytes_per_token"`
+		}
+		if err := json.Unmarshal([]byte(out), &in); err != nil || in.KV == nil || *in.KV != c.want {
+			t.Errorf("%s: %v %s, want kv_cache_bytes_per_token %d", c.kind, err, out, c.want)
+		}
 	}
 }
 

@@ -32,37 +32,13 @@ func newTrainCmd() *cobra.Command {
 			if resume != "" && (cfgPath != "" || out != "") {
 				return usageError{errors.New("--resume continues the run in its own folder with its own config; drop --config and --out")}
 			}
-			var exp config.Experiment
-			var err error
 			dir := out
-			switch {
-			case resume != "":
+			if resume != "" {
 				dir = resume
-				exp, err = config.Load(filepath.Join(resume, train.ConfigFile))
-				if errors.Is(err, fs.ErrNotExist) {
-					if _, serr := os.Stat(resume); serr != nil {
-						return &train.BadInputError{Err: fmt.Errorf("--resume %s: no such folder", resume)}
-					}
-					return &train.BadInputError{Err: fmt.Errorf("--resume %s: no %s there, not a run folder", resume, train.ConfigFile)}
-				}
-			case cfgPath != "":
-				exp, err = config.Load(cfgPath)
-			default:
-				var text []byte
-				if text, err = configs.FS.ReadFile(configs.Quickstart); err == nil {
-					exp, err = config.Parse("quickstart.yaml (embedded)", text)
-				}
 			}
+			exp, err := loadExperiment(cfgPath, resume, sets)
 			if err != nil {
-				return &train.BadInputError{Err: err}
-			}
-			for _, s := range sets {
-				if err := exp.Set(s); err != nil {
-					return &train.BadInputError{Err: err}
-				}
-			}
-			if err := exp.Validate(); err != nil {
-				return &train.BadInputError{Err: err}
+				return err
 			}
 			if dir == "" {
 				dir = filepath.Join("runs", exp.Name+"-"+time.Now().Format("20060102-150405"))
@@ -95,4 +71,41 @@ func newTrainCmd() *cobra.Command {
 	f.StringVar(&out, "out", "", "run folder (default runs/<name>-<timestamp>)")
 	f.StringVar(&resume, "resume", "", "continue the run in this folder from its checkpoint")
 	return cmd
+}
+
+// loadExperiment reads the experiment of a run folder (resume), of a file
+// (cfgPath) or the embedded quickstart, applies the --set overrides and
+// validates it. Every error is a bad-input error naming the file or key.
+func loadExperiment(cfgPath, resume string, sets []string) (config.Experiment, error) {
+	var exp config.Experiment
+	var err error
+	switch {
+	case resume != "":
+		exp, err = config.Load(filepath.Join(resume, train.ConfigFile))
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, serr := os.Stat(resume); serr != nil {
+				return exp, &train.BadInputError{Err: fmt.Errorf("--resume %s: no such folder", resume)}
+			}
+			return exp, &train.BadInputError{Err: fmt.Errorf("--resume %s: no %s there, not a run folder", resume, train.ConfigFile)}
+		}
+	case cfgPath != "":
+		exp, err = config.Load(cfgPath)
+	default:
+		var text []byte
+		if text, err = configs.FS.ReadFile(configs.Quickstart); err == nil {
+			exp, err = config.Parse("quickstart.yaml (embedded)", text)
+		}
+	}
+	if err != nil {
+		return exp, &train.BadInputError{Err: err}
+	}
+	for _, s := range sets {
+		if err := exp.Set(s); err != nil {
+			return exp, &train.BadInputError{Err: err}
+		}
+	}
+	if err := exp.Validate(); err != nil {
+		return exp, &train.BadInputError{Err: err}
+	}
+	return exp, nil
 }
