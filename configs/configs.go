@@ -5,9 +5,9 @@ package configs
 
 import "embed"
 
-// FS holds quickstart.yaml and bench/*.yaml.
+// FS holds quickstart.yaml, majority.yaml and bench/*.yaml.
 //
-//go:embed quickstart.yaml bench/*.yaml
+//go:embed quickstart.yaml majority.yaml bench/*.yaml
 var FS embed.FS
 
 // Quickstart is the name of the default experiment in FS.
