@@ -11,7 +11,12 @@ import (
 func BLAS() G.BLAS { return G.WhichBLAS() }
 
 // BLASName says which BLAS this binary uses, for logs and summaries.
-func BLASName() string { return blasName }
+func BLASName() string {
+	if useGoSgemm {
+		return blasName + ", float32 GEMM: attnlab " + bestSgemmKernel.name + " kernel"
+	}
+	return blasName
+}
 
 // gemm computes C = alpha * op(A) * op(B) + beta * C for row-major matrices,
 // op(A) m x k, op(B) k x n, C m x n with leading dimensions lda, ldb, ldc.
@@ -29,6 +34,10 @@ func gemm[T Float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb
 	impl := BLAS()
 	switch any(alpha).(type) {
 	case float32:
+		if useGoSgemm {
+			sgemm(tA, tB, m, n, k, float32(alpha), any(a).([]float32), lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+			return
+		}
 		impl.Sgemm(ta, tb, m, n, k, float32(alpha), any(a).([]float32), lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
 	case float64:
 		impl.Dgemm(ta, tb, m, n, k, float64(alpha), any(a).([]float64), lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)

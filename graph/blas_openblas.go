@@ -12,4 +12,7 @@ import (
 // with CGO_LDFLAGS=-lopenblas). See scripts/build-openblas.sh.
 const blasName = "openblas (netlib)"
 
+// useGoSgemm: OpenBLAS does every matrix multiply.
+const useGoSgemm = false
+
 func init() { G.Use(netlib.Implementation{}) }

@@ -1,0 +1,244 @@
+package graph
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// This file is the pure-Go build's single-precision matrix multiply. gonum's
+// Sgemm, Gorgonia's default, runs 8-9x below OpenBLAS on this hardware; this
+// one follows the GotoBLAS/BLIS structure instead: op(B) is packed into
+// panels of kc rows by nr-column slivers, and a register micro-kernel
+// computes each mr x nr tile of C from mr rows of op(A) and one B sliver.
+// op(A) is read in place through its row and column strides (packing it, as
+// BLIS does, cost a third of the time at these sizes); only a ragged last
+// row block is copied into a zero-padded sliver. The micro-kernels are Go
+// assembly where the CPU has AVX-512 or AVX2+FMA (sgemm_amd64.s) and plain
+// Go elsewhere; every kernel is tested against a naive triple loop over edge
+// shapes, transposes, strides, alpha and beta.
+//
+// Time O(m n k); extra memory: one packed B panel (kc x nc floats) per call,
+// reused through a sync.Pool.
+
+// sgemmKernel computes C[0:mr, 0:nr] += alpha A B for one tile: A's element
+// (r, p) is a[r*rs+p*cs], B is k rows of nr packed columns (b[p*nr+j]), c
+// points at the tile's top-left element and ldc is C's row stride.
+type sgemmKernel struct {
+	name   string
+	mr, nr int
+	tile   func(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32)
+}
+
+// Blocking: kc rows of B per panel, so that one B sliver (kc x nr) stays in
+// L1 while the kernel walks down A's rows, and nc columns of B per panel.
+const (
+	sgemmKC = 256
+	sgemmNC = 2048
+	// sgemmMCRows is the height of the row blocks the work is split into,
+	// in units of mr.
+	sgemmMCRows = 16
+	// sgemmParallelWork is the m*n*k above which a multiply is split over
+	// row blocks run in parallel.
+	sgemmParallelWork = 1 << 19
+)
+
+var sgemmBufs sync.Pool
+
+func getSgemmBuf(n int) *[]float32 {
+	if p, ok := sgemmBufs.Get().(*[]float32); ok && cap(*p) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	s := make([]float32, n)
+	return &s
+}
+
+// sgemm computes C = alpha op(A) op(B) + beta C for row-major float32
+// matrices with the best micro-kernel this CPU supports.
+func sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	sgemmWith(bestSgemmKernel, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+func sgemmWith(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	checkGemmArgs(tA, tB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
+	if beta != 1 {
+		for i := 0; i < m; i++ {
+			row := c[i*ldc : i*ldc+n]
+			if beta == 0 {
+				clear(row)
+				continue
+			}
+			for j := range row {
+				row[j] *= beta
+			}
+		}
+	}
+	if k == 0 || alpha == 0 {
+		return
+	}
+	mr, nr := kn.mr, kn.nr
+	kc := min(k, sgemmKC)
+	nc := min(roundUp(n, nr), sgemmNC)
+	mc := mr * sgemmMCRows
+	parallel := m*n*k >= sgemmParallelWork
+	if parallel {
+		// Enough row blocks for every worker: parallelFor hands each
+		// goroutine a contiguous run of blocks.
+		workers := runtime.GOMAXPROCS(0)
+		mc = min(mc, max(roundUp((m+workers-1)/workers, mr), mr))
+	}
+	blocks := (m + mc - 1) / mc
+	// op(A)'s element (i, p) is a[i*rs+p*cs].
+	rs, cs := lda, 1
+	if tA {
+		rs, cs = 1, lda
+	}
+	bp := getSgemmBuf(kc * nc)
+	defer sgemmBufs.Put(bp)
+	for jc := 0; jc < n; jc += nc {
+		ncur := min(nc, n-jc)
+		for pc := 0; pc < k; pc += kc {
+			kcur := min(kc, k-pc)
+			packB(tB, b, ldb, pc, jc, kcur, ncur, nr, *bp)
+			work := 0 // one goroutine
+			if parallel {
+				work = mc * ncur * kcur
+			}
+			parallelFor(blocks, work, func(lo, hi int) {
+				for ib := lo; ib < hi; ib++ {
+					ic := ib * mc
+					macroKernel(kn, min(mc, m-ic), ncur, kcur, a[ic*rs+pc*cs:], rs, cs, alpha, *bp, c[ic*ldc+jc:], ldc)
+				}
+			})
+		}
+	}
+}
+
+// macroKernel runs the micro-kernel over mcur rows of op(A) (element (i, p)
+// at a[i*rs+p*cs]) and one packed B panel (kcur x ncur), adding alpha times
+// the product into c (row stride ldc). A ragged last row block is copied
+// into a zero-padded sliver and ragged tiles of C go through a buffer, so
+// that the kernel never reads or writes outside the slices.
+func macroKernel(kn *sgemmKernel, mcur, ncur, kcur int, a []float32, rs, cs int, alpha float32, bp, c []float32, ldc int) {
+	mr, nr := kn.mr, kn.nr
+	var edge [16 * 32]float32
+	var sliver []float32
+	if full := mcur / mr * mr; full < mcur {
+		sliver = make([]float32, mr*kcur)
+		for r := 0; r < mcur-full; r++ {
+			for p := 0; p < kcur; p++ {
+				sliver[r+p*mr] = a[(full+r)*rs+p*cs]
+			}
+		}
+	}
+	for jr := 0; jr < ncur; jr += nr {
+		nb := &bp[(jr/nr)*nr*kcur]
+		w := min(nr, ncur-jr)
+		for ir := 0; ir < mcur; ir += mr {
+			h := min(mr, mcur-ir)
+			ap, ars, acs := &a[ir*rs], rs, cs
+			if h < mr {
+				ap, ars, acs = &sliver[0], 1, mr
+			}
+			if h == mr && w == nr {
+				kn.tile(kcur, ap, ars, acs, nb, &c[ir*ldc+jr], ldc, alpha)
+				continue
+			}
+			t := edge[:mr*nr]
+			clear(t)
+			kn.tile(kcur, ap, ars, acs, nb, &t[0], nr, alpha)
+			for r := 0; r < h; r++ {
+				row := c[(ir+r)*ldc+jr : (ir+r)*ldc+jr+w]
+				for j := range row {
+					row[j] += t[r*nr+j]
+				}
+			}
+		}
+	}
+}
+
+// packB copies op(B)[pc:pc+kcur, jc:jc+ncur] into dst as nr-column slivers,
+// each kcur rows of nr values, zero-padding the last sliver.
+func packB(tB bool, b []float32, ldb, pc, jc, kcur, ncur, nr int, dst []float32) {
+	for jr := 0; jr < ncur; jr += nr {
+		s := dst[(jr/nr)*nr*kcur : (jr/nr+1)*nr*kcur]
+		w := min(nr, ncur-jr)
+		if w < nr {
+			clear(s)
+		}
+		if !tB {
+			for p := 0; p < kcur; p++ {
+				off := (pc+p)*ldb + jc + jr
+				copy(s[p*nr:p*nr+w], b[off:off+w])
+			}
+			continue
+		}
+		for j := 0; j < w; j++ {
+			col := b[(jc+jr+j)*ldb+pc : (jc+jr+j)*ldb+pc+kcur]
+			for p, v := range col {
+				s[p*nr+j] = v
+			}
+		}
+	}
+}
+
+func roundUp(x, to int) int { return (x + to - 1) / to * to }
+
+// checkGemmArgs panics, as a BLAS does, when a slice is too short for the
+// shapes: the kernels write through pointers and must not run past a slice.
+func checkGemmArgs(tA, tB bool, m, n, k, na, lda, nb, ldb, nc, ldc int) {
+	ar, ac := m, k
+	if tA {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if tB {
+		br, bc = n, k
+	}
+	switch {
+	case lda < max(ac, 1) || (ar > 0 && ac > 0 && na < (ar-1)*lda+ac):
+		panic(fmt.Sprintf("sgemm: A of %d elements too short for %dx%d, lda %d", na, ar, ac, lda))
+	case ldb < max(bc, 1) || (br > 0 && bc > 0 && nb < (br-1)*ldb+bc):
+		panic(fmt.Sprintf("sgemm: B of %d elements too short for %dx%d, ldb %d", nb, br, bc, ldb))
+	case ldc < max(n, 1) || nc < (m-1)*ldc+n:
+		panic(fmt.Sprintf("sgemm: C of %d elements too short for %dx%d, ldc %d", nc, m, n, ldc))
+	}
+}
+
+// goSgemmKernel is the portable micro-kernel: a 4 x 8 tile held in locals.
+var goSgemmKernel = &sgemmKernel{name: "go", mr: 4, nr: 8, tile: goTile4x8}
+
+func goTile4x8(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32) {
+	as := unsafe.Slice(a, 3*rs+(k-1)*cs+1)
+	bs := unsafe.Slice(b, 8*k)
+	var acc [4][8]float32
+	for p := 0; p < k; p++ {
+		bv := (*[8]float32)(bs[p*8 : p*8+8])
+		for r := 0; r < 4; r++ {
+			x := as[r*rs+p*cs]
+			acc[r][0] += x * bv[0]
+			acc[r][1] += x * bv[1]
+			acc[r][2] += x * bv[2]
+			acc[r][3] += x * bv[3]
+			acc[r][4] += x * bv[4]
+			acc[r][5] += x * bv[5]
+			acc[r][6] += x * bv[6]
+			acc[r][7] += x * bv[7]
+		}
+	}
+	cs2 := unsafe.Slice(c, 3*ldc+8)
+	for r := 0; r < 4; r++ {
+		row := (*[8]float32)(cs2[r*ldc : r*ldc+8])
+		for j := range row {
+			row[j] += alpha * acc[r][j]
+		}
+	}
+}
+
+// bestSgemmKernel is the fastest micro-kernel the CPU supports, chosen once.
+var bestSgemmKernel = sgemmKernels()[0]
