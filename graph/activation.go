@@ -38,7 +38,9 @@ func Activate(x *G.Node, a Activation) (*G.Node, error) {
 				return nil, err
 			}
 			out := newTensor(in[0].Dtype(), in[0].Shape()...)
-			if f32 {
+			if f32 && a == GELU {
+				gelu32Slice(data[float32](in[0]), data[float32](out))
+			} else if f32 {
 				f, _, _ := activationFuncs32(a)
 				mapUnary(data[float32](in[0]), data[float32](out), f)
 			} else {
@@ -69,7 +71,9 @@ func activationGrad(x, dy *G.Node, a Activation) (*G.Node, error) {
 				return nil, err
 			}
 			out := newTensor(in[0].Dtype(), in[0].Shape()...)
-			if f32 {
+			if f32 && a == GELU {
+				geluGrad32Slice(data[float32](in[0]), data[float32](in[1]), data[float32](out))
+			} else if f32 {
 				_, df, _ := activationFuncs32(a)
 				mapGrad(data[float32](in[0]), data[float32](in[1]), data[float32](out), df)
 			} else {
@@ -149,6 +153,33 @@ func mapGrad[T Float](x, dy, dx []T, df func(T) T) {
 	parallelFor(len(x), 30, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			dx[i] = dy[i] * df(x[i])
+		}
+	})
+}
+
+// gelu32Slice sets y = GELU(x) elementwise: AVX-512 for whole 16-element
+// blocks where the CPU has it (vec_amd64.s), gelu32 for the rest.
+func gelu32Slice(x, y []float32) {
+	parallelFor(len(x), 20, func(lo, hi int) {
+		if n := (hi - lo) &^ 15; hasAVX512 && n > 0 {
+			geluAVX512(&x[lo], &y[lo], n)
+			lo += n
+		}
+		for i := lo; i < hi; i++ {
+			y[i] = gelu32(x[i])
+		}
+	})
+}
+
+// geluGrad32Slice sets dx = dy GELU'(x) elementwise, as gelu32Slice does.
+func geluGrad32Slice(x, dy, dx []float32) {
+	parallelFor(len(x), 30, func(lo, hi int) {
+		if n := (hi - lo) &^ 15; hasAVX512 && n > 0 {
+			geluGradAVX512(&x[lo], &dy[lo], &dx[lo], n)
+			lo += n
+		}
+		for i := lo; i < hi; i++ {
+			dx[i] = dy[i] * geluGrad32(x[i])
 		}
 	})
 }

@@ -280,6 +280,26 @@ func probabilities[T Float](s AttentionShape, slopes []float64, q, k, mask []T, 
 	if slopes != nil {
 		slope = slopes[h]
 	}
+	if s.Causal && slope == 0 && mask == nil {
+		// Only the keys up to the query's position take part: the softmax
+		// runs over that prefix and the rest of the row is 0, with no
+		// masking pass and no exponentials of -Inf.
+		// The prefix is padded with -Inf to a multiple of 16 so that the
+		// vector loops (math32.go) cover it without a scalar tail.
+		shift := s.KLen - s.QLen
+		inf := T(math.Inf(-1))
+		for i := 0; i < s.QLen; i++ {
+			row := p[i*s.KLen : (i+1)*s.KLen]
+			n := min(max(i+shift+1, 0), s.KLen)
+			padded := min(roundUp(n, 16), s.KLen)
+			for j := n; j < padded; j++ {
+				row[j] = inf
+			}
+			softmaxRow(row[:padded])
+			clear(row[padded:])
+		}
+		return
+	}
 	maskTile(s, slope, mask, b, 0, s.QLen, 0, s.KLen, p, s.KLen)
 	for i := 0; i < s.QLen; i++ {
 		softmaxRow(p[i*s.KLen : (i+1)*s.KLen])
@@ -296,11 +316,7 @@ func softmaxRow[T Float](row []T) {
 		clear(row)
 		return
 	}
-	sum := expShiftSum(row, mx)
-	inv := T(1 / sum)
-	for j := range row {
-		row[j] *= inv
-	}
+	scaleRow(row, T(1/expShiftSum(row, mx)))
 }
 
 func attentionForward[T Float](s AttentionShape, q, k, v, mask, out []T) {

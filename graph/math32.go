@@ -215,6 +215,19 @@ func geluGrad32(x float32) float32 {
 // them is NaN (as math.Max would, which the float64 paths use); plain
 // comparisons, without math.Max's care for the sign of zero.
 func rowMax32(row []float32, m float32) float32 {
+	if m != m {
+		return m
+	}
+	if n := len(row) &^ 15; hasAVX512 && n > 0 {
+		lanes := [16]float32{m, m, m, m, m, m, m, m, m, m, m, m, m, m, m, m}
+		if maxAVX512(&row[0], n, &lanes) {
+			return float32(math.NaN())
+		}
+		for _, v := range lanes {
+			m = max(m, v)
+		}
+		row = row[n:]
+	}
 	for _, v := range row {
 		if v > m {
 			m = v
@@ -242,6 +255,14 @@ func expShiftSum[T Float](row []T, m float64) float64 {
 	if r, ok := any(row).([]float32); ok {
 		m32 := float32(m)
 		var sum float64
+		if n := len(r) &^ 15; hasAVX512 && n > 0 {
+			var sums [8]float64
+			expShiftSumAVX512(&r[0], n, m32, &sums)
+			for _, v := range sums {
+				sum += v
+			}
+			r = r[n:]
+		}
 		for j, x := range r {
 			e := exp32(x - m32)
 			r[j] = e
@@ -260,14 +281,24 @@ func expShiftSum[T Float](row []T, m float64) float64 {
 
 // expShift replaces each x of row by exp(x - m).
 func expShift[T Float](row []T, m float64) {
-	if r, ok := any(row).([]float32); ok {
-		m32 := float32(m)
-		for j, x := range r {
-			r[j] = exp32(x - m32)
-		}
+	if _, ok := any(row).([]float32); ok {
+		expShiftSum(row, m)
 		return
 	}
 	for j, x := range row {
 		row[j] = T(math.Exp(float64(x) - m))
+	}
+}
+
+// scaleRow multiplies each element of row by s.
+func scaleRow[T Float](row []T, s T) {
+	if r, ok := any(row).([]float32); ok && hasAVX512 {
+		if n := len(r) &^ 15; n > 0 {
+			scaleAVX512(&r[0], n, float32(s))
+			row = row[n:]
+		}
+	}
+	for j := range row {
+		row[j] *= s
 	}
 }

@@ -15,6 +15,27 @@ func ulp32(y float64) float64 {
 	return math.Ldexp(1, e-24)
 }
 
+// exp32Impls are the float32 exponentials under test: the scalar exp32 and
+// the row function the softmaxes call (AVX-512 for whole 16-element blocks
+// where the CPU has it, exp32 for the rest).
+var exp32Impls = []struct {
+	name string
+	exp  func(x []float32) []float32
+}{
+	{"exp32", func(x []float32) []float32 {
+		y := make([]float32, len(x))
+		for i, v := range x {
+			y[i] = exp32(v)
+		}
+		return y
+	}},
+	{"expShift", func(x []float32) []float32 {
+		y := append([]float32(nil), x...)
+		expShift(y, 0)
+		return y
+	}},
+}
+
 func TestExp32(t *testing.T) {
 	if math.Abs(ln2Hi32+ln2Lo32-math.Ln2) > 1e-16 {
 		t.Fatalf("ln2Hi32 + ln2Lo32 = %v, want ln 2", ln2Hi32+ln2Lo32)
@@ -22,69 +43,133 @@ func TestExp32(t *testing.T) {
 	if b := math.Float32bits(ln2Hi32); b&(1<<9-1) != 0 || float64(float32(ln2Hi32)) != ln2Hi32 {
 		t.Fatalf("ln2Hi32 has more than 15 significant bits: %#x", b)
 	}
-	var maxRel, maxUlp, worst float64
-	var normal, sub int
-	check := func(x float32) {
-		got := exp32(x)
-		want := math.Exp(float64(x))
-		if want < 0x1p-126 { // subnormal (or 0) float32 result
-			sub++
-			w32 := float32(want)
-			// one subnormal step of error plus the polynomial's relative error
-			if d := math.Abs(float64(got) - float64(w32)); d > 0x1p-149+4e-7*want {
-				t.Fatalf("exp32(%v) = %v, want %v (subnormal)", x, got, w32)
-			}
-			return
-		}
-		if want > math.MaxFloat32 {
-			if !math.IsInf(float64(got), 1) && float64(got) != math.MaxFloat32 {
-				t.Fatalf("exp32(%v) = %v, want +Inf", x, got)
-			}
-			return
-		}
-		normal++
-		rel := math.Abs(float64(got)-want) / want
-		if rel > maxRel {
-			maxRel, worst = rel, float64(x)
-		}
-		maxUlp = math.Max(maxUlp, math.Abs(float64(got)-want)/ulp32(want))
-	}
+	var xs []float32
 	for x := -104.0; x <= 89; x += 1.0 / 4096 {
-		check(float32(x))
+		xs = append(xs, float32(x))
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for range 2_000_000 {
-		check(float32(-104 + 193*rng.Float64()))
+		xs = append(xs, float32(-104+193*rng.Float64()))
 	}
 	for range 1_000_000 { // softmax arguments: small and non-positive
-		check(float32(-20 * rng.Float64()))
+		xs = append(xs, float32(-20*rng.Float64()))
 	}
 	// every float32 in [-1, 1] with a step of 2^-20, and near the range ends
 	for x := float32(-1); x <= 1; x += 0x1p-20 {
-		check(x)
+		xs = append(xs, x)
 	}
 	for _, x := range []float32{0x1p-30, -0x1p-30, 1e-7, -1e-7, exp32Lo, exp32Hi, -87.336, -87.3365, -87.34, 88.5, 88.72, 88.7228, -103.9, -103.97} {
-		check(x)
-		check(math.Nextafter32(x, 0))
-		check(math.Nextafter32(x, float32(math.Inf(1))))
+		xs = append(xs, x, math.Nextafter32(x, 0), math.Nextafter32(x, float32(math.Inf(1))))
 	}
-	t.Logf("exp32: %d normal results, max relative error %.3g (%.2f ulp) at x = %g; %d subnormal or 0", normal, maxRel, maxUlp, worst, sub)
-	if maxRel > 5e-7 {
-		t.Errorf("exp32 max relative error %.3g at x = %g, want <= 5e-7", maxRel, worst)
-	}
-
 	inf := float32(math.Inf(1))
-	for _, c := range []struct{ x, want float32 }{
+	specials := []struct{ x, want float32 }{
 		{0, 1}, {float32(math.Copysign(0, -1)), 1}, {inf, inf}, {-inf, 0},
 		{88.73, inf}, {1000, inf}, {-104, 0}, {-1000, 0}, {math.MaxFloat32, inf}, {-math.MaxFloat32, 0},
 		{float32(math.Log(0x1p-149)), 0x1p-149}, {float32(math.Log(0x1p-140)), 0x1p-140},
-	} {
-		if got := exp32(c.x); got != c.want {
-			t.Errorf("exp32(%v) = %v, want %v", c.x, got, c.want)
+	}
+	for _, impl := range exp32Impls {
+		t.Run(impl.name, func(t *testing.T) {
+			var maxRel, maxUlp, worst float64
+			var normal, sub int
+			for i, got := range impl.exp(xs) {
+				x := xs[i]
+				want := math.Exp(float64(x))
+				if want < 0x1p-126 { // subnormal (or 0) float32 result
+					sub++
+					w32 := float32(want)
+					// one subnormal step of error plus the polynomial's relative error
+					if d := math.Abs(float64(got) - float64(w32)); d > 0x1p-149+4e-7*want {
+						t.Fatalf("exp(%v) = %v, want %v (subnormal)", x, got, w32)
+					}
+					continue
+				}
+				if want > math.MaxFloat32 {
+					if !math.IsInf(float64(got), 1) && float64(got) != math.MaxFloat32 {
+						t.Fatalf("exp(%v) = %v, want +Inf", x, got)
+					}
+					continue
+				}
+				normal++
+				rel := math.Abs(float64(got)-want) / want
+				if rel > maxRel {
+					maxRel, worst = rel, float64(x)
+				}
+				maxUlp = math.Max(maxUlp, math.Abs(float64(got)-want)/ulp32(want))
+			}
+			t.Logf("%s: %d normal results, max relative error %.3g (%.2f ulp) at x = %g; %d subnormal or 0", impl.name, normal, maxRel, maxUlp, worst, sub)
+			if maxRel > 5e-7 {
+				t.Errorf("max relative error %.3g at x = %g, want <= 5e-7", maxRel, worst)
+			}
+			// Each special at every position of a 37-element row, so that
+			// vector lanes and the scalar tail both see it.
+			for _, c := range specials {
+				for pos := 0; pos < 37; pos++ {
+					row := make([]float32, 37)
+					row[pos] = c.x
+					if got := impl.exp(row)[pos]; got != c.want {
+						t.Fatalf("exp(%v) at %d of 37 = %v, want %v", c.x, pos, got, c.want)
+					}
+				}
+			}
+			if got := impl.exp([]float32{float32(math.NaN())})[0]; got == got {
+				t.Errorf("exp(NaN) = %v, want NaN", got)
+			}
+			row := make([]float32, 32)
+			row[5] = float32(math.NaN())
+			if got := impl.exp(row)[5]; got == got {
+				t.Errorf("exp(NaN) in a 32-element row = %v, want NaN", got)
+			}
+		})
+	}
+}
+
+// TestRowMaxAndSum32: the row maximum (NaN anywhere makes it NaN) and the
+// float64 sum of the exponentials, over lengths that exercise the vector
+// blocks and the tail.
+func TestRowMaxAndSum32(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	inf := float32(math.Inf(1))
+	for n := 0; n <= 70; n++ {
+		row := make([]float32, n)
+		want := float32(-3)
+		for i := range row {
+			row[i] = float32(rng.NormFloat64() * 5)
+			want = max(want, row[i])
+		}
+		if got := rowMax32(row, -3); got != want {
+			t.Fatalf("n=%d: rowMax32 = %v, want %v", n, got, want)
+		}
+		if n > 0 {
+			for _, bad := range []float32{float32(math.NaN())} {
+				for pos := range n {
+					r := append([]float32(nil), row...)
+					r[pos] = bad
+					if got := rowMax32(r, -inf); got == got {
+						t.Fatalf("n=%d: NaN at %d, rowMax32 = %v, want NaN", n, pos, got)
+					}
+				}
+			}
+		}
+		var wantSum float64
+		for _, x := range row {
+			wantSum += math.Exp(float64(x) - float64(want))
+		}
+		r := append([]float32(nil), row...)
+		if got := expShiftSum(r, float64(want)); math.Abs(got-wantSum) > 1e-6*wantSum {
+			t.Fatalf("n=%d: expShiftSum = %v, want %v", n, got, wantSum)
+		}
+		for i := range r {
+			r[i] = row[i]
+		}
+		scaleRow(r, 0.5)
+		for i := range r {
+			if r[i] != row[i]*0.5 {
+				t.Fatalf("n=%d: scaleRow [%d] = %v, want %v", n, i, r[i], row[i]*0.5)
+			}
 		}
 	}
-	if got := exp32(float32(math.NaN())); got == got {
-		t.Errorf("exp32(NaN) = %v, want NaN", got)
+	if got := rowMax32(make([]float32, 20), float32(math.NaN())); got == got {
+		t.Errorf("rowMax32 with a NaN start = %v, want NaN", got)
 	}
 }
 
@@ -140,28 +225,64 @@ func TestErf32(t *testing.T) {
 
 // The float32 GELU and its derivative agree with the float64 ones (math.Erf,
 // math.Exp) to float32 resolution.
+// TestGELU32: the float32 GELU and its derivative against the float64 ones,
+// both as the scalar functions and as the slice functions the op calls
+// (AVX-512 for whole 16-element blocks where the CPU has it).
 func TestGELU32(t *testing.T) {
-	var maxF, maxG float64
+	var xs []float32
 	for x := -12.0; x <= 12; x += 1.0 / 4096 {
-		x32 := float32(x)
+		xs = append(xs, float32(x))
+	}
+	xs = append(xs, 30, -30, 200, -200, 1e-30, -1e-30, 0)
+	ones := make([]float32, len(xs))
+	for i := range ones {
+		ones[i] = 1
+	}
+	vf, vg := make([]float32, len(xs)), make([]float32, len(xs))
+	gelu32Slice(xs, vf)
+	geluGrad32Slice(xs, ones, vg)
+	var maxF, maxG, maxVF, maxVG float64
+	for i, x32 := range xs {
 		xf := float64(x32)
 		scale := math.Max(1, math.Abs(xf))
 		maxF = math.Max(maxF, math.Abs(float64(gelu32(x32))-gelu(xf))/scale)
 		maxG = math.Max(maxG, math.Abs(float64(geluGrad32(x32))-geluGrad(xf))/scale)
+		maxVF = math.Max(maxVF, math.Abs(float64(vf[i])-gelu(xf))/scale)
+		maxVG = math.Max(maxVG, math.Abs(float64(vg[i])-geluGrad(xf))/scale)
 	}
-	t.Logf("gelu32: max |error| / max(1, |x|) %.3g; geluGrad32: %.3g", maxF, maxG)
-	if maxF > 1e-6 || maxG > 1e-6 {
-		t.Errorf("gelu32 error %.3g, geluGrad32 error %.3g, want <= 1e-6", maxF, maxG)
+	t.Logf("max |error| / max(1, |x|): gelu32 %.3g, geluGrad32 %.3g; slices: %.3g, %.3g", maxF, maxG, maxVF, maxVG)
+	for _, e := range []float64{maxF, maxG, maxVF, maxVG} {
+		if e > 1e-6 {
+			t.Errorf("gelu32 %.3g, geluGrad32 %.3g, slices %.3g, %.3g; want <= 1e-6", maxF, maxG, maxVF, maxVG)
+			break
+		}
 	}
 	inf := float32(math.Inf(1))
+	nan := float32(math.NaN())
 	if g := gelu32(inf); g != inf {
 		t.Errorf("gelu32(+Inf) = %v", g)
 	}
 	if g := normCDF32(-inf); g != 0 {
 		t.Errorf("normCDF32(-Inf) = %v", g)
 	}
-	if g := gelu32(float32(math.NaN())); g == g {
+	if g := gelu32(nan); g == g {
 		t.Errorf("gelu32(NaN) = %v", g)
+	}
+	// Specials at every position of a 37-element slice: vector lanes and tail.
+	for pos := 0; pos < 37; pos++ {
+		x := make([]float32, 37)
+		y, d := make([]float32, 37), make([]float32, 37)
+		x[pos] = nan
+		gelu32Slice(x, y)
+		geluGrad32Slice(x, ones[:37], d)
+		if y[pos] == y[pos] || d[pos] == d[pos] {
+			t.Fatalf("NaN at %d: gelu %v, grad %v, want NaN", pos, y[pos], d[pos])
+		}
+		x[pos] = inf
+		gelu32Slice(x, y)
+		if y[pos] != inf {
+			t.Fatalf("+Inf at %d: gelu %v, want +Inf", pos, y[pos])
+		}
 	}
 }
 

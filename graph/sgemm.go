@@ -3,6 +3,7 @@ package graph
 import (
 	"fmt"
 	"runtime"
+	"math/bits"
 	"sync"
 	"unsafe"
 )
@@ -25,11 +26,23 @@ import (
 // sgemmKernel computes C[0:mr, 0:nr] += alpha A B for one tile: A's element
 // (r, p) is a[r*rs+p*cs], B is k rows of nr packed columns (b[p*nr+j]), c
 // points at the tile's top-left element and ldc is C's row stride.
+//
+// The kernels are called through sgemmKernel.tile, a switch on id rather
+// than a func value, so that escape analysis keeps the callers' stack
+// buffers on the stack.
 type sgemmKernel struct {
 	name   string
+	id     sgemmKernelID
 	mr, nr int
-	tile   func(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32)
 }
+
+type sgemmKernelID int
+
+const (
+	goKernel sgemmKernelID = iota
+	avx512Kernel
+	avx2Kernel
+)
 
 // Blocking: kc rows of B per panel, so that one B sliver (kc x nr) stays in
 // L1 while the kernel walks down A's rows, and nc columns of B per panel.
@@ -44,15 +57,19 @@ const (
 	sgemmParallelWork = 1 << 19
 )
 
-var sgemmBufs sync.Pool
+// sgemmBufs pools the packed-B buffers by size class: class c holds
+// buffers of 2^c floats, so that multiplies of different sizes do not keep
+// replacing each other's buffers.
+var sgemmBufs [32]sync.Pool
 
-func getSgemmBuf(n int) *[]float32 {
-	if p, ok := sgemmBufs.Get().(*[]float32); ok && cap(*p) >= n {
+func getSgemmBuf(n int) (*[]float32, int) {
+	c := bits.Len(uint(n - 1))
+	if p, ok := sgemmBufs[c].Get().(*[]float32); ok {
 		*p = (*p)[:n]
-		return p
+		return p, c
 	}
-	s := make([]float32, n)
-	return &s
+	s := make([]float32, n, 1<<c)
+	return &s, c
 }
 
 // sgemm computes C = alpha op(A) op(B) + beta C for row-major float32
@@ -98,18 +115,20 @@ func sgemmWith(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a []flo
 	if tA {
 		rs, cs = 1, lda
 	}
-	bp := getSgemmBuf(kc * nc)
-	defer sgemmBufs.Put(bp)
+	bp, class := getSgemmBuf(kc * nc)
+	defer sgemmBufs[class].Put(bp)
 	for jc := 0; jc < n; jc += nc {
 		ncur := min(nc, n-jc)
 		for pc := 0; pc < k; pc += kc {
 			kcur := min(kc, k-pc)
 			packB(tB, b, ldb, pc, jc, kcur, ncur, nr, *bp)
-			work := 0 // one goroutine
-			if parallel {
-				work = mc * ncur * kcur
+			if !parallel {
+				for ic := 0; ic < m; ic += mc {
+					macroKernel(kn, min(mc, m-ic), ncur, kcur, a[ic*rs+pc*cs:], rs, cs, alpha, *bp, c[ic*ldc+jc:], ldc)
+				}
+				continue
 			}
-			parallelFor(blocks, work, func(lo, hi int) {
+			parallelFor(blocks, mc*ncur*kcur, func(lo, hi int) {
 				for ib := lo; ib < hi; ib++ {
 					ic := ib * mc
 					macroKernel(kn, min(mc, m-ic), ncur, kcur, a[ic*rs+pc*cs:], rs, cs, alpha, *bp, c[ic*ldc+jc:], ldc)
@@ -127,9 +146,11 @@ func sgemmWith(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a []flo
 func macroKernel(kn *sgemmKernel, mcur, ncur, kcur int, a []float32, rs, cs int, alpha float32, bp, c []float32, ldc int) {
 	mr, nr := kn.mr, kn.nr
 	var edge [16 * 32]float32
+	var sliverBuf [8 * sgemmKC]float32
 	var sliver []float32
 	if full := mcur / mr * mr; full < mcur {
-		sliver = make([]float32, mr*kcur)
+		sliver = sliverBuf[:mr*kcur]
+		clear(sliver)
 		for r := 0; r < mcur-full; r++ {
 			for p := 0; p < kcur; p++ {
 				sliver[r+p*mr] = a[(full+r)*rs+p*cs]
@@ -211,7 +232,7 @@ func checkGemmArgs(tA, tB bool, m, n, k, na, lda, nb, ldb, nc, ldc int) {
 }
 
 // goSgemmKernel is the portable micro-kernel: a 4 x 8 tile held in locals.
-var goSgemmKernel = &sgemmKernel{name: "go", mr: 4, nr: 8, tile: goTile4x8}
+var goSgemmKernel = &sgemmKernel{name: "go", id: goKernel, mr: 4, nr: 8}
 
 func goTile4x8(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32) {
 	as := unsafe.Slice(a, 3*rs+(k-1)*cs+1)

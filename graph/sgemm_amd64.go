@@ -12,9 +12,21 @@ func tile8x32AVX512(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha
 func tile6x16AVX2(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32)
 
 var (
-	avx512SgemmKernel = &sgemmKernel{name: "avx512", mr: 8, nr: 32, tile: tile8x32AVX512}
-	avx2SgemmKernel   = &sgemmKernel{name: "avx2", mr: 6, nr: 16, tile: tile6x16AVX2}
+	avx512SgemmKernel = &sgemmKernel{name: "avx512", id: avx512Kernel, mr: 8, nr: 32}
+	avx2SgemmKernel   = &sgemmKernel{name: "avx2", id: avx2Kernel, mr: 6, nr: 16}
 )
+
+// tile runs the kernel on one tile (see sgemmKernel).
+func (kn *sgemmKernel) tile(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32) {
+	switch kn.id {
+	case avx512Kernel:
+		tile8x32AVX512(k, a, rs, cs, b, c, ldc, alpha)
+	case avx2Kernel:
+		tile6x16AVX2(k, a, rs, cs, b, c, ldc, alpha)
+	default:
+		goTile4x8(k, a, rs, cs, b, c, ldc, alpha)
+	}
+}
 
 // sgemmKernels lists the micro-kernels this CPU can run, fastest first.
 func sgemmKernels() []*sgemmKernel {
