@@ -12,7 +12,11 @@ import (
 // with CGO_LDFLAGS=-lopenblas). See scripts/build-openblas.sh.
 const blasName = "openblas (netlib)"
 
-// useGoSgemm: OpenBLAS does every matrix multiply.
-const useGoSgemm = false
+// useGoSgemm: float32 multiplies go to sgemm.go's assembly kernels where the
+// CPU has them: BenchmarkSgemm measures them at or above OpenBLAS 0.3.21 on
+// the model's shapes (no cgo call per multiply, and the flash cores make
+// thousands of small ones per step). OpenBLAS does the float64 ones, and the
+// float32 ones on CPUs without AVX2.
+var useGoSgemm = bestSgemmKernel != goSgemmKernel
 
 func init() { G.Use(netlib.Implementation{}) }

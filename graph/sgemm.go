@@ -2,8 +2,8 @@ package graph
 
 import (
 	"fmt"
-	"runtime"
 	"math/bits"
+	"runtime"
 	"sync"
 	"unsafe"
 )
@@ -23,9 +23,10 @@ import (
 // Time O(m n k); extra memory: one packed B panel (kc x nc floats) per call,
 // reused through a sync.Pool.
 
-// sgemmKernel computes C[0:mr, 0:nr] += alpha A B for one tile: A's element
-// (r, p) is a[r*rs+p*cs], B is k rows of nr packed columns (b[p*nr+j]), c
-// points at the tile's top-left element and ldc is C's row stride.
+// sgemmKernel computes C[0:mr, 0:nr] = alpha A B, plus C's old value if add,
+// for one tile: A's element (r, p) is a[r*rs+p*cs], B is k rows of nr packed
+// columns (b[p*nr+j]), c points at the tile's top-left element and ldc is C's
+// row stride. Without add, C is not read (beta = 0 overwrites NaNs too).
 //
 // The kernels are called through sgemmKernel.tile, a switch on id rather
 // than a func value, so that escape analysis keeps the callers' stack
@@ -83,7 +84,10 @@ func sgemmWith(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a []flo
 		return
 	}
 	checkGemmArgs(tA, tB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
-	if beta != 1 {
+	// The first k panel overwrites C when beta is 0; otherwise C is scaled
+	// by beta first and every panel adds.
+	overwrite := beta == 0 && k > 0 && alpha != 0
+	if beta != 1 && !overwrite {
 		for i := 0; i < m; i++ {
 			row := c[i*ldc : i*ldc+n]
 			if beta == 0 {
@@ -122,16 +126,17 @@ func sgemmWith(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a []flo
 		for pc := 0; pc < k; pc += kc {
 			kcur := min(kc, k-pc)
 			packB(tB, b, ldb, pc, jc, kcur, ncur, nr, *bp)
+			add := !overwrite || pc > 0
 			if !parallel {
 				for ic := 0; ic < m; ic += mc {
-					macroKernel(kn, min(mc, m-ic), ncur, kcur, a[ic*rs+pc*cs:], rs, cs, alpha, *bp, c[ic*ldc+jc:], ldc)
+					macroKernel(kn, min(mc, m-ic), ncur, kcur, a[ic*rs+pc*cs:], rs, cs, alpha, *bp, c[ic*ldc+jc:], ldc, add)
 				}
 				continue
 			}
 			parallelFor(blocks, mc*ncur*kcur, func(lo, hi int) {
 				for ib := lo; ib < hi; ib++ {
 					ic := ib * mc
-					macroKernel(kn, min(mc, m-ic), ncur, kcur, a[ic*rs+pc*cs:], rs, cs, alpha, *bp, c[ic*ldc+jc:], ldc)
+					macroKernel(kn, min(mc, m-ic), ncur, kcur, a[ic*rs+pc*cs:], rs, cs, alpha, *bp, c[ic*ldc+jc:], ldc, add)
 				}
 			})
 		}
@@ -143,7 +148,7 @@ func sgemmWith(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a []flo
 // the product into c (row stride ldc). A ragged last row block is copied
 // into a zero-padded sliver and ragged tiles of C go through a buffer, so
 // that the kernel never reads or writes outside the slices.
-func macroKernel(kn *sgemmKernel, mcur, ncur, kcur int, a []float32, rs, cs int, alpha float32, bp, c []float32, ldc int) {
+func macroKernel(kn *sgemmKernel, mcur, ncur, kcur int, a []float32, rs, cs int, alpha float32, bp, c []float32, ldc int, add bool) {
 	mr, nr := kn.mr, kn.nr
 	var edge [16 * 32]float32
 	var sliverBuf [8 * sgemmKC]float32
@@ -167,14 +172,17 @@ func macroKernel(kn *sgemmKernel, mcur, ncur, kcur int, a []float32, rs, cs int,
 				ap, ars, acs = &sliver[0], 1, mr
 			}
 			if h == mr && w == nr {
-				kn.tile(kcur, ap, ars, acs, nb, &c[ir*ldc+jr], ldc, alpha)
+				kn.tile(kcur, ap, ars, acs, nb, &c[ir*ldc+jr], ldc, alpha, add)
 				continue
 			}
 			t := edge[:mr*nr]
-			clear(t)
-			kn.tile(kcur, ap, ars, acs, nb, &t[0], nr, alpha)
+			kn.tile(kcur, ap, ars, acs, nb, &t[0], nr, alpha, false)
 			for r := 0; r < h; r++ {
 				row := c[(ir+r)*ldc+jr : (ir+r)*ldc+jr+w]
+				if !add {
+					copy(row, t[r*nr:])
+					continue
+				}
 				for j := range row {
 					row[j] += t[r*nr+j]
 				}
@@ -234,7 +242,7 @@ func checkGemmArgs(tA, tB bool, m, n, k, na, lda, nb, ldb, nc, ldc int) {
 // goSgemmKernel is the portable micro-kernel: a 4 x 8 tile held in locals.
 var goSgemmKernel = &sgemmKernel{name: "go", id: goKernel, mr: 4, nr: 8}
 
-func goTile4x8(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32) {
+func goTile4x8(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32, add bool) {
 	as := unsafe.Slice(a, 3*rs+(k-1)*cs+1)
 	bs := unsafe.Slice(b, 8*k)
 	var acc [4][8]float32
@@ -256,7 +264,11 @@ func goTile4x8(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha floa
 	for r := 0; r < 4; r++ {
 		row := (*[8]float32)(cs2[r*ldc : r*ldc+8])
 		for j := range row {
-			row[j] += alpha * acc[r][j]
+			if add {
+				row[j] += alpha * acc[r][j]
+			} else {
+				row[j] = alpha * acc[r][j]
+			}
 		}
 	}
 }

@@ -6,10 +6,10 @@ import "golang.org/x/sys/cpu"
 // registers and a 6 x 16 tile in 12 AVX2 registers, both with FMA.
 
 //go:noescape
-func tile8x32AVX512(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32)
+func tile8x32AVX512(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32, add bool)
 
 //go:noescape
-func tile6x16AVX2(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32)
+func tile6x16AVX2(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32, add bool)
 
 var (
 	avx512SgemmKernel = &sgemmKernel{name: "avx512", id: avx512Kernel, mr: 8, nr: 32}
@@ -17,14 +17,14 @@ var (
 )
 
 // tile runs the kernel on one tile (see sgemmKernel).
-func (kn *sgemmKernel) tile(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32) {
+func (kn *sgemmKernel) tile(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32, add bool) {
 	switch kn.id {
 	case avx512Kernel:
-		tile8x32AVX512(k, a, rs, cs, b, c, ldc, alpha)
+		tile8x32AVX512(k, a, rs, cs, b, c, ldc, alpha, add)
 	case avx2Kernel:
-		tile6x16AVX2(k, a, rs, cs, b, c, ldc, alpha)
+		tile6x16AVX2(k, a, rs, cs, b, c, ldc, alpha, add)
 	default:
-		goTile4x8(k, a, rs, cs, b, c, ldc, alpha)
+		goTile4x8(k, a, rs, cs, b, c, ldc, alpha, add)
 	}
 }
 

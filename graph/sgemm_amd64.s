@@ -1,10 +1,10 @@
 #include "textflag.h"
 
-// func tile8x32AVX512(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32)
-// C[0:8, 0:32] += alpha * A * B, A element (r, p) at a[r*rs+p*cs], B packed
+// func tile8x32AVX512(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32, add bool)
+// C[0:8, 0:32] = alpha * A * B (+ C if add), A element (r, p) at a[r*rs+p*cs], B packed
 // by row (b[p*32+j]). Rows r of A are read at a + r*rs from base AX
 // (rows 0-4) and R10 = AX + 4*rs (rows 5-7); both advance by cs per step.
-TEXT ·tile8x32AVX512(SB), NOSPLIT, $0-60
+TEXT ·tile8x32AVX512(SB), NOSPLIT, $0-61
 	MOVQ k+0(FP), CX
 	MOVQ a+8(FP), AX
 	MOVQ rs+16(FP), R8
@@ -69,6 +69,9 @@ loopavx512:
 	JNZ loopavx512
 storeavx512:
 	VBROADCASTSS alpha+56(FP), Z16
+	MOVBLZX add+60(FP), AX
+	TESTL AX, AX
+	JZ overwriteavx512
 	VFMADD213PS (DX), Z16, Z0
 	VMOVUPS Z0, (DX)
 	VFMADD213PS 64(DX), Z16, Z1
@@ -110,12 +113,54 @@ storeavx512:
 	VMOVUPS Z15, 64(DX)
 	VZEROUPPER
 	RET
+overwriteavx512:
+	VMULPS Z16, Z0, Z0
+	VMOVUPS Z0, (DX)
+	VMULPS Z16, Z1, Z1
+	VMOVUPS Z1, 64(DX)
+	ADDQ SI, DX
+	VMULPS Z16, Z2, Z2
+	VMOVUPS Z2, (DX)
+	VMULPS Z16, Z3, Z3
+	VMOVUPS Z3, 64(DX)
+	ADDQ SI, DX
+	VMULPS Z16, Z4, Z4
+	VMOVUPS Z4, (DX)
+	VMULPS Z16, Z5, Z5
+	VMOVUPS Z5, 64(DX)
+	ADDQ SI, DX
+	VMULPS Z16, Z6, Z6
+	VMOVUPS Z6, (DX)
+	VMULPS Z16, Z7, Z7
+	VMOVUPS Z7, 64(DX)
+	ADDQ SI, DX
+	VMULPS Z16, Z8, Z8
+	VMOVUPS Z8, (DX)
+	VMULPS Z16, Z9, Z9
+	VMOVUPS Z9, 64(DX)
+	ADDQ SI, DX
+	VMULPS Z16, Z10, Z10
+	VMOVUPS Z10, (DX)
+	VMULPS Z16, Z11, Z11
+	VMOVUPS Z11, 64(DX)
+	ADDQ SI, DX
+	VMULPS Z16, Z12, Z12
+	VMOVUPS Z12, (DX)
+	VMULPS Z16, Z13, Z13
+	VMOVUPS Z13, 64(DX)
+	ADDQ SI, DX
+	VMULPS Z16, Z14, Z14
+	VMOVUPS Z14, (DX)
+	VMULPS Z16, Z15, Z15
+	VMOVUPS Z15, 64(DX)
+	VZEROUPPER
+	RET
 
-// func tile6x16AVX2(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32)
-// C[0:6, 0:16] += alpha * A * B, A element (r, p) at a[r*rs+p*cs], B packed
+// func tile6x16AVX2(k int, a *float32, rs, cs int, b, c *float32, ldc int, alpha float32, add bool)
+// C[0:6, 0:16] = alpha * A * B (+ C if add), A element (r, p) at a[r*rs+p*cs], B packed
 // by row (b[p*16+j]). Rows r of A are read at a + r*rs from base AX
 // (rows 0-4) and R10 = AX + 4*rs (rows 5-7); both advance by cs per step.
-TEXT ·tile6x16AVX2(SB), NOSPLIT, $0-60
+TEXT ·tile6x16AVX2(SB), NOSPLIT, $0-61
 	MOVQ k+0(FP), CX
 	MOVQ a+8(FP), AX
 	MOVQ rs+16(FP), R8
@@ -170,6 +215,9 @@ loopavx2:
 	JNZ loopavx2
 storeavx2:
 	VBROADCASTSS alpha+56(FP), Y12
+	MOVBLZX add+60(FP), AX
+	TESTL AX, AX
+	JZ overwriteavx2
 	VFMADD213PS (DX), Y12, Y0
 	VMOVUPS Y0, (DX)
 	VFMADD213PS 32(DX), Y12, Y1
@@ -198,6 +246,38 @@ storeavx2:
 	VFMADD213PS (DX), Y12, Y10
 	VMOVUPS Y10, (DX)
 	VFMADD213PS 32(DX), Y12, Y11
+	VMOVUPS Y11, 32(DX)
+	VZEROUPPER
+	RET
+overwriteavx2:
+	VMULPS Y12, Y0, Y0
+	VMOVUPS Y0, (DX)
+	VMULPS Y12, Y1, Y1
+	VMOVUPS Y1, 32(DX)
+	ADDQ SI, DX
+	VMULPS Y12, Y2, Y2
+	VMOVUPS Y2, (DX)
+	VMULPS Y12, Y3, Y3
+	VMOVUPS Y3, 32(DX)
+	ADDQ SI, DX
+	VMULPS Y12, Y4, Y4
+	VMOVUPS Y4, (DX)
+	VMULPS Y12, Y5, Y5
+	VMOVUPS Y5, 32(DX)
+	ADDQ SI, DX
+	VMULPS Y12, Y6, Y6
+	VMOVUPS Y6, (DX)
+	VMULPS Y12, Y7, Y7
+	VMOVUPS Y7, 32(DX)
+	ADDQ SI, DX
+	VMULPS Y12, Y8, Y8
+	VMOVUPS Y8, (DX)
+	VMULPS Y12, Y9, Y9
+	VMOVUPS Y9, 32(DX)
+	ADDQ SI, DX
+	VMULPS Y12, Y10, Y10
+	VMOVUPS Y10, (DX)
+	VMULPS Y12, Y11, Y11
 	VMOVUPS Y11, 32(DX)
 	VZEROUPPER
 	RET

@@ -28,31 +28,31 @@ func scaleAVX512(x *float32, n int, s float32)
 // geluVecTab holds the constants of geluAVX512 and geluGradAVX512, each
 // repeated 16 times (one vector), in the order the assembly indexes them.
 var geluVecTab = [27][16]float32{
-	splat16(log2e32), // log2e
-	splat16(ln2Hi32), // ln2Hi
-	splat16(ln2Lo32), // ln2Lo
-	splat16(expC6), // c6
-	splat16(expC5), // c5
-	splat16(expC4), // c4
-	splat16(expC3), // c3
-	splat16(expC2), // c2
-	splat16(1), // one
-	splat16(invSqrt2_32), // invSqrt2
-	splat16(erfSplit32), // split
-	splat16(9), // clamp
-	splat16(0.5), // half
-	splat16(erfP0), // P0
-	splat16(erfP1), // P1
-	splat16(erfP2), // P2
-	splat16(erfP3), // P3
-	splat16(erfP4), // P4
-	splat16(erfP5), // P5
-	splat16(erfQ0), // Q0
-	splat16(erfQ1), // Q1
-	splat16(erfQ2), // Q2
-	splat16(erfQ3), // Q3
-	splat16(erfQ4), // Q4
-	splat16(erfQ5), // Q5
+	splat16(log2e32),       // log2e
+	splat16(ln2Hi32),       // ln2Hi
+	splat16(ln2Lo32),       // ln2Lo
+	splat16(expC6),         // c6
+	splat16(expC5),         // c5
+	splat16(expC4),         // c4
+	splat16(expC3),         // c3
+	splat16(expC2),         // c2
+	splat16(1),             // one
+	splat16(invSqrt2_32),   // invSqrt2
+	splat16(erfSplit32),    // split
+	splat16(9),             // clamp
+	splat16(0.5),           // half
+	splat16(erfP0),         // P0
+	splat16(erfP1),         // P1
+	splat16(erfP2),         // P2
+	splat16(erfP3),         // P3
+	splat16(erfP4),         // P4
+	splat16(erfP5),         // P5
+	splat16(erfQ0),         // Q0
+	splat16(erfQ1),         // Q1
+	splat16(erfQ2),         // Q2
+	splat16(erfQ3),         // Q3
+	splat16(erfQ4),         // Q4
+	splat16(erfQ5),         // Q5
 	splat16(invSqrt2Pi_32), // invSqrt2Pi
 	splat16(math.Float32frombits(0x7fffffff)), // absmask
 }
