@@ -223,8 +223,10 @@ func rowMax32(row []float32, m float32) float32 {
 		if maxAVX512(&row[0], n, &lanes) {
 			return float32(math.NaN())
 		}
-		for _, v := range lanes {
-			m = max(m, v)
+		for _, v := range lanes { // no NaN here; plain compares (Go's max is slow)
+			if v > m {
+				m = v
+			}
 		}
 		row = row[n:]
 	}
