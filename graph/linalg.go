@@ -177,6 +177,16 @@ func ColSum(a *G.Node) (*G.Node, error) {
 }
 
 func colSum[T Float](a, out []T, n, d int) {
+	if o, ok := any(out).([]float32); ok && hasAVX512 && d >= 16 {
+		a32, v := any(a).([]float32), d&^15
+		for r := 0; r < n; r++ {
+			addToAVX512(&o[0], &a32[r*d], v)
+			for j := v; j < d; j++ {
+				o[j] += a32[r*d+j]
+			}
+		}
+		return
+	}
 	for r := 0; r < n; r++ {
 		row := a[r*d : (r+1)*d]
 		for j, v := range row {

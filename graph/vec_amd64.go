@@ -69,3 +69,9 @@ func geluAVX512(x, y *float32, n int)
 
 //go:noescape
 func geluGradAVX512(x, dy, dx *float32, n int)
+
+//go:noescape
+func addToAVX512(dst, src *float32, n int)
+
+//go:noescape
+func adamwAVX512(w, grad *float32, m, v *float64, n int, p *[8]float64, lr, wd float64)

@@ -263,3 +263,80 @@ gradloop:
 gradone:
 	VZEROUPPER
 	RET
+
+// func addToAVX512(dst, src *float32, n int)
+// dst[i] += src[i] for i < n (n a multiple of 16).
+TEXT ·addToAVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $4, CX
+	JZ adddone
+addloop:
+	VMOVUPS (DI), Z0
+	VADDPS (SI), Z0, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ addloop
+adddone:
+	VZEROUPPER
+	RET
+
+// func adamwAVX512(w, grad *float32, m, v *float64, n int, p *[8]float64, lr, wd float64)
+// The AdamW update of train.adamw on 8 elements at a time (n a multiple of
+// 8), in float64 with the same operations in the same order (no fused
+// multiply-adds). p holds scale, b1, 1-b1, b2, 1-b2, c1, c2, eps.
+TEXT ·adamwAVX512(SB), NOSPLIT, $0-64
+	MOVQ w+0(FP), DI
+	MOVQ grad+8(FP), SI
+	MOVQ m+16(FP), R8
+	MOVQ v+24(FP), R9
+	MOVQ n+32(FP), CX
+	MOVQ p+40(FP), AX
+	VBROADCASTSD 0(AX), Z20  // scale
+	VBROADCASTSD 8(AX), Z21  // b1
+	VBROADCASTSD 16(AX), Z22 // 1 - b1
+	VBROADCASTSD 24(AX), Z23 // b2
+	VBROADCASTSD 32(AX), Z24 // 1 - b2
+	VBROADCASTSD 40(AX), Z25 // c1
+	VBROADCASTSD 48(AX), Z26 // c2
+	VBROADCASTSD 56(AX), Z27 // eps
+	VBROADCASTSD lr+48(FP), Z28
+	VBROADCASTSD wd+56(FP), Z29
+	SHRQ $3, CX
+	JZ adamdone
+adamloop:
+	VCVTPS2PD (SI), Z0        // g
+	VMULPD Z20, Z0, Z0        // gj = g scale
+	VMULPD (R8), Z21, Z1      // b1 m
+	VMULPD Z22, Z0, Z2        // (1-b1) gj
+	VADDPD Z2, Z1, Z1         // m
+	VMOVUPD Z1, (R8)
+	VMULPD (R9), Z23, Z3      // b2 v
+	VMULPD Z24, Z0, Z4        // (1-b2) gj
+	VMULPD Z0, Z4, Z4         // (1-b2) gj gj
+	VADDPD Z4, Z3, Z3         // v
+	VMOVUPD Z3, (R9)
+	VDIVPD Z25, Z1, Z1        // m / c1
+	VDIVPD Z26, Z3, Z3        // v / c2
+	VSQRTPD Z3, Z3
+	VADDPD Z27, Z3, Z3        // sqrt + eps
+	VDIVPD Z3, Z1, Z1         // (m/c1) / (sqrt(v/c2) + eps)
+	VCVTPS2PD (DI), Z5        // x
+	VMULPD Z29, Z5, Z6        // wd x
+	VADDPD Z1, Z6, Z6         // wd x + ...
+	VMULPD Z28, Z6, Z6        // lr (...)
+	VSUBPD Z6, Z5, Z5         // x - lr (...)
+	VCVTPD2PS Z5, Y5
+	VMOVUPS Y5, (DI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	ADDQ $64, R8
+	ADDQ $64, R9
+	DECQ CX
+	JNZ adamloop
+adamdone:
+	VZEROUPPER
+	RET

@@ -101,7 +101,8 @@ func (a *AdamW) Update(grads []G.Value, lr, gradScale float64) error {
 			if !ok || len(g) != len(w) {
 				return fmt.Errorf("optimizer: gradient of %s does not match the parameter", p.Name)
 			}
-			adamw(w, g, a.m[i], a.v[i], lr, wd, gradScale, a.Beta1, a.Beta2, a.Eps, c1, c2)
+			d := graph.AdamWPrefix32(w, g, a.m[i], a.v[i], lr, wd, gradScale, a.Beta1, a.Beta2, a.Eps, c1, c2)
+			adamw(w[d:], g[d:], a.m[i][d:], a.v[i][d:], lr, wd, gradScale, a.Beta1, a.Beta2, a.Eps, c1, c2)
 		case []float64:
 			g, ok := grads[i].Data().([]float64)
 			if !ok || len(g) != len(w) {
