@@ -61,3 +61,26 @@ func TestColSum32(t *testing.T) {
 		}
 	}
 }
+
+// TestRowStats32: the float32 row statistics (AVX-512 for lengths that are
+// multiples of 16) against the float64 ones on the same values.
+func TestRowStats32(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, d := range []int{1, 3, 16, 17, 32, 128, 129} {
+		for _, centered := range []bool{true, false} {
+			r32 := randF32(rng, d)
+			for i := range r32 {
+				r32[i] = r32[i]*3 + 5 // an offset, so that centering matters
+			}
+			r64 := make([]float64, d)
+			for i, v := range r32 {
+				r64[i] = float64(v)
+			}
+			m32, s32 := rowStats(r32, centered, 1e-5)
+			m64, s64 := rowStats(r64, centered, 1e-5)
+			if math.Abs(m32-m64) > 1e-12*math.Max(1, math.Abs(m64)) || math.Abs(s32-s64) > 1e-12*s64 {
+				t.Fatalf("d=%d centered=%t: float32 rows (%v, %v), float64 rows (%v, %v)", d, centered, m32, s32, m64, s64)
+			}
+		}
+	}
+}

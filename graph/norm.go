@@ -106,22 +106,45 @@ func normShape(name string, arity int) func([]tensor.Shape) (tensor.Shape, error
 }
 
 // rowStats returns the mean (0 for RMSNorm) and the inverse standard deviation
-// (or root mean square) of one row.
+// (or root mean square) of one row, summing in float64: for float32 rows
+// whose length is a multiple of 16, with AVX-512 (vec_amd64.s), otherwise in
+// four accumulators (one chain of dependent adds would be latency-bound).
 func rowStats[T Float](row []T, centered bool, eps float64) (mean, rstd float64) {
 	d := float64(len(row))
-	if centered {
-		s := 0.0
-		for _, v := range row {
-			s += float64(v)
+	if r, ok := any(row).([]float32); ok && hasAVX512 && len(r)&15 == 0 && len(r) > 0 {
+		if centered {
+			mean = sumAVX512(&r[0], len(r)) / d
 		}
-		mean = s / d
+		return mean, 1 / math.Sqrt(sumSqDevAVX512(&r[0], len(r), mean)/d+eps)
 	}
-	ss := 0.0
-	for _, v := range row {
-		c := float64(v) - mean
-		ss += c * c
+	if centered {
+		var s0, s1, s2, s3 float64
+		i := 0
+		for ; i+4 <= len(row); i += 4 {
+			s0 += float64(row[i])
+			s1 += float64(row[i+1])
+			s2 += float64(row[i+2])
+			s3 += float64(row[i+3])
+		}
+		for ; i < len(row); i++ {
+			s0 += float64(row[i])
+		}
+		mean = ((s0 + s1) + (s2 + s3)) / d
 	}
-	return mean, 1 / math.Sqrt(ss/d+eps)
+	var q0, q1, q2, q3 float64
+	i := 0
+	for ; i+4 <= len(row); i += 4 {
+		c0, c1, c2, c3 := float64(row[i])-mean, float64(row[i+1])-mean, float64(row[i+2])-mean, float64(row[i+3])-mean
+		q0 += c0 * c0
+		q1 += c1 * c1
+		q2 += c2 * c2
+		q3 += c3 * c3
+	}
+	for ; i < len(row); i++ {
+		c := float64(row[i]) - mean
+		q0 += c * c
+	}
+	return mean, 1 / math.Sqrt(((q0+q1)+(q2+q3))/d+eps)
 }
 
 func layerNormForward[T Float](x, gamma, beta, y []T, n, d int, eps float64) {
@@ -198,14 +221,23 @@ func normGradX[T Float](x, gamma, dy, dx []T, n, d int, centered bool, eps float
 		for r := lo; r < hi; r++ {
 			row, g, out := x[r*d:(r+1)*d], dy[r*d:(r+1)*d], dx[r*d:(r+1)*d]
 			mean, rstd := rowStats(row, centered, eps)
-			var sg, sgx float64
-			for j, v := range row {
-				gj := float64(g[j] * gamma[j])
-				sg += gj
-				sgx += gj * (float64(v) - mean) * rstd
+			// Two accumulators per sum (the chains of adds bound the speed).
+			var sg0, sg1, sgx0, sgx1 float64
+			j := 0
+			for ; j+2 <= d; j += 2 {
+				g0, g1 := float64(g[j]*gamma[j]), float64(g[j+1]*gamma[j+1])
+				sg0 += g0
+				sg1 += g1
+				sgx0 += g0 * (float64(row[j]) - mean) * rstd
+				sgx1 += g1 * (float64(row[j+1]) - mean) * rstd
 			}
-			sg /= float64(d)
-			sgx /= float64(d)
+			for ; j < d; j++ {
+				g0 := float64(g[j] * gamma[j])
+				sg0 += g0
+				sgx0 += g0 * (float64(row[j]) - mean) * rstd
+			}
+			sg := (sg0 + sg1) / float64(d)
+			sgx := (sgx0 + sgx1) / float64(d)
 			if !centered {
 				sg = 0
 			}

@@ -75,3 +75,9 @@ func addToAVX512(dst, src *float32, n int)
 
 //go:noescape
 func adamwAVX512(w, grad *float32, m, v *float64, n int, p *[8]float64, lr, wd float64)
+
+//go:noescape
+func sumAVX512(x *float32, n int) float64
+
+//go:noescape
+func sumSqDevAVX512(x *float32, n int, mean float64) float64

@@ -340,3 +340,65 @@ adamloop:
 adamdone:
 	VZEROUPPER
 	RET
+
+// func sumAVX512(x *float32, n int) float64
+// The sum of x[0:n] (n a multiple of 16) in float64: two 8-lane float64
+// accumulators, each element converted exactly.
+TEXT ·sumAVX512(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VPXORQ Z0, Z0, Z0
+	VPXORQ Z1, Z1, Z1
+	SHRQ $4, CX
+	JZ sumdone
+sumloop:
+	VCVTPS2PD (SI), Z2
+	VCVTPS2PD 32(SI), Z3
+	VADDPD Z2, Z0, Z0
+	VADDPD Z3, Z1, Z1
+	ADDQ $64, SI
+	DECQ CX
+	JNZ sumloop
+sumdone:
+	VADDPD Z1, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPD Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD X1, X0, X0
+	VPERMILPD $1, X0, X1
+	VADDSD X1, X0, X0
+	VMOVSD X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func sumSqDevAVX512(x *float32, n int, mean float64) float64
+// The sum of (x[i] - mean)^2 for i < n (n a multiple of 16), in float64.
+TEXT ·sumSqDevAVX512(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSD mean+16(FP), Z4
+	VPXORQ Z0, Z0, Z0
+	VPXORQ Z1, Z1, Z1
+	SHRQ $4, CX
+	JZ sqdone
+sqloop:
+	VCVTPS2PD (SI), Z2
+	VCVTPS2PD 32(SI), Z3
+	VSUBPD Z4, Z2, Z2
+	VSUBPD Z4, Z3, Z3
+	VFMADD231PD Z2, Z2, Z0
+	VFMADD231PD Z3, Z3, Z1
+	ADDQ $64, SI
+	DECQ CX
+	JNZ sqloop
+sqdone:
+	VADDPD Z1, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VADDPD Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPD X1, X0, X0
+	VPERMILPD $1, X0, X1
+	VADDSD X1, X0, X0
+	VMOVSD X0, ret+24(FP)
+	VZEROUPPER
+	RET

@@ -13,3 +13,5 @@ func addToAVX512(dst, src *float32, n int)                          { panic("no 
 func adamwAVX512(w, grad *float32, m, v *float64, n int, p *[8]float64, lr, wd float64) {
 	panic("no AVX-512")
 }
+func sumAVX512(x *float32, n int) float64                    { panic("no AVX-512") }
+func sumSqDevAVX512(x *float32, n int, mean float64) float64 { panic("no AVX-512") }
