@@ -113,7 +113,6 @@ func sgemmWith(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a []flo
 		workers := runtime.GOMAXPROCS(0)
 		mc = min(mc, max(roundUp((m+workers-1)/workers, mr), mr))
 	}
-	blocks := (m + mc - 1) / mc
 	// op(A)'s element (i, p) is a[i*rs+p*cs].
 	rs, cs := lda, 1
 	if tA {
@@ -133,14 +132,21 @@ func sgemmWith(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a []flo
 				}
 				continue
 			}
-			parallelFor(blocks, mc*ncur*kcur, func(lo, hi int) {
-				for ib := lo; ib < hi; ib++ {
-					ic := ib * mc
-					macroKernel(kn, min(mc, m-ic), ncur, kcur, a[ic*rs+pc*cs:], rs, cs, alpha, *bp, c[ic*ldc+jc:], ldc, add)
-				}
-			})
+			macroKernelsParallel(kn, m, mc, ncur, kcur, a[pc*cs:], rs, cs, alpha, *bp, c[jc:], ldc, add)
 		}
 	}
+}
+
+// macroKernelsParallel runs macroKernel over the row blocks of mc rows in
+// parallel. It is a function of its own so that the variables its closure
+// captures escape to the heap only on this path, not on every small multiply.
+func macroKernelsParallel(kn *sgemmKernel, m, mc, ncur, kcur int, a []float32, rs, cs int, alpha float32, bp, c []float32, ldc int, add bool) {
+	parallelFor((m+mc-1)/mc, mc*ncur*kcur, func(lo, hi int) {
+		for ib := lo; ib < hi; ib++ {
+			ic := ib * mc
+			macroKernel(kn, min(mc, m-ic), ncur, kcur, a[ic*rs:], rs, cs, alpha, bp, c[ic*ldc:], ldc, add)
+		}
+	})
 }
 
 // macroKernel runs the micro-kernel over mcur rows of op(A) (element (i, p)
