@@ -3,8 +3,10 @@
 // the embedding lookup, the fused linear layer, the attention core with causal
 // and key-padding masks, softmax cross-entropy over scored positions), the
 // parameter store that training and evaluation graphs share, the choice of
-// BLAS, and the finite-difference gradient checker every op, layer and
-// attention variant is tested with.
+// BLAS, the float32 matrix multiply (sgemm.go, with Go-assembly
+// micro-kernels), AVX-512 loops for the softmax, GELU, norm statistics and
+// AdamW (vec_amd64.s), and the finite-difference gradient checker every op,
+// layer and attention variant is tested with.
 //
 // Every tensor a model uses is two-dimensional, [rows, features] with rows =
 // batch x positions, so that no op needs a reshape or a transpose between
