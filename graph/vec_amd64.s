@@ -123,6 +123,61 @@ scaledone:
 // branch (exp(-81) is a normal float32; Phi is 1 or below 1e-36 there), and
 // NaN propagates. The constants come from geluVecTab, 16 copies each.
 
+// GELU_PHI: Z0 = x -> Z14 = Phi(x), Z9 = exp(-x^2/2) (and temporaries Z1-Z13,
+// K1, K2; Z16 must be 0). Steps: u = x/sqrt 2; |u|; K1 = |u| < erfSplit32;
+// Phi for small |u| = (1 + u P(u^2))/2 in Z4; a = min(|u|, 9), NaN kept;
+// e = exp(-a^2) as in expShiftSumAVX512; t = 1/(1 + a/2); c = e Q(t)/2 =
+// Phi(-|x|); Phi = c below 0, 1 - c above, Z4 where K1.
+#define GELU_PHI \
+	VMULPS ·geluVecTab+576(SB), Z0, Z1; \
+	VPANDD ·geluVecTab+1664(SB), Z1, Z2; \
+	VCMPPS $1, ·geluVecTab+640(SB), Z2, K1; \
+	VMULPS Z1, Z1, Z3; \
+	VMOVUPS ·geluVecTab+1152(SB), Z4; \
+	VFMADD213PS ·geluVecTab+1088(SB), Z3, Z4; \
+	VFMADD213PS ·geluVecTab+1024(SB), Z3, Z4; \
+	VFMADD213PS ·geluVecTab+960(SB), Z3, Z4; \
+	VFMADD213PS ·geluVecTab+896(SB), Z3, Z4; \
+	VFMADD213PS ·geluVecTab+832(SB), Z3, Z4; \
+	VMULPS Z1, Z4, Z4; \
+	VMULPS ·geluVecTab+768(SB), Z4, Z4; \
+	VADDPS ·geluVecTab+768(SB), Z4, Z4; \
+	VMOVUPS ·geluVecTab+704(SB), Z5; \
+	VMINPS Z2, Z5, Z5; \
+	VMULPS Z5, Z5, Z6; \
+	VSUBPS Z6, Z16, Z6; \
+	VMULPS ·geluVecTab+0(SB), Z6, Z7; \
+	VRNDSCALEPS $0, Z7, Z7; \
+	VMOVUPS Z6, Z8; \
+	VFNMADD231PS ·geluVecTab+64(SB), Z7, Z8; \
+	VFNMADD231PS ·geluVecTab+128(SB), Z7, Z8; \
+	VMOVUPS ·geluVecTab+192(SB), Z9; \
+	VFMADD213PS ·geluVecTab+256(SB), Z8, Z9; \
+	VFMADD213PS ·geluVecTab+320(SB), Z8, Z9; \
+	VFMADD213PS ·geluVecTab+384(SB), Z8, Z9; \
+	VFMADD213PS ·geluVecTab+448(SB), Z8, Z9; \
+	VMULPS Z8, Z8, Z10; \
+	VFMADD213PS Z8, Z10, Z9; \
+	VADDPS ·geluVecTab+512(SB), Z9, Z9; \
+	VSCALEFPS Z7, Z9, Z9; \
+	VMOVUPS ·geluVecTab+768(SB), Z10; \
+	VFMADD213PS ·geluVecTab+512(SB), Z5, Z10; \
+	VMOVUPS ·geluVecTab+512(SB), Z11; \
+	VDIVPS Z10, Z11, Z11; \
+	VMOVUPS ·geluVecTab+1536(SB), Z12; \
+	VFMADD213PS ·geluVecTab+1472(SB), Z11, Z12; \
+	VFMADD213PS ·geluVecTab+1408(SB), Z11, Z12; \
+	VFMADD213PS ·geluVecTab+1344(SB), Z11, Z12; \
+	VFMADD213PS ·geluVecTab+1280(SB), Z11, Z12; \
+	VFMADD213PS ·geluVecTab+1216(SB), Z11, Z12; \
+	VMULPS Z9, Z12, Z13; \
+	VMULPS ·geluVecTab+768(SB), Z13, Z13; \
+	VMOVUPS ·geluVecTab+512(SB), Z14; \
+	VSUBPS Z13, Z14, Z14; \
+	VCMPPS $1, Z16, Z1, K2; \
+	VMOVAPS Z13, K2, Z14; \
+	VMOVAPS Z4, K1, Z14
+
 // func geluAVX512(x, y *float32, n int)
 TEXT ·geluAVX512(SB), NOSPLIT, $0-24
 	MOVQ x+0(FP), SI
@@ -133,54 +188,7 @@ TEXT ·geluAVX512(SB), NOSPLIT, $0-24
 	JZ gelddone
 geluloop:
 	VMOVUPS (SI), Z0
-	VMULPS ·geluVecTab+576(SB), Z0, Z1      // u = x / sqrt 2
-	VPANDD ·geluVecTab+1664(SB), Z1, Z2       // |u|
-	VCMPPS $1, ·geluVecTab+640(SB), Z2, K1     // K1: |u| < erfSplit32
-	VMULPS Z1, Z1, Z3                   // u^2
-	VMOVUPS ·geluVecTab+1152(SB), Z4
-	VFMADD213PS ·geluVecTab+1088(SB), Z3, Z4
-	VFMADD213PS ·geluVecTab+1024(SB), Z3, Z4
-	VFMADD213PS ·geluVecTab+960(SB), Z3, Z4
-	VFMADD213PS ·geluVecTab+896(SB), Z3, Z4
-	VFMADD213PS ·geluVecTab+832(SB), Z3, Z4       // P(u^2)
-	VMULPS Z1, Z4, Z4                   // erf(u) = u P(u^2)
-	VMULPS ·geluVecTab+768(SB), Z4, Z4
-	VADDPS ·geluVecTab+768(SB), Z4, Z4          // Phi, small |u|
-	VMOVUPS ·geluVecTab+704(SB), Z5
-	VMINPS Z2, Z5, Z5                   // a = min(|u|, 9); NaN kept
-	VMULPS Z5, Z5, Z6
-	VSUBPS Z6, Z16, Z6                  // -a^2
-	VMULPS ·geluVecTab+0(SB), Z6, Z7         // e = exp(-a^2), as in expShiftSumAVX512
-	VRNDSCALEPS $0, Z7, Z7
-	VMOVUPS Z6, Z8
-	VFNMADD231PS ·geluVecTab+64(SB), Z7, Z8
-	VFNMADD231PS ·geluVecTab+128(SB), Z7, Z8
-	VMOVUPS ·geluVecTab+192(SB), Z9
-	VFMADD213PS ·geluVecTab+256(SB), Z8, Z9
-	VFMADD213PS ·geluVecTab+320(SB), Z8, Z9
-	VFMADD213PS ·geluVecTab+384(SB), Z8, Z9
-	VFMADD213PS ·geluVecTab+448(SB), Z8, Z9
-	VMULPS Z8, Z8, Z10
-	VFMADD213PS Z8, Z10, Z9
-	VADDPS ·geluVecTab+512(SB), Z9, Z9
-	VSCALEFPS Z7, Z9, Z9                // e
-	VMOVUPS ·geluVecTab+768(SB), Z10
-	VFMADD213PS ·geluVecTab+512(SB), Z5, Z10     // 1 + a/2
-	VMOVUPS ·geluVecTab+512(SB), Z11
-	VDIVPS Z10, Z11, Z11                // t = 1/(1 + a/2)
-	VMOVUPS ·geluVecTab+1536(SB), Z12
-	VFMADD213PS ·geluVecTab+1472(SB), Z11, Z12
-	VFMADD213PS ·geluVecTab+1408(SB), Z11, Z12
-	VFMADD213PS ·geluVecTab+1344(SB), Z11, Z12
-	VFMADD213PS ·geluVecTab+1280(SB), Z11, Z12
-	VFMADD213PS ·geluVecTab+1216(SB), Z11, Z12     // Q(t)
-	VMULPS Z9, Z12, Z13                 // erfc(a) = e Q(t)
-	VMULPS ·geluVecTab+768(SB), Z13, Z13        // c = Phi(-|x|)
-	VMOVUPS ·geluVecTab+512(SB), Z14
-	VSUBPS Z13, Z14, Z14                // 1 - c
-	VCMPPS $1, Z16, Z1, K2              // K2: u < 0
-	VMOVAPS Z13, K2, Z14                // Phi, large |u|: c below 0, 1 - c above
-	VMOVAPS Z4, K1, Z14                 // Phi
+	GELU_PHI
 	VMULPS Z14, Z0, Z14                 // x Phi(x)
 	VMOVUPS Z14, (DI)
 	ADDQ $64, SI
@@ -203,54 +211,7 @@ TEXT ·geluGradAVX512(SB), NOSPLIT, $0-32
 	JZ gradone
 gradloop:
 	VMOVUPS (SI), Z0
-	VMULPS ·geluVecTab+576(SB), Z0, Z1      // u = x / sqrt 2
-	VPANDD ·geluVecTab+1664(SB), Z1, Z2       // |u|
-	VCMPPS $1, ·geluVecTab+640(SB), Z2, K1     // K1: |u| < erfSplit32
-	VMULPS Z1, Z1, Z3                   // u^2
-	VMOVUPS ·geluVecTab+1152(SB), Z4
-	VFMADD213PS ·geluVecTab+1088(SB), Z3, Z4
-	VFMADD213PS ·geluVecTab+1024(SB), Z3, Z4
-	VFMADD213PS ·geluVecTab+960(SB), Z3, Z4
-	VFMADD213PS ·geluVecTab+896(SB), Z3, Z4
-	VFMADD213PS ·geluVecTab+832(SB), Z3, Z4       // P(u^2)
-	VMULPS Z1, Z4, Z4                   // erf(u) = u P(u^2)
-	VMULPS ·geluVecTab+768(SB), Z4, Z4
-	VADDPS ·geluVecTab+768(SB), Z4, Z4          // Phi, small |u|
-	VMOVUPS ·geluVecTab+704(SB), Z5
-	VMINPS Z2, Z5, Z5                   // a = min(|u|, 9); NaN kept
-	VMULPS Z5, Z5, Z6
-	VSUBPS Z6, Z16, Z6                  // -a^2
-	VMULPS ·geluVecTab+0(SB), Z6, Z7         // e = exp(-a^2), as in expShiftSumAVX512
-	VRNDSCALEPS $0, Z7, Z7
-	VMOVUPS Z6, Z8
-	VFNMADD231PS ·geluVecTab+64(SB), Z7, Z8
-	VFNMADD231PS ·geluVecTab+128(SB), Z7, Z8
-	VMOVUPS ·geluVecTab+192(SB), Z9
-	VFMADD213PS ·geluVecTab+256(SB), Z8, Z9
-	VFMADD213PS ·geluVecTab+320(SB), Z8, Z9
-	VFMADD213PS ·geluVecTab+384(SB), Z8, Z9
-	VFMADD213PS ·geluVecTab+448(SB), Z8, Z9
-	VMULPS Z8, Z8, Z10
-	VFMADD213PS Z8, Z10, Z9
-	VADDPS ·geluVecTab+512(SB), Z9, Z9
-	VSCALEFPS Z7, Z9, Z9                // e
-	VMOVUPS ·geluVecTab+768(SB), Z10
-	VFMADD213PS ·geluVecTab+512(SB), Z5, Z10     // 1 + a/2
-	VMOVUPS ·geluVecTab+512(SB), Z11
-	VDIVPS Z10, Z11, Z11                // t = 1/(1 + a/2)
-	VMOVUPS ·geluVecTab+1536(SB), Z12
-	VFMADD213PS ·geluVecTab+1472(SB), Z11, Z12
-	VFMADD213PS ·geluVecTab+1408(SB), Z11, Z12
-	VFMADD213PS ·geluVecTab+1344(SB), Z11, Z12
-	VFMADD213PS ·geluVecTab+1280(SB), Z11, Z12
-	VFMADD213PS ·geluVecTab+1216(SB), Z11, Z12     // Q(t)
-	VMULPS Z9, Z12, Z13                 // erfc(a) = e Q(t)
-	VMULPS ·geluVecTab+768(SB), Z13, Z13        // c = Phi(-|x|)
-	VMOVUPS ·geluVecTab+512(SB), Z14
-	VSUBPS Z13, Z14, Z14                // 1 - c
-	VCMPPS $1, Z16, Z1, K2              // K2: u < 0
-	VMOVAPS Z13, K2, Z14                // Phi, large |u|: c below 0, 1 - c above
-	VMOVAPS Z4, K1, Z14                 // Phi
+	GELU_PHI
 	VMULPS ·geluVecTab+1600(SB), Z9, Z15   // phi(x)
 	VFMADD213PS Z14, Z0, Z15            // Phi + x phi
 	VMULPS (BX), Z15, Z15
