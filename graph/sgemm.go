@@ -8,17 +8,19 @@ import (
 	"unsafe"
 )
 
-// This file is the pure-Go build's single-precision matrix multiply. gonum's
-// Sgemm, Gorgonia's default, runs 8-9x below OpenBLAS on this hardware; this
-// one follows the GotoBLAS/BLIS structure instead: op(B) is packed into
+// This file is attnlab's single-precision matrix multiply, used by both
+// builds where the CPU has AVX2 or AVX-512 (blas_default.go,
+// blas_openblas.go). gonum's Sgemm, Gorgonia's default, runs 8-9x below
+// OpenBLAS on this hardware; this one follows the GotoBLAS/BLIS structure instead: op(B) is packed into
 // panels of kc rows by nr-column slivers, and a register micro-kernel
 // computes each mr x nr tile of C from mr rows of op(A) and one B sliver.
 // op(A) is read in place through its row and column strides (packing it, as
 // BLIS does, cost a third of the time at these sizes); only a ragged last
 // row block is copied into a zero-padded sliver. The micro-kernels are Go
-// assembly where the CPU has AVX-512 or AVX2+FMA (sgemm_amd64.s) and plain
-// Go elsewhere; every kernel is tested against a naive triple loop over edge
-// shapes, transposes, strides, alpha and beta.
+// assembly for AVX-512 and AVX2+FMA (sgemm_amd64.s), plus a portable Go one
+// that the tests cover but the builds do not pick (gonum's Sgemm is faster);
+// every kernel is tested against a naive triple loop over edge shapes,
+// transposes, strides, alpha and beta.
 //
 // Time O(m n k); extra memory: one packed B panel (kc x nc floats) per call,
 // reused through a sync.Pool.
@@ -151,48 +153,61 @@ func macroKernelsParallel(kn *sgemmKernel, m, mc, ncur, kcur int, a []float32, r
 
 // macroKernel runs the micro-kernel over mcur rows of op(A) (element (i, p)
 // at a[i*rs+p*cs]) and one packed B panel (kcur x ncur), adding alpha times
-// the product into c (row stride ldc). A ragged last row block is copied
-// into a zero-padded sliver and ragged tiles of C go through a buffer, so
-// that the kernel never reads or writes outside the slices.
+// the product into c (row stride ldc), or storing it when add is false. A
+// ragged last row block goes through a zero-padded copy (raggedRows) and
+// ragged tiles of C through a buffer (edgeTile), so that the kernel never
+// reads or writes outside the slices; their stack buffers live in those
+// functions so that the common case does not zero them on every call.
 func macroKernel(kn *sgemmKernel, mcur, ncur, kcur int, a []float32, rs, cs int, alpha float32, bp, c []float32, ldc int, add bool) {
 	mr, nr := kn.mr, kn.nr
-	var edge [16 * 32]float32
-	var sliverBuf [8 * sgemmKC]float32
-	var sliver []float32
-	if full := mcur / mr * mr; full < mcur {
-		sliver = sliverBuf[:mr*kcur]
-		clear(sliver)
-		for r := 0; r < mcur-full; r++ {
-			for p := 0; p < kcur; p++ {
-				sliver[r+p*mr] = a[(full+r)*rs+p*cs]
-			}
-		}
-	}
+	full := mcur / mr * mr
 	for jr := 0; jr < ncur; jr += nr {
 		nb := &bp[(jr/nr)*nr*kcur]
 		w := min(nr, ncur-jr)
-		for ir := 0; ir < mcur; ir += mr {
-			h := min(mr, mcur-ir)
-			ap, ars, acs := &a[ir*rs], rs, cs
-			if h < mr {
-				ap, ars, acs = &sliver[0], 1, mr
+		for ir := 0; ir < full; ir += mr {
+			if w == nr {
+				kn.tile(kcur, &a[ir*rs], rs, cs, nb, &c[ir*ldc+jr], ldc, alpha, add)
+			} else {
+				edgeTile(kn, mr, w, kcur, &a[ir*rs], rs, cs, nb, c[ir*ldc+jr:], ldc, alpha, add)
 			}
-			if h == mr && w == nr {
-				kn.tile(kcur, ap, ars, acs, nb, &c[ir*ldc+jr], ldc, alpha, add)
-				continue
-			}
-			t := edge[:mr*nr]
-			kn.tile(kcur, ap, ars, acs, nb, &t[0], nr, alpha, false)
-			for r := 0; r < h; r++ {
-				row := c[(ir+r)*ldc+jr : (ir+r)*ldc+jr+w]
-				if !add {
-					copy(row, t[r*nr:])
-					continue
-				}
-				for j := range row {
-					row[j] += t[r*nr+j]
-				}
-			}
+		}
+	}
+	if full < mcur {
+		raggedRows(kn, mcur-full, ncur, kcur, a[full*rs:], rs, cs, alpha, bp, c[full*ldc:], ldc, add)
+	}
+}
+
+// raggedRows is macroKernel for the last h < mr rows, copied into a
+// zero-padded sliver.
+func raggedRows(kn *sgemmKernel, h, ncur, kcur int, a []float32, rs, cs int, alpha float32, bp, c []float32, ldc int, add bool) {
+	mr, nr := kn.mr, kn.nr
+	var buf [8 * sgemmKC]float32
+	sliver := buf[:mr*kcur]
+	for r := 0; r < h; r++ {
+		for p := 0; p < kcur; p++ {
+			sliver[r+p*mr] = a[r*rs+p*cs]
+		}
+	}
+	for jr := 0; jr < ncur; jr += nr {
+		edgeTile(kn, h, min(nr, ncur-jr), kcur, &sliver[0], 1, mr, &bp[(jr/nr)*nr*kcur], c[jr:], ldc, alpha, add)
+	}
+}
+
+// edgeTile runs the kernel into a buffer and adds (or stores) its top-left
+// h x w corner into c.
+func edgeTile(kn *sgemmKernel, h, w, kcur int, a *float32, rs, cs int, b *float32, c []float32, ldc int, alpha float32, add bool) {
+	nr := kn.nr
+	var buf [8 * 32]float32
+	t := buf[:kn.mr*nr]
+	kn.tile(kcur, a, rs, cs, b, &t[0], nr, alpha, false)
+	for r := 0; r < h; r++ {
+		row := c[r*ldc : r*ldc+w]
+		if !add {
+			copy(row, t[r*nr:])
+			continue
+		}
+		for j := range row {
+			row[j] += t[r*nr+j]
 		}
 	}
 }
