@@ -268,14 +268,33 @@ func maskTile[T Float](s AttentionShape, slope float64, mask []T, b, i0, ni, j0,
 	}
 }
 
+// denseCausalBlock is the number of query rows the dense core multiplies at
+// a time: with a causal mask, rows i0..i0+63 see only the first
+// visibleKeys(i0+64) keys, so the score and gradient products skip the
+// upper-right blocks (at T=256, 62.5% of the full products).
+const denseCausalBlock = 64
+
+// visibleKeys is how many leading keys the first `rows` queries can see: all
+// of them without a causal mask, else up to the last row's position.
+func (s AttentionShape) visibleKeys(rows int) int {
+	if !s.Causal {
+		return s.KLen
+	}
+	return min(max(rows+s.KLen-s.QLen, 0), s.KLen)
+}
+
 // probabilities fills p [QLen, KLen] with the attention weights of sequence b
-// and query head h.
+// and query head h. Scores the causal mask hides are not computed (see
+// denseCausalBlock); the masking below sets every such entry.
 func probabilities[T Float](s AttentionShape, slopes []float64, q, k, mask []T, b, h int, p []T) {
 	dq, dk := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
 	kh := h / (s.Heads / s.KVHeads)
 	qOff := b*s.QLen*dq + h*s.HeadDim
 	kOff := b*s.KLen*dk + kh*s.HeadDim
-	gemm(false, true, s.QLen, s.KLen, s.HeadDim, T(s.scale()), q[qOff:], dq, k[kOff:], dk, 0, p, s.KLen)
+	for i0 := 0; i0 < s.QLen; i0 += denseCausalBlock {
+		ni := min(denseCausalBlock, s.QLen-i0)
+		gemm(false, true, ni, s.visibleKeys(i0+ni), s.HeadDim, T(s.scale()), q[qOff+i0*dq:], dq, k[kOff:], dk, 0, p[i0*s.KLen:], s.KLen)
+	}
 	slope := 0.0
 	if slopes != nil {
 		slope = slopes[h]
@@ -329,8 +348,11 @@ func attentionForward[T Float](s AttentionShape, q, k, v, mask, out []T) {
 			b, h := bh/s.Heads, bh%s.Heads
 			kh := h / (s.Heads / s.KVHeads)
 			probabilities(s, slopes, q, k, mask, b, h, p)
-			gemm(false, false, s.QLen, dv, s.KLen, 1, p, s.KLen, v[b*s.KLen*kv+kh*dv:], kv,
-				0, out[b*s.QLen*ov+h*dv:], ov)
+			for i0 := 0; i0 < s.QLen; i0 += denseCausalBlock {
+				ni := min(denseCausalBlock, s.QLen-i0)
+				gemm(false, false, ni, dv, s.visibleKeys(i0+ni), 1, p[i0*s.KLen:], s.KLen, v[b*s.KLen*kv+kh*dv:], kv,
+					0, out[b*s.QLen*ov+i0*ov+h*dv:], ov)
+			}
 		}
 	})
 }
@@ -355,21 +377,27 @@ func attentionBackward[T Float](s AttentionShape, q, k, v, mask, o, do, dqOut, d
 				qOff := b*s.QLen*dq + h*s.HeadDim
 				oOff := b*s.QLen*ov + h*dv
 				probabilities(s, slopes, q, k, mask, b, h, p)
-				// dV += P^T dO
-				gemm(true, false, s.KLen, dv, s.QLen, 1, p, s.KLen, do[oOff:], ov, 1, dvOut[vOff:], kv)
-				// dP = dO V^T
-				gemm(false, true, s.QLen, s.KLen, dv, 1, do[oOff:], ov, v[vOff:], kv, 0, dp, s.KLen)
-				// dS = P * (dP - D), D_i = dO_i . O_i
-				for i := 0; i < s.QLen; i++ {
-					d := dot(o[oOff+i*ov:oOff+i*ov+dv], do[oOff+i*ov:oOff+i*ov+dv])
-					pr, dpr := p[i*s.KLen:(i+1)*s.KLen], dp[i*s.KLen:(i+1)*s.KLen]
-					for j := range pr {
-						dpr[j] = pr[j] * (dpr[j] - d)
+				for i0 := 0; i0 < s.QLen; i0 += denseCausalBlock {
+					ni := min(denseCausalBlock, s.QLen-i0)
+					nk := s.visibleKeys(i0 + ni)
+					pb, dpb := p[i0*s.KLen:], dp[i0*s.KLen:]
+					qb, ob := qOff+i0*dq, oOff+i0*ov
+					// dV += P^T dO
+					gemm(true, false, nk, dv, ni, 1, pb, s.KLen, do[ob:], ov, 1, dvOut[vOff:], kv)
+					// dP = dO V^T
+					gemm(false, true, ni, nk, dv, 1, do[ob:], ov, v[vOff:], kv, 0, dpb, s.KLen)
+					// dS = P * (dP - D), D_i = dO_i . O_i
+					for r := 0; r < ni; r++ {
+						d := dot(o[ob+r*ov:ob+r*ov+dv], do[ob+r*ov:ob+r*ov+dv])
+						pr, dpr := pb[r*s.KLen:r*s.KLen+nk], dpb[r*s.KLen:r*s.KLen+nk]
+						for j := range pr {
+							dpr[j] = pr[j] * (dpr[j] - d)
+						}
 					}
+					// dQ = scale dS K ; dK += scale dS^T Q
+					gemm(false, false, ni, s.HeadDim, nk, scale, dpb, s.KLen, k[kOff:], dk, 0, dqOut[qb:], dq)
+					gemm(true, false, nk, s.HeadDim, ni, scale, dpb, s.KLen, q[qb:], dq, 1, dkOut[kOff:], dk)
 				}
-				// dQ = scale dS K ; dK += scale dS^T Q
-				gemm(false, false, s.QLen, s.HeadDim, s.KLen, scale, dp, s.KLen, k[kOff:], dk, 0, dqOut[qOff:], dq)
-				gemm(true, false, s.KLen, s.HeadDim, s.QLen, scale, dp, s.KLen, q[qOff:], dq, 1, dkOut[kOff:], dk)
 			}
 		}
 	})
