@@ -360,11 +360,10 @@ func (e *Experiment) Validate() error {
 	if finite("train.eps", t.Eps) && t.Eps <= 0 {
 		add("train.eps: must be positive, got %s", fmtFloat(t.Eps))
 	}
-	switch {
-	case t.WarmupSteps < 0:
+	// A warm-up longer than the run is allowed (a short smoke run of a
+	// long config): the trainer caps it at train.steps and says so.
+	if t.WarmupSteps < 0 {
 		add("train.warmup_steps: must not be negative, got %d", t.WarmupSteps)
-	case t.Steps > 0 && t.WarmupSteps > t.Steps:
-		add("train.warmup_steps (%d) is more than train.steps (%d)", t.WarmupSteps, t.Steps)
 	}
 	oneOf("train.schedule", t.Schedule, schedules)
 	if finite("train.grad_clip", t.GradClip) && t.GradClip < 0 {

@@ -25,7 +25,8 @@ import (
 //
 // # Corpus
 //
-// task.path names a file or a folder. A folder contributes its regular files
+// task.path names a file or a folder. A file must be text (no NUL byte in
+// its first 8000 bytes). A folder contributes its regular files
 // (symbolic links are not followed), skipping names that start with "." (so
 // .git and editor files are left out), files with a NUL byte in their first
 // 8000 bytes (binary), empty files, and, when task.ext lists extensions
@@ -606,9 +607,12 @@ func readCorpus(path string, exts []string, maxBytes int) (*corpus, error) {
 		limit = math.MaxInt
 	}
 	if !fi.IsDir() {
-		text, err := readPrefix(path, limit, false)
+		text, err := readPrefix(path, limit, true)
 		if err != nil {
 			return nil, pathErr(path, err)
+		}
+		if len(text) == 0 && fi.Size() > 0 {
+			return nil, optErr("path", "%s is a binary file (a NUL byte in its first %d bytes), not text", path, binarySniff)
 		}
 		if len(text) == 0 {
 			return nil, optErr("path", "%s is empty", path)

@@ -330,13 +330,14 @@ func TestTextOptionErrors(t *testing.T) {
 	dir := letterCorpus(t, 10, 100)
 	empty := t.TempDir()
 	missing := filepath.Join(dir, "nope")
-	small := writeCorpus(t, map[string]string{"s.txt": "short text"})
+	small := writeCorpus(t, map[string]string{"s.txt": "short text", "b.bin": "\x7fELF\x02\x01\x00\x00" + strings.Repeat("text ", 400)})
 	for _, c := range []struct {
 		o    opts
 		want string
 	}{
 		{opts{"path": missing}, "task.path: " + missing + ": no such file or directory"},
 		{opts{"path": empty}, "task.path: " + empty + " holds no text files"},
+		{opts{"path": filepath.Join(small, "b.bin")}, "task.path: " + filepath.Join(small, "b.bin") + " is a binary file"},
 		{opts{"path": dir, "ext": ".go"}, "task.path: " + dir + " holds no text files ending in .go"},
 		{opts{"path": dir, "tokenizer": "word"}, `task.tokenizer: unknown tokenizer "word" (known: byte, char)`},
 		{opts{"path": dir, "seq_len": 0}, "task.seq_len: must be at least 1, got 0"},

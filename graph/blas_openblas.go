@@ -8,8 +8,9 @@ import (
 )
 
 // With the openblas build tag, Gorgonia and every op here use OpenBLAS through
-// gonum's netlib bindings (cgo; Debian: apt-get install libopenblas-dev; build
-// with CGO_LDFLAGS=-lopenblas). See scripts/build-openblas.sh.
+// gonum's netlib bindings (cgo; Debian: apt-get install libopenblas-dev; the
+// link flag is in blas_openblas_link.go, so `go build -tags openblas` needs no
+// CGO_LDFLAGS). See scripts/build-openblas.sh.
 const blasName = "openblas (netlib)"
 
 // useGoSgemm: float32 multiplies go to sgemm.go's assembly kernels where the

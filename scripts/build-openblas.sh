@@ -11,5 +11,5 @@ if ! ls /usr/lib/*/libopenblas.so >/dev/null 2>&1 && ! ls /usr/lib/libopenblas.s
   echo "error: libopenblas.so not found; install it with: apt-get install -y libopenblas-dev" >&2
   exit 2
 fi
-CGO_ENABLED=1 CGO_LDFLAGS=-lopenblas go build -tags openblas -o "$out" ./cmd/trainer
+CGO_ENABLED=1 go build -tags openblas -o "$out" ./cmd/trainer
 echo "built $out (BLAS: openblas)"

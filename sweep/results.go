@@ -81,6 +81,10 @@ type Collection struct {
 	Unfinished []string
 	// Missing names the runs of Info with no folder in any of the dirs.
 	Missing []string
+	// Skipped lists the folders under DIR/runs/ that are not sweep runs
+	// (no run.json): a run trained by hand into the sweep folder, say.
+	// They are left out of the rows; callers say so.
+	Skipped []string
 }
 
 // Collect reads the run folders (DIR/runs/*/ with a run.json) of each
@@ -130,6 +134,7 @@ func Collect(dirs ...string) (*Collection, error) {
 				return nil, err
 			}
 			if !ok {
+				c.Skipped = append(c.Skipped, rd)
 				continue
 			}
 			if prev, seen := best[row.Run]; !seen || rank > prev.rank {

@@ -172,7 +172,7 @@ func TestExpandValidates(t *testing.T) {
 	if _, err := s.Expand(build); err == nil || !strings.Contains(err.Error(), "model.attention.kind") {
 		t.Errorf("error %v: want one naming model.attention.kind", err)
 	}
-	s = mustParse(t, strings.Replace(tinySweep, "set: [train.lr=0.002]", "set: [train.warmup_steps=10]", 1))
+	s = mustParse(t, strings.Replace(tinySweep, "set: [train.lr=0.002]", "set: [train.warmup_steps=-1]", 1))
 	if _, err := s.Expand(nil); err == nil || !strings.Contains(err.Error(), "train.warmup_steps") {
 		t.Errorf("error %v: want Validate's", err)
 	}

@@ -34,6 +34,7 @@ type checkpointState struct {
 	Examples    uint64
 	WallSeconds float64
 	Tokenizer   string // the task's data.Tokenizer.Spec; empty if it has none
+	Stats       runStats
 }
 
 func saveCheckpoint(path string, store *graph.Store, opt *AdamW, st checkpointState) error {
@@ -58,6 +59,7 @@ func saveCheckpoint(path string, store *graph.Store, opt *AdamW, st checkpointSt
 	if st.Tokenizer != "" {
 		meta["tokenizer"] = st.Tokenizer
 	}
+	st.Stats.encode(meta)
 	return safetensors.WriteFile(path, ts, meta)
 }
 
@@ -106,6 +108,9 @@ func restoreCheckpoint(f *safetensors.File, path string, store *graph.Store, opt
 	}
 	st.WallSeconds, _ = strconv.ParseFloat(f.Metadata["wall_seconds"], 64)
 	st.Tokenizer = f.Metadata["tokenizer"]
+	if err := st.Stats.decode(f.Metadata); err != nil {
+		return st, bad("%v", err)
+	}
 	if err := checkTokenizer(tokenizer, st.Tokenizer); err != nil {
 		return st, fmt.Errorf("%s: %w", path, err)
 	}

@@ -53,15 +53,49 @@ func (p *progress) update(s progressState, logged bool) {
 		return
 	}
 	p.last = time.Now()
-	const width = 24
-	done := width * s.step / max(p.total, 1)
-	bar := strings.Repeat("=", done)
-	if done < width {
-		bar += ">" + strings.Repeat(" ", width-done-1)
+	cols := terminalWidth(p.w)
+	if cols <= 0 {
+		cols = 80
 	}
-	fmt.Fprintf(p.w, "\r[%s] %d/%d loss %.4f acc %.3f %s tok/s ETA %s\x1b[K",
-		bar, s.step, p.total, s.loss, s.acc, humanRate(s.tokensPerSec), humanDuration(s.eta))
+	fmt.Fprintf(p.w, "\r%s\x1b[K", progressLine(s, p.total, cols))
 	p.drawn = true
+}
+
+// progressLine is the redrawn progress line for a terminal cols columns
+// wide: at most cols-1 characters, so that it never wraps (a wrapped line
+// cannot be redrawn with a carriage return and scrolls instead). Fields are
+// dropped from the least useful (the bar, then ETA, tokens/s, accuracy) as
+// the width shrinks; the step count always stays.
+func progressLine(s progressState, total, cols int) string {
+	limit := max(cols-1, 1)
+	counter := fmt.Sprintf("%d/%d", s.step, total)
+	fields := []string{
+		counter,
+		fmt.Sprintf("loss %.4f", s.loss),
+		fmt.Sprintf("acc %.3f", s.acc),
+		humanRate(s.tokensPerSec) + " tok/s",
+		"ETA " + humanDuration(s.eta),
+	}
+	for n := len(fields); n >= 1; n-- {
+		text := strings.Join(fields[:n], " ")
+		if room := limit - len(text) - 1; n == len(fields) && room >= 12 { // a bar of at least 10 cells
+			return bar(s.step, total, min(room-2, 24)) + " " + text
+		}
+		if len(text) <= limit {
+			return text
+		}
+	}
+	return counter[:min(len(counter), limit)]
+}
+
+// bar is "[====>    ]" with width cells inside the brackets.
+func bar(step, total, width int) string {
+	done := min(width*step/max(total, 1), width)
+	b := strings.Repeat("=", done)
+	if done < width {
+		b += ">" + strings.Repeat(" ", width-done-1)
+	}
+	return "[" + b + "]"
 }
 
 // line prints a message on its own line (an evaluation, a checkpoint).

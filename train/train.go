@@ -7,7 +7,6 @@ package train
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +24,8 @@ import (
 	"github.com/attnlab/attnlab/data"
 	"github.com/attnlab/attnlab/graph"
 	"github.com/attnlab/attnlab/internal/atomicfile"
+	"github.com/attnlab/attnlab/internal/finitejson"
+	"github.com/attnlab/attnlab/internal/version"
 	"github.com/attnlab/attnlab/models"
 )
 
@@ -198,16 +199,22 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 		return nil
 	}
 
-	sched := Schedule{Kind: tr.Schedule, Peak: tr.LR, MinRatio: tr.MinLRRatio, Warmup: tr.WarmupSteps, Total: tr.Steps}
+	sched := Schedule{Kind: tr.Schedule, Peak: tr.LR, MinRatio: tr.MinLRRatio, Warmup: min(tr.WarmupSteps, tr.Steps), Total: tr.Steps}
 	prog := newProgress(o.Progress, o.TTY, tr.Steps, tr.LogEvery)
 	defer prog.finish()
 	if o.Resume {
 		prog.line("resuming %s at step %d/%d", o.Dir, st.Step, tr.Steps)
 	}
+	for _, n := range metrics.notes {
+		prog.line("note: %s", n)
+	}
+	if tr.WarmupSteps > tr.Steps {
+		prog.line("note: train.warmup_steps (%d) is more than train.steps (%d): warming up over all %d steps, no decay", tr.WarmupSteps, tr.Steps, tr.Steps)
+	}
 	batch := data.NewBatch(s.Task, tr.BatchSize)
 	tokens := float64(tr.BatchSize * s.Task.SeqLen())
-	var stepMs, recentLoss []float64
 	var trainSeconds float64
+	var final *evalResult // the evaluation of the last step, when the loop ran it
 	loopStart := time.Now()
 	firstStep := st.Step
 
@@ -240,18 +247,14 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 		case errors.As(err, &nf) && nf.What == "loss":
 			return nil, fmt.Errorf("step %d: loss is %v (lr %.3g); the checkpoint of step %d is intact; try a lower train.lr or train.grad_clip", step, nf.Value, lr, lastCheckpoint(st.Step, firstStep, tr.CheckpointEvery))
 		case errors.As(err, &nf):
-			return nil, fmt.Errorf("step %d: gradient norm is %v (lr %.3g); try a lower train.lr", step, nf.Value, lr)
+			return nil, fmt.Errorf("step %d: gradient norm is %v (lr %.3g); the checkpoint of step %d is intact; try a lower train.lr or train.grad_clip", step, nf.Value, lr, lastCheckpoint(st.Step, firstStep, tr.CheckpointEvery))
 		case err != nil:
 			return nil, fmt.Errorf("step %d: %w", step, err)
 		}
 		dt := time.Since(t1)
 		loss, norm, acc := res.Loss, res.GradNorm, res.Accuracy
 		trainSeconds += time.Since(t0).Seconds()
-		stepMs = append(stepMs, float64(dt.Microseconds())/1000)
-		recentLoss = append(recentLoss, loss)
-		if len(recentLoss) > 20 {
-			recentLoss = recentLoss[1:]
-		}
+		st.Stats.add(loss, float64(dt.Microseconds())/1000)
 		st.Step = step
 		st.Examples += uint64(tr.BatchSize)
 
@@ -263,11 +266,15 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 			eta: perStep * time.Duration(tr.Steps-step)}, logged)
 		evalNow := (tr.EvalEvery > 0 && step%tr.EvalEvery == 0) || step == tr.Steps
 		if evalNow {
-			el, ea, err := evaluate(evm, s.Eval, s.Task, tr.EvalExamples)
+			r, err := evaluateAfterTraining(s, evm)
 			if err != nil {
 				return nil, err
 			}
+			el, ea := r.loss, r.acc
 			row.EvalLoss, row.EvalAccuracy = &el, &ea
+			if step == tr.Steps {
+				final = &evalResult{loss: el, acc: ea}
+			}
 			prog.line("eval step %d: loss %.4f accuracy %.4f (%d held-out examples)", step, el, ea, tr.EvalExamples)
 		}
 		if logged || evalNow {
@@ -283,20 +290,27 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 	}
 	prog.finish()
 
-	// Final figures: evaluate the final weights (again, if the loop did not
-	// run because the run was already complete).
-	el, ea, err := evaluate(evm, s.Eval, s.Task, tr.EvalExamples)
-	if err != nil {
-		return nil, err
+	// Final figures: the loop evaluated the last step; a run that was
+	// already complete when resumed (or was killed during that evaluation,
+	// after its last checkpoint) evaluates the checkpoint's weights here.
+	if final == nil {
+		r, err := evaluateAfterTraining(s, evm)
+		if err != nil {
+			return nil, err
+		}
+		final = &r
 	}
+	// The training figures cover the run's last steps whichever process ran
+	// them (runStats travels in the checkpoint).
 	sum := &Summary{
 		Name: exp.Name, Attention: exp.Model.Attention.Kind, Task: exp.Task.Kind, Seed: exp.Seed, DType: exp.DType,
+		Version: version.String(), Commit: version.Commit(),
 		BLAS: graph.BLASName(), Threads: runtime.GOMAXPROCS(0), Steps: st.Step, Params: s.Store.NumElements(),
-		EvalAccuracy: ea, EvalLoss: el, EvalExamples: tr.EvalExamples, TrainLoss: mean(recentLoss),
-		StepMsMedian: median(stepMs), PeakRSSBytes: peakRSS(), WallSeconds: wall(), Resumed: o.Resume,
+		EvalAccuracy: final.acc, EvalLoss: final.loss, EvalExamples: tr.EvalExamples, TrainLoss: st.Stats.trainLoss(),
+		StepMsMedian: st.Stats.stepMsMedian(), PeakRSSBytes: peakRSS(), WallSeconds: wall(), Resumed: o.Resume,
 	}
 	sum.KVCacheBytesPerToken = s.KVCacheBytesPerToken()
-	if m := median(stepMs); m > 0 {
+	if m := sum.StepMsMedian; m > 0 {
 		// From the median step, like StepMsMedian: a few steps slowed by
 		// another process must not move the figure a sweep compares.
 		sum.TrainTokensPerSec = tokens / (m / 1000)
@@ -447,14 +461,31 @@ func evaluate(vm G.VM, m *models.Model, task data.Task, n int) (loss, acc float6
 		correct += float64(c)
 		scored += float64(k)
 	}
+	graph.ReleaseValues(m.Graph) // training must not carry the evaluation's activations
 	if scored == 0 {
 		return 0, 0, fmt.Errorf("evaluation: the held-out examples score no position")
 	}
 	return lossSum / scored, correct / scored, nil
 }
 
+// evalResult is one evaluation's figures.
+type evalResult struct{ loss, acc float64 }
+
+// evaluateAfterTraining evaluates s's current weights on the configured
+// number of held-out examples with evm, the evaluation graph's machine.
+// First it releases the values the last training step left in the training
+// graph, and evaluate releases the evaluation graph's when done, so the two
+// graphs' activations are never held at once (see graph.ReleaseValues).
+func evaluateAfterTraining(s *Setup, evm G.VM) (evalResult, error) {
+	graph.ReleaseValues(s.Train.Graph)
+	l, a, err := evaluate(evm, s.Eval, s.Task, s.Exp.Train.EvalExamples)
+	return evalResult{loss: l, acc: a}, err
+}
+
+// writeJSON writes v as indented JSON to path atomically; a NaN or infinite
+// figure is written as null rather than losing the file.
 func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := finitejson.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}

@@ -172,6 +172,9 @@ func writeReport(w io.Writer, dest string, dirs []string) error {
 	if err != nil {
 		return err
 	}
+	for _, s := range c.Skipped {
+		fmt.Fprintf(w, "report: skipped %s: no %s there, not a run of a sweep\n", s, sweep.RunInfoFile)
+	}
 	failed := 0
 	for _, r := range c.Rows {
 		if r.Status != sweep.StatusOK {

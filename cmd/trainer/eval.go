@@ -1,11 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+
+	"github.com/attnlab/attnlab/internal/finitejson"
 
 	"github.com/attnlab/attnlab/config"
 	"github.com/attnlab/attnlab/train"
@@ -28,7 +29,10 @@ func newEvalCmd() *cobra.Command {
 			if err != nil {
 				return &train.BadInputError{Err: fmt.Errorf("--run %s: %w", dir, err)}
 			}
-			if examples > 0 {
+			if cmd.Flags().Changed("examples") {
+				if examples < 1 {
+					return usageError{fmt.Errorf("eval: --examples must be at least 1, got %d", examples)}
+				}
 				exp.Train.EvalExamples = examples
 			}
 			res, err := train.Evaluate(exp, filepath.Join(dir, train.CheckpointFile))
@@ -37,7 +41,12 @@ func newEvalCmd() *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {
-				return json.NewEncoder(w).Encode(res)
+				b, err := finitejson.Marshal(res) // a NaN loss is null, not a lost result
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(w, "%s\n", b)
+				return err
 			}
 			fmt.Fprintf(w, "%s at step %d: eval_accuracy %.4f eval_loss %.4f over %d held-out examples\n",
 				dir, res.Step, res.EvalAccuracy, res.EvalLoss, res.Examples)

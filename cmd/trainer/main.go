@@ -21,9 +21,11 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/attnlab/attnlab/internal/version"
 	"github.com/attnlab/attnlab/train"
 )
 
@@ -63,21 +65,23 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	fmt.Fprintf(stderr, "error: %s\n", oneLine(err.Error()))
 	var ue usageError
-	if train.IsBadInput(err) || errors.As(err, &ue) {
+	if train.IsBadInput(err) || errors.As(err, &ue) || isUnknownCommand(err) {
 		return exitBadInput
 	}
 	return exitFailure
 }
 
+// oneLine makes s one line of single spaces: cobra's messages carry
+// newlines and tabs ("Did you mean this?\n\ttrain").
 func oneLine(s string) string {
-	out := []rune{}
-	for _, r := range s {
-		if r == '\n' || r == '\r' {
-			r = ' '
-		}
-		out = append(out, r)
-	}
-	return string(out)
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// isUnknownCommand reports whether err is cobra's error for a subcommand
+// that does not exist (cobra has no error type for it): a usage error, not
+// a failed run.
+func isUnknownCommand(err error) bool {
+	return strings.HasPrefix(err.Error(), "unknown command ")
 }
 
 func newRoot() *cobra.Command {
@@ -89,7 +93,9 @@ variant, on synthetic tasks, from YAML experiment files, and writes a run
 folder (config.yaml, metrics.jsonl, summary.json, checkpoint.safetensors).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		Version:       version.String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%s: %w (see %s --help)", c.CommandPath(), err, c.CommandPath())}
 	})

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Calls that are wrong in how the command is used exit 2 with one plain
+// line (no tab from cobra's suggestions), like every other bad input.
+func TestUsageErrorsExitTwo(t *testing.T) {
+	dir := t.TempDir()
+	run := filepath.Join(dir, "run")
+	good := writeFile(t, dir, "good.yaml", tinyConfig)
+	if code, _, e := runCLI("train", "--config", good, "--out", run, "--set", "train.steps=2", "--set", "train.warmup_steps=1"); code != 0 {
+		t.Fatalf("setup run failed: %s", e)
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown subcommand", []string{"trian"}, `unknown command "trian"`},
+		{"eval --examples 0", []string{"eval", "--run", run, "--examples", "0"}, "--examples must be at least 1, got 0"},
+		{"eval --examples -5", []string{"eval", "--run", run, "--examples", "-5"}, "--examples must be at least 1, got -5"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, _, stderr := runCLI(c.args...)
+			if code != 2 || strings.Contains(stderr, "\t") || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "error: ") || !strings.Contains(stderr, c.want) {
+				t.Errorf("exit %d, stderr %q: want exit 2 and one line naming %q", code, stderr, c.want)
+			}
+		})
+	}
+}
+
+// --version names the build; summary.json records it too.
+func TestVersion(t *testing.T) {
+	code, out, _ := runCLI("--version")
+	if code != 0 || !strings.HasPrefix(out, "attnlab ") || strings.Count(out, "\n") != 1 {
+		t.Errorf("--version: exit %d, %q", code, out)
+	}
+	dir := t.TempDir()
+	run := filepath.Join(dir, "run")
+	good := writeFile(t, dir, "good.yaml", tinyConfig)
+	if code, _, e := runCLI("train", "--config", good, "--out", run, "--set", "train.steps=2", "--set", "train.warmup_steps=1"); code != 0 {
+		t.Fatalf("run failed: %s", e)
+	}
+	b, err := os.ReadFile(filepath.Join(run, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum struct {
+		Version string `json:"version"`
+	}
+	if err := json.Unmarshal(b, &sum); err != nil || !strings.HasPrefix(sum.Version, "attnlab ") {
+		t.Errorf("summary.json version %q (%v)", sum.Version, err)
+	}
+}
+
+// A short run of a config with a longer warm-up trains (capping the
+// warm-up) instead of stopping on the config check.
+func TestShortRunOfLongWarmup(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", tinyConfig) // warmup_steps: 5
+	code, out, stderr := runCLI("train", "--config", good, "--out", filepath.Join(dir, "run"), "--set", "train.steps=3")
+	if code != 0 || !strings.Contains(out, "note: train.warmup_steps (5) is more than train.steps (3)") {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
+
+// report says which folders under runs/ it left out (no run.json).
+func TestReportNamesSkippedFolders(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", tinyConfig)
+	if code, _, e := runCLI("train", "--config", good, "--out", filepath.Join(dir, "sweep", "runs", "byhand"), "--set", "train.steps=2", "--set", "train.warmup_steps=1"); code != 0 {
+		t.Fatalf("setup run failed: %s", e)
+	}
+	code, out, stderr := runCLI("report", filepath.Join(dir, "sweep"))
+	if code != 0 || !strings.Contains(out, "skipped "+filepath.Join(dir, "sweep", "runs", "byhand")+": no run.json there") {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
