@@ -273,3 +273,37 @@ func TestMoHGatesErrors(t *testing.T) {
 		t.Error("ScaleHeads: 7 columns in 2 heads: no error")
 	}
 }
+
+// TestMoHGatesEqualLogits pins the gate scale layers/moh.go documents: at
+// equal router logits (about where a router starts) each shared gate is
+// alpha1/S and each selected routed gate alpha2/R, with alpha1 = alpha2 =
+// 1/2 when there are both kinds, so the gates sum to 1/2 + K/(2R) (not
+// renormalized over the top K nor scaled by K, S and 2 as the official code
+// does, which would give S + K).
+func TestMoHGatesEqualLogits(t *testing.T) {
+	for _, c := range []struct {
+		heads, shared, topK int
+		sum                 float64
+	}{
+		{4, 1, 1, 1.0/2 + 1.0/6}, // the defaults with 4 heads: 2/3, a third of the official 2
+		{4, 1, 2, 1.0/2 + 2.0/6},
+		{6, 2, 2, 1.0/2 + 2.0/8},
+		{4, 0, 2, 2.0 / 4},
+		{3, 3, 0, 1},
+	} {
+		w := MoHRouterWidth(c.heads, c.shared)
+		g := G.NewGraph()
+		z := Variable(g, "z", tensor.New(tensor.WithShape(1, w), tensor.Of(tensor.Float64)))
+		gates, err := MoHGates(z, c.heads, c.shared, c.topK, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sum float64
+		for _, x := range runForward(t, g, gates) {
+			sum += x
+		}
+		if math.Abs(sum-c.sum) > 1e-12 {
+			t.Errorf("%d heads, %d shared, top %d: gates sum to %g at equal logits, want %g", c.heads, c.shared, c.topK, sum, c.sum)
+		}
+	}
+}

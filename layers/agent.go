@@ -59,18 +59,13 @@ type Agent struct {
 
 func init() {
 	Register("agent", "agent attention (Han et al. 2024): n_a pooled agent tokens gather from the keys and answer the queries; O(T n_a), bidirectional",
+		Support{Bidirectional: true, Padding: true, Positions: []string{"learned", "sinusoidal", "none", "rope", "partial_rope", "xpos"},
+			Why: Refusals{Causal: "pools agent tokens over the whole sequence", Positions: "agent tokens have no position to measure distance from"}},
 		[]config.OptionSpec{
 			{Name: "agents", Kind: config.Int, Default: 4, Help: "agent tokens n_a, mean-pooled from the queries over contiguous segments; at most the sequence length"},
 			{Name: "bias", Kind: config.Bool, Default: true, Help: "biases in the q, k, v and output projections"},
 		},
 		func(s Spec) (Attention, error) {
-			if s.Causal {
-				return nil, errors.New("model.kind: agent attention pools agent tokens over the whole sequence and cannot be causal; use it in encoder models")
-			}
-			if err := s.Pos.Allow("agent", "agent tokens have no position to measure distance from",
-				"learned", "sinusoidal", "none", "rope", "partial_rope", "xpos"); err != nil {
-				return nil, err
-			}
 			n := s.Options.Int("agents")
 			if n < 1 {
 				return nil, fmt.Errorf("model.attention.agents: must be positive, got %d", n)
@@ -116,7 +111,7 @@ func (a *Agent) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 		}
 	}
 	agg := graph.AttentionShape{Batch: c.Batch, QLen: a.agents, KLen: c.SeqLen, Heads: h, KVHeads: h, HeadDim: dh}
-	va, err := graph.FlashAttention(aq, k, v, c.KeyMask, agg, graph.DefaultFlashBlock)
+	va, err := graph.FlashAttention(aq, k, v, c.KeyMask, agg, a.spec.FlashBlock())
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +128,7 @@ func (a *Agent) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 		Q: qRot, K: ak, KeyMask: agentMask, Shape: bc, Cols: AxisAgent}); err != nil {
 		return nil, err
 	}
-	o, err := graph.FlashAttention(qRot, ak, va, agentMask, bc, graph.DefaultFlashBlock)
+	o, err := graph.FlashAttention(qRot, ak, va, agentMask, bc, a.spec.FlashBlock())
 	if err != nil {
 		return nil, err
 	}

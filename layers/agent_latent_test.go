@@ -2,7 +2,6 @@ package layers
 
 import (
 	"hash/fnv"
-	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -89,6 +88,7 @@ func forwardLayer(t *testing.T, c config.Component, st CheckSetting, seed uint64
 // forwardLayerDtype is forwardLayer in dtype dt.
 func forwardLayerDtype(t *testing.T, dt tensor.Dtype, c config.Component, st CheckSetting, seed uint64, x, mask []float64) ([]float64, map[string][]float64) {
 	t.Helper()
+	st.Padded = mask != nil
 	store, err := graph.NewStore(dt, seed)
 	if err != nil {
 		t.Fatal(err)
@@ -200,26 +200,30 @@ func TestAgentLatentPadding(t *testing.T) {
 	}
 }
 
-// TestAgentNaive compares agent attention with a direct float64
-// implementation of its definition: per head, agents are the segment means
-// of the real queries, they attend to the real keys, and the queries attend
-// to the agents whose segments hold a real position.
+// TestAgentNaive compares agent attention with its naive reference
+// (refAgent, naive_test.go) over more sequences and segmentations than
+// TestNaiveReferences: per head, agents are the segment means of the real
+// queries, they attend to the real keys, and the queries attend to the
+// agents whose segments hold a real position; three sequences, so that some
+// agents' segments are padding only.
 func TestAgentNaive(t *testing.T) {
 	for _, c := range []struct {
 		name           string
 		seqLen, n      int
 		masked, noBias bool
+		pos            string
 	}{
-		{"divisible", 6, 3, false, false},
-		{"ragged-padded", 7, 3, true, false},
-		{"one-agent-padded", 5, 1, true, true},
-		{"agent-per-position-padded", 4, 4, true, false},
+		{"divisible", 6, 3, false, false, ""},
+		{"ragged-padded", 7, 3, true, false, ""},
+		{"one-agent-padded", 5, 1, true, true, ""},
+		{"agent-per-position-padded", 4, 4, true, false, ""},
+		{"ragged-padded-rope", 7, 3, true, false, "rope"},
+		{"ragged-padded-xpos", 8, 3, true, false, "xpos"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			seed := uint64(time.Now().UnixNano())
-			t.Logf("seed %d", seed)
+			const seed = 5
 			rng := rand.New(rand.NewPCG(seed, 5))
-			st := CheckSetting{Batch: 3, SeqLen: c.seqLen, DModel: 6, Heads: 2}
+			st := CheckSetting{Batch: 3, SeqLen: c.seqLen, DModel: 8, Heads: 2, Positional: c.pos}
 			var mask []float64
 			if c.masked {
 				mask = paddingMask(c.seqLen)
@@ -227,112 +231,13 @@ func TestAgentNaive(t *testing.T) {
 			x := graph.RandomTensor(rng, 1, st.Batch*st.SeqLen, st.DModel).Data().([]float64)
 			comp := config.Component{Kind: "agent", Options: map[string]any{"agents": c.n, "bias": !c.noBias}}
 			got, p := forwardLayer(t, comp, st, seed, x, mask)
-			want := naiveAgent(x, mask, p, st.Batch, st.SeqLen, st.DModel, st.Heads, c.n)
-			if d := relDiff(got, want); d > 1e-10 {
+			m := refModel{batch: st.Batch, seqLen: st.SeqLen, d: st.DModel, heads: st.Heads, mask: mask, pos: refPos(c.pos)}
+			want := refAgent(c.n)(m, p, x)
+			if d := relDiff(got, want); d > refTol {
 				t.Errorf("relative difference %g\ngot  %v\nwant %v", d, got, want)
 			}
 		})
 	}
-}
-
-// naiveAgent is agent attention written out: x [B*T, D], mask [B*T] or nil,
-// parameters wq, wk, wv, wo [D, D] and, if present, their biases.
-func naiveAgent(x, mask []float64, p map[string][]float64, batch, seqLen, d, heads, agents int) []float64 {
-	linear := func(in []float64, w, b string) []float64 {
-		rows := len(in) / d
-		out := make([]float64, rows*d)
-		for r := 0; r < rows; r++ {
-			for j := 0; j < d; j++ {
-				var s float64
-				if bias, ok := p[b]; ok {
-					s = bias[j]
-				}
-				for k := 0; k < d; k++ {
-					s += in[r*d+k] * p[w][k*d+j]
-				}
-				out[r*d+j] = s
-			}
-		}
-		return out
-	}
-	isReal := func(b, t int) bool { return mask == nil || mask[b*seqLen+t] != 0 }
-	// attend returns softmax(scale q . k_j) over the allowed j, weighting v.
-	dh := d / heads
-	scale := 1 / math.Sqrt(float64(dh))
-	attend := func(q []float64, keys, vals [][]float64, allowed []bool) []float64 {
-		scores := make([]float64, len(keys))
-		mx := math.Inf(-1)
-		for j := range keys {
-			if !allowed[j] {
-				continue
-			}
-			for k := range q {
-				scores[j] += q[k] * keys[j][k]
-			}
-			scores[j] *= scale
-			mx = math.Max(mx, scores[j])
-		}
-		out := make([]float64, len(q))
-		if math.IsInf(mx, -1) {
-			return out
-		}
-		var z float64
-		for j := range keys {
-			if allowed[j] {
-				z += math.Exp(scores[j] - mx)
-			}
-		}
-		for j := range keys {
-			if !allowed[j] {
-				continue
-			}
-			w := math.Exp(scores[j]-mx) / z
-			for k := range out {
-				out[k] += w * vals[j][k]
-			}
-		}
-		return out
-	}
-	q, k, v := linear(x, "wq", "wq_b"), linear(x, "wk", "wk_b"), linear(x, "wv", "wv_b")
-	o := make([]float64, len(x))
-	for b := 0; b < batch; b++ {
-		for h := 0; h < heads; h++ {
-			head := func(m []float64, t int) []float64 { return m[(b*seqLen+t)*d+h*dh : (b*seqLen+t)*d+(h+1)*dh] }
-			var keys, vals [][]float64
-			realKeys := make([]bool, seqLen)
-			for t := 0; t < seqLen; t++ {
-				keys, vals = append(keys, head(k, t)), append(vals, head(v, t))
-				realKeys[t] = isReal(b, t)
-			}
-			var agentQ, agentV [][]float64
-			realAgents := make([]bool, agents)
-			for s := 0; s < agents; s++ {
-				a := make([]float64, dh)
-				n := 0
-				for t := s * seqLen / agents; t < (s+1)*seqLen/agents; t++ {
-					if !isReal(b, t) {
-						continue
-					}
-					n++
-					for j, qj := range head(q, t) {
-						a[j] += qj
-					}
-				}
-				for j := range a {
-					if n > 0 {
-						a[j] /= float64(n)
-					}
-				}
-				realAgents[s] = n > 0
-				agentQ = append(agentQ, a)
-				agentV = append(agentV, attend(a, keys, vals, realKeys))
-			}
-			for t := 0; t < seqLen; t++ {
-				copy(head(o, t), attend(head(q, t), agentQ, agentV, realAgents))
-			}
-		}
-	}
-	return linear(o, "wo", "wo_b")
 }
 
 // TestAgentLatentFloat32: the float32 layers compute the float64 ones to

@@ -2,11 +2,13 @@ package layers
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	G "gorgonia.org/gorgonia"
 
 	"github.com/attnlab/attnlab/config"
+	"github.com/attnlab/attnlab/graph"
 )
 
 // Attention is one attention layer: it maps x [Batch*SeqLen, DModel] to the
@@ -56,7 +58,15 @@ type Spec struct {
 	NLayers int      // for depth-scaled initialization of output projections
 	Causal  bool     // the model is a decoder: position i sees positions j <= i only
 	Pos     Position // the model's position scheme
+	// Padded says the batches carry a key-padding mask; NewAttention
+	// refuses it for a variant that does not declare Padding.
+	Padded  bool
 	Options config.Values
+
+	// flashBlock, when not 0, is the tile size of every flash core of the
+	// layer (flash's block option included): the gradient checks set it
+	// small so that their short sequences span several tiles.
+	flashBlock int
 }
 
 // KVCache is implemented by variants that can decode with a key/value
@@ -69,6 +79,15 @@ type KVCache interface {
 // HeadDim is DModel / Heads.
 func (s Spec) HeadDim() int { return s.DModel / s.Heads }
 
+// FlashBlock is the tile size for the layer's flash cores:
+// graph.DefaultFlashBlock unless a gradient check set a smaller one.
+func (s Spec) FlashBlock() int {
+	if s.flashBlock > 0 {
+		return s.flashBlock
+	}
+	return graph.DefaultFlashBlock
+}
+
 // Factory builds an attention layer from a spec; it reports impossible
 // combinations of sizes and options as errors naming the option.
 type Factory func(Spec) (Attention, error)
@@ -76,20 +95,39 @@ type Factory func(Spec) (Attention, error)
 var variants = config.NewRegistry[Factory]("attention kind")
 
 // Register makes a variant available by name; each variant's file calls it
-// from init. options lists every option the variant takes; any other option
-// in a config is an error.
-func Register(name, description string, options []config.OptionSpec, f Factory) {
+// from init. support declares the settings it works in (NewAttention
+// refuses the others, so its factory never sees them); options lists every
+// option it takes (any other option in a config is an error). An incomplete
+// declaration panics: it is a programming error caught at init.
+func Register(name, description string, support Support, options []config.OptionSpec, f Factory) {
+	if err := support.check(); err != nil {
+		panic(fmt.Sprintf("layers: attention kind %q %v", name, err))
+	}
 	variants.Register(config.Entry[Factory]{Name: name, Description: description, Options: options, Factory: f})
+	support.name = name
+	support.Positions = slices.Clone(support.Positions)
+	supportMu.Lock()
+	defer supportMu.Unlock()
+	supports[name] = support
 }
 
 // Variants returns the registered variants in name order.
 func Variants() []config.Entry[Factory] { return variants.Entries() }
 
 // NewAttention builds the variant a config names. Errors name the config key
-// ("model.attention.kind: unknown attention kind ...").
+// ("model.attention.kind: unknown attention kind ..."). A setting (causal or
+// not, padded, position scheme) the variant does not declare is refused
+// here, from its declaration (Support.Allows).
 func NewAttention(c config.Component, spec Spec) (Attention, error) {
 	e, vals, err := variants.Resolve("model.attention", c)
 	if err != nil {
+		return nil, err
+	}
+	sup, err := SupportOf(c.Kind)
+	if err != nil {
+		return nil, err
+	}
+	if err := sup.Allows(Setting{Causal: spec.Causal, Padded: spec.Padded, Positional: spec.Pos.Kind}); err != nil {
 		return nil, err
 	}
 	spec.Options = vals

@@ -24,6 +24,15 @@ import (
 // cores sharing V: time 2x standard's, memory O(T D); the KV cache holds two
 // keys and a value, 3 D per token per layer. lambda = 0 is standard
 // attention.
+//
+// The subtracted map has its own full query and key projections, wq2 and
+// wk2 [D, D] with biases, at the full head size: the layer holds 6 D x D
+// matrices to standard attention's 4 (2 D^2 + 2 D more parameters per
+// layer), and the second score map costs as much as the first. Cheaper
+// ways to get the second map (sharing Wq or Wk between the two, or
+// splitting each head's query and key in two halves as differential
+// attention does) are not provided, so a comparison at equal parameter
+// count must give gpa's competitors the difference elsewhere.
 type GeneralizedProbabilistic struct {
 	spec   Spec
 	lambda float64
@@ -32,6 +41,7 @@ type GeneralizedProbabilistic struct {
 
 func init() {
 	Register("gpa", "dual-attention generalized probabilistic attention (Heo and Choi 2024): (1+lambda) softmax(S1) - lambda softmax(S2)",
+		Support{Causal: true, Bidirectional: true, Padding: true, Positions: Positions},
 		[]config.OptionSpec{
 			{Name: "lambda", Kind: config.Float, Default: 0.2, Help: "weight lambda >= 0 of the subtracted map"},
 			{Name: "bias", Kind: config.Bool, Default: true, Help: "biases in the projections"},
@@ -70,7 +80,7 @@ func (a *GeneralizedProbabilistic) Forward(s Scope, x *G.Node, c Context) (*G.No
 	if err != nil {
 		return nil, err
 	}
-	o1, err := SelfAttention(q1, k1, v, c.WithMapLabel("p1", "softmax(S1), weighted 1+lambda"), a.spec.Pos, heads, graph.DefaultFlashBlock)
+	o1, err := SelfAttention(q1, k1, v, c.WithMapLabel("p1", "softmax(S1), weighted 1+lambda"), a.spec.Pos, heads, a.spec.FlashBlock())
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +88,7 @@ func (a *GeneralizedProbabilistic) Forward(s Scope, x *G.Node, c Context) (*G.No
 	if c.Maps != nil {
 		p1 = c.Maps.Last()
 	}
-	o2, err := SelfAttention(q2, k2, v, c.WithMapLabel("p2", "softmax(S2), weighted -lambda"), a.spec.Pos, heads, graph.DefaultFlashBlock)
+	o2, err := SelfAttention(q2, k2, v, c.WithMapLabel("p2", "softmax(S2), weighted -lambda"), a.spec.Pos, heads, a.spec.FlashBlock())
 	if err != nil {
 		return nil, err
 	}

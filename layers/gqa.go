@@ -6,7 +6,6 @@ import (
 	G "gorgonia.org/gorgonia"
 
 	"github.com/attnlab/attnlab/config"
-	"github.com/attnlab/attnlab/graph"
 )
 
 // GroupedQuery is grouped-query attention (Ainslie et al. 2023, "GQA:
@@ -29,6 +28,7 @@ type GroupedQuery struct {
 
 func init() {
 	Register("gqa", "grouped-query attention (Ainslie et al. 2023): groups of query heads share a key/value head",
+		Support{Causal: true, Bidirectional: true, Padding: true, Positions: Positions},
 		[]config.OptionSpec{
 			{Name: "kv_heads", Kind: config.Int, Default: 2, Help: "key/value heads G; must divide n_heads (G = n_heads is MHA, 1 is MQA)"},
 			{Name: "bias", Kind: config.Bool, Default: true, Help: "biases in the q, k, v and output projections"},
@@ -44,7 +44,7 @@ func init() {
 
 // Forward implements Attention.
 func (a *GroupedQuery) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
-	return multiHead(s, x, c, a.spec, a.kvHeads, a.bias, graph.DefaultFlashBlock)
+	return multiHead(s, x, c, a.spec, a.kvHeads, a.bias, a.spec.FlashBlock())
 }
 
 // KVCacheElems implements KVCache: G keys and G values of d per token.

@@ -25,12 +25,22 @@ type CheckSetting struct {
 	// act inside attention matter here.
 	Positional string
 	Options    map[string]any // variant options (defaults when nil)
+	// FlashBlock, when not 0, is the tile size of every flash core in the
+	// layer (graph.DefaultFlashBlock otherwise): smaller than SeqLen, and
+	// not dividing it, the check covers several tiles and a ragged last one.
+	FlashBlock int
 }
 
-// ErrNotApplicable marks a setting a variant refuses by design (a
+// ErrNotApplicable marks a setting a variant does not declare (Support): a
 // bidirectional-only variant in a causal setting, a position scheme it
-// cannot take); CheckAttention wraps the variant's config error with it.
+// cannot take. CheckAttention and CheckBlock wrap the declaration's refusal
+// with it; any other error, a factory's included, is a failure.
 var ErrNotApplicable = errors.New("setting not applicable")
+
+// Setting is what of st a variant declares support for.
+func (st CheckSetting) Setting() Setting {
+	return Setting{Causal: st.Causal, Padded: st.Padded, Positional: st.Positional}
+}
 
 // Position returns the position scheme of the setting with the model
 // defaults for its parameters.
@@ -43,11 +53,16 @@ func (st CheckSetting) Position() Position {
 }
 
 func (st CheckSetting) spec() Spec {
-	return Spec{DModel: st.DModel, Heads: st.Heads, NLayers: 2, Causal: st.Causal, Pos: st.Position()}
+	return Spec{DModel: st.DModel, Heads: st.Heads, NLayers: 2, Causal: st.Causal, Padded: st.Padded, Pos: st.Position(), flashBlock: st.FlashBlock}
 }
 
 // CheckSettings are the settings `trainer gradcheck` and the tests use: tiny
-// sizes, float64.
+// sizes, float64. Between them they cover, for every variant, each thing it
+// may declare (causal, bidirectional, padding, and each position scheme
+// that acts inside attention in a direction the variant takes), and the
+// "tiles" ones run the flash cores with 4 x 4 tiles over 9 positions (two
+// full tiles and a ragged one), where the rest fit in one tile
+// (TestCheckSettingsCoverDeclarations).
 func CheckSettings() []CheckSetting {
 	return []CheckSetting{
 		{Name: "causal", Causal: true, Batch: 2, SeqLen: 5, DModel: 8, Heads: 2},
@@ -58,31 +73,56 @@ func CheckSettings() []CheckSetting {
 		{Name: "causal-xpos", Causal: true, Batch: 1, SeqLen: 5, DModel: 8, Heads: 2, Positional: "xpos"},
 		{Name: "bidirectional-partial_rope-padded", Padded: true, Batch: 2, SeqLen: 4, DModel: 8, Heads: 2, Positional: "partial_rope"},
 		{Name: "causal-alibi", Causal: true, Batch: 1, SeqLen: 5, DModel: 8, Heads: 2, Positional: "alibi"},
+		{Name: "bidirectional-rope", Batch: 1, SeqLen: 5, DModel: 8, Heads: 2, Positional: "rope"},
+		{Name: "bidirectional-xpos-padded", Padded: true, Batch: 2, SeqLen: 5, DModel: 8, Heads: 2, Positional: "xpos"},
+		{Name: "causal-padded-tiles", Causal: true, Padded: true, Batch: 2, SeqLen: 9, DModel: 8, Heads: 2, FlashBlock: 4},
+		{Name: "bidirectional-padded-tiles", Padded: true, Batch: 2, SeqLen: 9, DModel: 8, Heads: 2, FlashBlock: 4},
+		{Name: "causal-rope-tiles", Causal: true, Batch: 1, SeqLen: 9, DModel: 8, Heads: 2, Positional: "rope", FlashBlock: 4},
 	}
 }
 
 // CheckAttention gradient-checks one layer of variant kind in setting st:
 // random input, random parameters (uniform in +-0.5, so the function is far
 // from linear), gradients with respect to the input and every parameter.
+// A setting the variant does not declare is ErrNotApplicable; an error in
+// one it declares is a failure like a wrong gradient.
 func CheckAttention(kind string, st CheckSetting, seed uint64) (graph.GradResult, error) {
+	a, err := declaredAttention(kind, st)
+	if err != nil {
+		return graph.GradResult{}, err
+	}
 	return checkLayer(st, seed, func(s Scope, x *G.Node, c Context) (*G.Node, error) {
-		a, err := NewAttention(config.Component{Kind: kind, Options: st.Options}, st.spec())
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrNotApplicable, err)
-		}
 		return a.Forward(s.Sub("attn"), x, c)
 	})
 }
 
 // CheckBlock gradient-checks a whole pre-norm block with variant kind.
 func CheckBlock(kind, norm string, st CheckSetting, seed uint64) (graph.GradResult, error) {
+	a, err := declaredAttention(kind, st)
+	if err != nil {
+		return graph.GradResult{}, err
+	}
 	return checkLayer(st, seed, func(s Scope, x *G.Node, c Context) (*G.Node, error) {
-		a, err := NewAttention(config.Component{Kind: kind, Options: st.Options}, st.spec())
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrNotApplicable, err)
-		}
 		return Block(s, x, c, BlockSpec{DModel: st.DModel, DFF: 2 * st.DModel, NLayers: 2, Norm: norm, Activation: graph.GELU, Attention: a})
 	})
+}
+
+// declaredAttention builds variant kind for st: ErrNotApplicable when the
+// variant's declaration refuses st, a plain error when it declares st and
+// still fails to build.
+func declaredAttention(kind string, st CheckSetting) (Attention, error) {
+	sup, err := SupportOf(kind)
+	if err != nil {
+		return nil, err
+	}
+	if err := sup.Allows(st.Setting()); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotApplicable, err)
+	}
+	a, err := NewAttention(config.Component{Kind: kind, Options: st.Options}, st.spec())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s declares this setting (%s) but refuses it: %w", st.Name, kind, sup, err)
+	}
+	return a, nil
 }
 
 func checkLayer(st CheckSetting, seed uint64, build func(Scope, *G.Node, Context) (*G.Node, error)) (graph.GradResult, error) {

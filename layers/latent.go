@@ -32,6 +32,15 @@ import (
 // enclosing block already pre-norms x and follows with its own FFN on the
 // positions). The latents start N(0, 1) like embeddings.
 //
+// Each layer rebuilds its latents: every layer has its own table L and
+// starts from it, and its Z is dropped after the decode, so between layers
+// information flows only through the token stream (the next layer encodes
+// the updated tokens afresh). Perceiver instead carries one latent array
+// through its blocks (the latents are the trunk, re-reading the input by
+// cross-attention), refining the same Z layer after layer; that would need
+// a latent state passed between blocks, which the Attention interface (x in,
+// x out) does not have.
+//
 // Padded positions are masked as keys in the encode, so Z, and hence the
 // outputs at real positions, do not depend on padded inputs.
 //
@@ -55,17 +64,13 @@ type Latent struct {
 
 func init() {
 	Register("latent", "Perceiver latent attention (Jaegle et al. 2021): N learned latents encode the sequence, self-attend and are decoded by every position; O(T N), bidirectional",
+		Support{Bidirectional: true, Padding: true, Positions: []string{"learned", "sinusoidal", "none"},
+			Why: Refusals{Causal: "encodes the whole sequence into its latents", Positions: "the latents have no position"}},
 		[]config.OptionSpec{
 			{Name: "latents", Kind: config.Int, Default: 8, Help: "learned latent tokens N"},
 			{Name: "bias", Kind: config.Bool, Default: true, Help: "biases in the q, k, v and output projections"},
 		},
 		func(s Spec) (Attention, error) {
-			if s.Causal {
-				return nil, errors.New("model.kind: latent attention encodes the whole sequence into its latents and cannot be causal; use it in encoder models")
-			}
-			if err := s.Pos.Allow("latent", "the latents have no position", "learned", "sinusoidal", "none"); err != nil {
-				return nil, err
-			}
 			n := s.Options.Int("latents")
 			if n < 1 {
 				return nil, fmt.Errorf("model.attention.latents: must be positive, got %d", n)
@@ -157,7 +162,7 @@ func (a *Latent) attend(s Scope, c Context, tag string, y, z *G.Node, qLen, kLen
 	if _, err := c.RecordMap(m); err != nil {
 		return nil, err
 	}
-	o, err := graph.FlashAttention(q, k, v, keyMask, sh, graph.DefaultFlashBlock)
+	o, err := graph.FlashAttention(q, k, v, keyMask, sh, a.spec.FlashBlock())
 	if err != nil {
 		return nil, err
 	}

@@ -94,12 +94,19 @@ func mapRun(t *testing.T, kind string, st CheckSetting, seed uint64, record bool
 func TestEveryVariantRecordsMaps(t *testing.T) {
 	for _, v := range Variants() {
 		t.Run(v.Name, func(t *testing.T) {
+			sup, err := SupportOf(v.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
 			applicable := 0
 			for _, st := range CheckSettings() {
+				if sup.Allows(st.Setting()) != nil {
+					continue // a setting the variant does not declare
+				}
 				seed := uint64(len(v.Name)*1000 + len(st.Name))
 				out, maps, err := mapRun(t, v.Name, st, seed, true)
 				if err != nil {
-					continue // a setting the variant refuses (bidirectional-only, a position scheme)
+					t.Fatalf("%s: %v (the variant declares %s)", st.Name, err, sup)
 				}
 				applicable++
 				plain, _, err := mapRun(t, v.Name, st, seed, false)

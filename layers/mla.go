@@ -33,6 +33,14 @@ import (
 // are refused, as MLA already rotates only part of each head). The KV cache
 // is d_c + d_r elements per token per layer. Time O(T^2 H (d + d_r) + T D
 // d_c); memory O(T (D + d_c)) with the flash core.
+//
+// There is no absorbed decode path: the paper's inference folds W_UK into
+// the queries (q^C_h W_UK,h^T against c_KV) and W_UV into W_O, so that
+// attention reads the cached c_KV and k^R directly. Here every forward
+// (training and evaluation, which run whole sequences; there is no
+// incremental decoder) rebuilds k^C and v for every position, H d each, so
+// KVCacheElems (d_c + d_r) is a count of what such a cache would hold, for
+// comparing variants, not memory this layer saves.
 type MultiHeadLatent struct {
 	spec                    Spec
 	kvRank, qRank, ropeDims int
@@ -41,6 +49,8 @@ type MultiHeadLatent struct {
 
 func init() {
 	Register("mla", "multi-head latent attention (DeepSeek-V2, 2024): low-rank KV latent plus a shared decoupled RoPE key",
+		Support{Causal: true, Bidirectional: true, Padding: true, Positions: []string{"rope", "alibi", "learned", "sinusoidal", "none"},
+			Why: Refusals{Positions: "it rotates only its decoupled rope_dims"}},
 		[]config.OptionSpec{
 			{Name: "kv_rank", Kind: config.Int, Default: 0, Help: "rank d_c of the KV latent; 0 = d_model/2"},
 			{Name: "rope_dims", Kind: config.Int, Default: 0, Help: "decoupled RoPE dims d_r per head (even); 0 = head_dim/2"},
@@ -48,9 +58,6 @@ func init() {
 			{Name: "bias", Kind: config.Bool, Default: false, Help: "biases in the projections"},
 		},
 		func(s Spec) (Attention, error) {
-			if err := s.Pos.Allow("mla", "it rotates only its decoupled rope_dims", "rope", "alibi", "learned", "sinusoidal", "none"); err != nil {
-				return nil, err
-			}
 			a := &MultiHeadLatent{spec: s, kvRank: s.Options.Int("kv_rank"), qRank: s.Options.Int("q_rank"),
 				ropeDims: s.Options.Int("rope_dims"), bias: s.Options.Bool("bias")}
 			if a.kvRank == 0 {
@@ -132,7 +139,7 @@ func (a *MultiHeadLatent) Forward(s Scope, x *G.Node, c Context) (*G.Node, error
 	if _, err := c.RecordMap(MapSpec{Q: q, K: k, KeyMask: c.KeyMask, Shape: sh}); err != nil {
 		return nil, err
 	}
-	o, err := graph.FlashAttention(q, k, v, c.KeyMask, sh, graph.DefaultFlashBlock)
+	o, err := graph.FlashAttention(q, k, v, c.KeyMask, sh, a.spec.FlashBlock())
 	if err != nil {
 		return nil, err
 	}

@@ -34,6 +34,24 @@ import (
 // paper's gate equations. The paper's load-balance loss on the routed heads
 // is not implemented here: the trainer has no auxiliary-loss hook.
 //
+// Gate scale: these are the paper's equations as printed, not the official
+// code (SkyworkAI/MoH, MoH-ViT and MoH-LLaMA3), which renormalizes the K
+// selected routed gates to sum to 1 and then multiplies the routed gates by
+// K, the shared ones by S and the balance pair by 2, so that every active
+// head weighs about 1 when the logits are about equal (as at
+// initialization) and the gates sum to about S + K, as many as multi-head
+// attention's active heads. Here they sum to alpha1 + alpha2 (routed mass
+// kept) <= 1: about 1/2 + K/(2R) at equal logits, 2/3 against the official
+// 2 with the defaults (4 heads, S = 1, K = 1): a third of the official size,
+// each shared head at 1/2 and each routed one at 1/6 of theirs. Without the
+// renormalization a routed gate also shrinks as the unselected heads'
+// logits grow. This is kept on purpose: it is the function the paper
+// writes down, graph.MoHGates implements and tests it (MoH's reference in
+// naive_test.go follows it), and changing it would change every moh result
+// already recorded; the scale is mostly a factor on the attention branch
+// that Wo can learn. The official scaling would be a new gate mode of
+// graph.MoHGates (renormalize, then x K, x S, x 2), with its own reference.
+//
 // gate "none" sets every active gate to 1 (an ablation of the gate values,
 // with the router still selecting but never trained); with S = 0, K = H or
 // S = H it is exactly multi-head attention.
@@ -55,6 +73,7 @@ type MixtureOfHeads struct {
 
 func init() {
 	Register("moh", "mixture-of-head attention (Jin et al. 2024): a router weighs shared heads and picks each token's top-k routed heads",
+		Support{Causal: true, Bidirectional: true, Padding: true, Positions: Positions},
 		[]config.OptionSpec{
 			{Name: "shared_heads", Kind: config.Int, Default: 1, Help: "heads every token uses, in [0, n_heads]; the rest are routed"},
 			{Name: "top_k", Kind: config.Int, Default: 1, Help: "routed heads each token uses, in [1, n_heads - shared_heads] (ignored without routed heads)"},
@@ -89,7 +108,7 @@ func (a *MixtureOfHeads) Forward(s Scope, x *G.Node, c Context) (*G.Node, error)
 	if err != nil {
 		return nil, err
 	}
-	o, err := SelfAttention(q, k, v, c.WithMapLabel(DefaultMapLabel, "every head's map; the router then weighs each head per token, or drops it (gates not drawn)"), a.spec.Pos, Heads{Heads: h, HeadDim: dh}, graph.DefaultFlashBlock)
+	o, err := SelfAttention(q, k, v, c.WithMapLabel(DefaultMapLabel, "every head's map; the router then weighs each head per token, or drops it (gates not drawn)"), a.spec.Pos, Heads{Heads: h, HeadDim: dh}, a.spec.FlashBlock())
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 // O(T^2 D) time, O(T D) memory (flash core).
 func init() {
 	Register("mqa", "multi-query attention (Shazeer 2019): all query heads share one key/value head",
+		Support{Causal: true, Bidirectional: true, Padding: true, Positions: Positions},
 		[]config.OptionSpec{{Name: "bias", Kind: config.Bool, Default: true, Help: "biases in the q, k, v and output projections"}},
 		func(s Spec) (Attention, error) {
 			return &GroupedQuery{spec: s, kvHeads: 1, bias: s.Options.Bool("bias")}, nil

@@ -6,7 +6,6 @@ import (
 	G "gorgonia.org/gorgonia"
 
 	"github.com/attnlab/attnlab/config"
-	"github.com/attnlab/attnlab/graph"
 )
 
 // Reuse is UniForm's reuse attention (Yeom and Kim 2024, "UniForm: A Reuse
@@ -22,6 +21,12 @@ import (
 // With one head and d_k = D it is standard attention. Time O(T^2 (d_k + D));
 // memory O(T D) with the flash core; the KV cache holds one key of d_k and
 // the values, d_k + D per token per layer.
+//
+// UniForm also passes the values through multi-scale depthwise
+// convolutions (a different kernel size per head) before the shared map is
+// applied, which is what keeps its heads diverse; that is left out here, so
+// this is the pure reuse form: the heads differ only by their columns of Wv
+// and Wo, and A V is one attention over D-wide values.
 type Reuse struct {
 	spec  Spec
 	qkDim int
@@ -30,6 +35,7 @@ type Reuse struct {
 
 func init() {
 	Register("reuse", "reuse attention (UniForm, Yeom and Kim 2024): one attention map shared by all heads, per-head values",
+		Support{Causal: true, Bidirectional: true, Padding: true, Positions: Positions},
 		[]config.OptionSpec{
 			{Name: "qk_dim", Kind: config.Int, Default: 0, Help: "dims d_k of the single query/key head; 0 = d_model/n_heads"},
 			{Name: "bias", Kind: config.Bool, Default: true, Help: "biases in the q, k, v and output projections"},
@@ -58,7 +64,7 @@ func (a *Reuse) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 	}
 	// One head whose values are all H heads' values side by side: A V_h for
 	// every h in one pass.
-	o, err := SelfAttention(q, k, v, c.WithMapLabel(DefaultMapLabel, "one map shared by every head"), a.spec.Pos, Heads{Heads: 1, HeadDim: a.qkDim, ValueDim: D}, graph.DefaultFlashBlock)
+	o, err := SelfAttention(q, k, v, c.WithMapLabel(DefaultMapLabel, "one map shared by every head"), a.spec.Pos, Heads{Heads: 1, HeadDim: a.qkDim, ValueDim: D}, a.spec.FlashBlock())
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ type Standard struct {
 
 func init() {
 	Register("standard", "multi-head softmax attention (Vaswani et al. 2017), T x T scores per head",
+		Support{Causal: true, Bidirectional: true, Padding: true, Positions: Positions},
 		[]config.OptionSpec{{Name: "bias", Kind: config.Bool, Default: true, Help: "biases in the q, k, v and output projections"}},
 		func(s Spec) (Attention, error) {
 			return &Standard{spec: s, bias: s.Options.Bool("bias")}, nil

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train every registered attention variant once and print a table of
 # eval_accuracy, median step time, parameters and KV-cache bytes per token.
-# Decoder-capable variants train the embedded quickstart (MQAR); variants
-# that refuse decoder models train configs/majority.yaml (an encoder task).
+# Variants that declare causal support (trainer list --json: support.causal)
+# train the embedded quickstart (MQAR), a decoder task; the others train
+# configs/majority.yaml (an encoder task).
 #
 #   scripts/variants.sh [OUT_DIR] [extra --set KEY=VALUE ...]
 #
@@ -30,8 +31,13 @@ if [ -z "$threads" ] && [ "$jobs" -gt 1 ]; then threads=1; fi
 variants=$("$bin" list | awk '/^ATTENTION/{a=1;next} /^$/{a=0} a && /^  [a-z]/{print $1}')
 field() { { grep -o "\"$2\": *[^,}]*" "$1" || true; } | head -1 | sed 's/.*: *//; s/"//g'; }
 printf '| variant | task | eval_accuracy | step ms (median) | params | KV bytes/token/layer | wall s |\n|---|---|---|---|---|---|---|\n' > "$out/table.md"
+# The variants whose declaration says causal (in list --json, an entry's
+# "name" is indented 6 spaces and its support's "causal" 8; tasks have no
+# support).
+causal=$("$bin" list --json | awk '/^  "attention"/{a=1} /^  "tasks"/{a=0}
+  a && /^      "name": /{n=$2; gsub(/[",]/, "", n)} a && /^        "causal": true/{print n}')
 task_of() { # variant -> "quickstart" or "majority"
-  if "$bin" info --set model.attention.kind="$1" >/dev/null 2>&1; then echo quickstart; else echo majority; fi
+  if printf '%s\n' $causal | grep -qx -- "$1"; then echo quickstart; else echo majority; fi
 }
 train_one() { # variant
   local v=$1 dir="$out/$1" cfg=()

@@ -22,7 +22,40 @@ type listedOption struct {
 type listed struct {
 	Name        string         `json:"name"`
 	Description string         `json:"description"`
+	Support     *listedSupport `json:"support,omitempty"` // attention variants only
 	Options     []listedOption `json:"options"`
+}
+
+// listedSupport is an attention variant's declaration (layers.Support):
+// the settings it works in, and why it refuses the others.
+type listedSupport struct {
+	Causal        bool           `json:"causal"`
+	Bidirectional bool           `json:"bidirectional"`
+	Padding       bool           `json:"padding"`
+	Positions     []string       `json:"positions"`
+	Why           listedRefusals `json:"why"`
+	text          string
+}
+
+type listedRefusals struct {
+	Causal        string `json:"causal,omitempty"`
+	Bidirectional string `json:"bidirectional,omitempty"`
+	Padding       string `json:"padding,omitempty"`
+	Positions     string `json:"positions,omitempty"`
+}
+
+// attentionEntries lists the attention variants with their declarations.
+func attentionEntries() ([]listed, error) {
+	ls := entries(layers.Variants())
+	for i := range ls {
+		s, err := layers.SupportOf(ls[i].Name)
+		if err != nil {
+			return nil, err
+		}
+		ls[i].Support = &listedSupport{Causal: s.Causal, Bidirectional: s.Bidirectional, Padding: s.Padding, Positions: s.Positions,
+			Why: listedRefusals(s.Why), text: s.String()}
+	}
+	return ls, nil
 }
 
 func entries[F any](es []config.Entry[F]) []listed {
@@ -41,14 +74,18 @@ func newListCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List the attention variants and tasks, with their options",
+		Short: "List the attention variants (with what each supports) and tasks, with their options",
 		Example: `  trainer list
   trainer list --json | jq '.attention[].name'`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			attn, err := attentionEntries()
+			if err != nil {
+				return err
+			}
 			v := struct {
 				Attention []listed `json:"attention"`
 				Tasks     []listed `json:"tasks"`
-			}{entries(layers.Variants()), entries(data.Entries())}
+			}{attn, entries(data.Entries())}
 			w := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(w)
@@ -60,6 +97,9 @@ func newListCmd() *cobra.Command {
 				fmt.Fprintf(tw, "%s\n", title)
 				for _, l := range ls {
 					fmt.Fprintf(tw, "  %s\t%s\n", l.Name, l.Description)
+					if l.Support != nil {
+						fmt.Fprintf(tw, "  \t    supports: %s\n", l.Support.text)
+					}
 					for _, o := range l.Options {
 						fmt.Fprintf(tw, "  \t    %s: %s (%s, default %v)\n", o.Name, o.Help, o.Type, o.Default)
 					}
