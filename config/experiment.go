@@ -24,8 +24,8 @@ import (
 type Experiment struct {
 	Name  string    `yaml:"name"`
 	Seed  uint64    `yaml:"seed"`
-	DType string    `yaml:"dtype"` // float32 | float64
-	Task  Component `yaml:"task"`  // {kind: assoc_recall, seq_len: 64, ...}: options are validated later by the task registry
+	DType string    `yaml:"dtype"`                     // float32 | float64
+	Task  Component `yaml:"task" registry:"task kind"` // {kind: assoc_recall, seq_len: 64, ...}: options are validated later by the task registry
 	Model Model     `yaml:"model"`
 	Train Train     `yaml:"train"`
 }
@@ -45,9 +45,9 @@ type Model struct {
 	RopeFraction float64 `yaml:"rope_fraction"`
 	// XPosScaleBase is xPos's decay length scale.
 	XPosScaleBase float64   `yaml:"xpos_scale_base"`
-	Activation    string    `yaml:"activation"` // gelu | relu
-	Pooling       string    `yaml:"pooling"`    // mean | cls (used by encoder models)
-	Attention     Component `yaml:"attention"`  // {kind: standard, ...}: options validated later by the attention registry
+	Activation    string    `yaml:"activation"`                          // gelu | relu
+	Pooling       string    `yaml:"pooling"`                             // mean | cls (used by encoder models)
+	Attention     Component `yaml:"attention" registry:"attention kind"` // {kind: standard, ...}: options validated later by the attention registry
 }
 
 // Train describes the optimisation (AdamW with a learning-rate schedule),
@@ -159,19 +159,20 @@ func Parse(name string, data []byte) (Experiment, error) {
 	if err := checkText(data); err != nil {
 		return Experiment{}, d.errorf(err.line, "%s", err.msg)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
+	in := &byteReader{data: data}
+	dec := yaml.NewDecoder(in)
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return Experiment{}, d.errorf(0, "empty file")
 		}
-		return Experiment{}, d.syntaxError(data, err)
+		return Experiment{}, d.syntaxError(data, in.read, err)
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		return Experiment{}, d.syntaxError(data, err)
+		return Experiment{}, d.syntaxError(data, in.read, err)
 	default:
 		return Experiment{}, d.errorf(extra.Line, "a second YAML document (\"---\"): a file holds one experiment")
 	}
@@ -193,28 +194,53 @@ func Parse(name string, data []byte) (Experiment, error) {
 // component option (any key under task or model.attention other than kind)
 // is stored as a YAML scalar through Component.Set and checked later by its
 // registry. Errors are one line starting with "--set KEY=VALUE: ".
+//
+// Setting a component's kind to another kind drops the options the new kind
+// does not take (see SetNoted, which says which); Set is SetNoted without
+// the note.
 func (e *Experiment) Set(assignment string) error {
+	_, err := e.SetNoted(assignment)
+	return err
+}
+
+// SetNoted is Set, also returning a note for the user, or "" when there is
+// nothing to say. The note says which options a change of a component's
+// kind dropped:
+//
+//	task.kind=copy: dropped option kv_pairs (not options of copy)
+//
+// A component's options are checked by its kind's registry only later, so
+// without this a file's options for the old kind would make the new kind
+// fail ("unknown option"), with no way to remove them from the command line.
+// Options the new kind also takes are kept. The registry of the component's
+// family (its field's registry tag) says which options a kind takes: where
+// it is not linked in, or does not know the new kind, every option is kept
+// (and the unknown kind is reported when the component is resolved).
+func (e *Experiment) SetNoted(assignment string) (note string, err error) {
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("--set %s: %s", oneLine(assignment), oneLine(fmt.Sprintf(format, args...)))
 	}
+	if err := checkText([]byte(assignment)); err != nil { // what a file may not hold
+		return "", fail("%s", err.msg)
+	}
 	key, value, ok := strings.Cut(assignment, "=")
 	if !ok {
-		return fail("want KEY=VALUE, e.g. train.lr=0.001")
+		return "", fail("want KEY=VALUE, e.g. train.lr=0.001")
 	}
 	key = strings.TrimSpace(key)
 	if key == "" {
-		return fail("no key before \"=\"")
+		return "", fail("no key before \"=\"")
 	}
 	parts := strings.Split(key, ".")
 	v := reflect.ValueOf(e).Elem()
 	path := ""
 	for i, p := range parts {
 		if p == "" {
-			return fail("%q has an empty part", key)
+			return "", fail("%q has an empty part", key)
 		}
 		f, ok := fieldByKey(v.Type(), p)
 		if !ok {
-			return fail("%s", unknownKey(p, path, v.Type()))
+			return "", fail("%s", unknownKey(p, path, v.Type()))
 		}
 		fp := join(path, p)
 		fv := v.Field(f)
@@ -223,47 +249,54 @@ func (e *Experiment) Set(assignment string) error {
 		case fv.Type() == componentType:
 			c := fv.Addr().Interface().(*Component)
 			if len(rest) == 0 {
-				return fail("%s", sectionError(fp, fv.Type()))
+				return "", fail("%s", sectionError(fp, fv.Type()))
 			}
 			if len(rest) > 1 {
-				return fail("%s.%s is a single value, not a section", fp, rest[0])
+				return "", fail("%s.%s is a single value, not a section", fp, rest[0])
+			}
+			if rest[0] == "" { // Parse refuses an empty option name too
+				return "", fail("%q has an empty part", key)
 			}
 			if rest[0] == "kind" {
 				kind := strings.TrimSpace(value)
 				if kind == "" {
-					return fail("%s.kind: want a name, got nothing", fp)
+					return "", fail("%s.kind: want a name, got nothing", fp)
+				}
+				note := ""
+				if kind != c.Kind {
+					note = c.dropOptionsNotOf(kind, v.Type().Field(f).Tag.Get("registry"), fp)
 				}
 				c.Kind = kind
-				return nil
+				return note, nil
 			}
 			if err := c.Set(rest[0], value); err != nil {
-				return fail("%v", err)
+				return "", fail("%v", err)
 			}
-			return nil
+			return "", nil
 		case fv.Kind() == reflect.Struct:
 			if len(rest) == 0 {
-				return fail("%s", sectionError(fp, fv.Type()))
+				return "", fail("%s", sectionError(fp, fv.Type()))
 			}
 			v, path = fv, fp
 		default:
 			if len(rest) > 0 {
-				return fail("%s is a single value, not a section", fp)
+				return "", fail("%s is a single value, not a section", fp)
 			}
 			if fv.Kind() == reflect.String {
 				fv.SetString(value)
-				return nil
+				return "", nil
 			}
 			var raw any
 			if err := yaml.Unmarshal([]byte(value), &raw); err != nil {
 				raw = value // not YAML: report it as the text it is
 			}
 			if err := assign(fv, raw); err != nil {
-				return fail("%v", err)
+				return "", fail("%v", err)
 			}
-			return nil
+			return "", nil
 		}
 	}
-	return fail("%s", sectionError(path, v.Type())) // not reached: the loop returns
+	return "", fail("%s", sectionError(path, v.Type())) // not reached: the loop returns
 }
 
 // Validate checks everything this package can check: the registry-chosen
@@ -424,13 +457,13 @@ func (d *decoder) errorf(line int, format string, args ...any) error {
 
 // syntaxError rewrites a yaml.v3 parse error as "NAME: line N: yaml syntax: MSG".
 // yaml.v3 leaves the line out for problems on the first line and, for parser
-// (as opposed to scanner) errors, reports the line where the enclosing
-// structure started rather than where the problem is; so the line is taken
-// from the shortest prefix of the file that fails with the same message,
-// falling back to the line yaml.v3 gave.
-func (d *decoder) syntaxError(data []byte, err error) error {
+// (as opposed to scanner) errors, reports the line before the one where the
+// enclosing structure started rather than where the problem is; so the line
+// is found by firstFailingLine, from read, the number of bytes the parser
+// had read when it failed, falling back to the line yaml.v3 gave.
+func (d *decoder) syntaxError(data []byte, read int, err error) error {
 	line, msg := splitYAMLError(err)
-	if l := firstFailingLine(data, msg); l > 0 {
+	if l := firstFailingLine(data, read, msg); l > 0 {
 		line = l
 	}
 	return d.errorf(line, "yaml syntax: %s", msg)
@@ -449,27 +482,93 @@ func splitYAMLError(err error) (int, string) {
 	return 0, s
 }
 
+// byteReader hands data to the YAML parser one byte per Read, counting
+// them, so that read says how far the parser had got when it failed: it
+// reads only the few bytes of lookahead it needs.
+type byteReader struct {
+	data []byte
+	read int
+}
+
+func (r *byteReader) Read(p []byte) (int, error) {
+	if r.read == len(r.data) {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	p[0] = r.data[r.read]
+	r.read++
+	return 1, nil
+}
+
+// maxPrefixParses bounds the prefixes of a file firstFailingLine parses:
+// each costs up to a parse of the whole file, so the search stays linear in
+// its size (the old search parsed every prefix: minutes for a 4 MB file).
+const maxPrefixParses = 20
+
 // firstFailingLine returns the number of lines of the shortest prefix of data
-// whose first document fails to parse with message msg, or 0.
-func firstFailingLine(data []byte, msg string) int {
-	const maxLines = 5000 // the search is quadratic; experiment files are short
-	end, line := 0, 0
-	for end < len(data) && line < maxLines {
-		if i := bytes.IndexByte(data[end:], '\n'); i >= 0 {
-			end += i + 1
-		} else {
-			end = len(data)
-		}
-		line++
-		var n yaml.Node
-		err := yaml.NewDecoder(bytes.NewReader(data[:end])).Decode(&n)
-		if err != nil && !errors.Is(err, io.EOF) {
-			if _, m := splitYAMLError(err); m == msg {
-				return line
-			}
+// whose YAML fails to parse with message msg. The parser failed after
+// reading read bytes, and it fails the same way on any prefix holding them,
+// so the line holding the last byte read is an upper bound; the search
+// walks up from there in doubling steps while a shorter prefix still fails
+// with msg (usually the problem is on that line or the one above, and the
+// first step ends it), then bisects, within maxPrefixParses parses. It
+// returns 0 if it cannot tell.
+func firstFailingLine(data []byte, read int, msg string) int {
+	// ends[i] is the offset just past line i+1.
+	var ends []int
+	for i, c := range data {
+		if c == '\n' {
+			ends = append(ends, i+1)
 		}
 	}
-	return 0
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	parses := 0
+	fails := func(lines int) bool {
+		parses++
+		dec := yaml.NewDecoder(bytes.NewReader(data[:ends[lines-1]]))
+		for {
+			var n yaml.Node
+			err := dec.Decode(&n)
+			if err == nil {
+				continue
+			}
+			if errors.Is(err, io.EOF) {
+				return false
+			}
+			_, m := splitYAMLError(err)
+			return m == msg
+		}
+	}
+	read = min(max(read, 1), len(data))
+	hi := sort.SearchInts(ends, read) + 1 // fails: the line holding byte read-1
+	if hi > len(ends) {
+		return 0 // not expected: read is at most len(data)
+	}
+	lo := 0 // a prefix that does not fail; 0 lines never does
+	for step := 1; parses < maxPrefixParses; step *= 2 {
+		l := hi - step
+		if l <= lo {
+			break
+		}
+		if !fails(l) {
+			lo = l
+			break
+		}
+		hi = l
+	}
+	for hi-lo > 1 && parses < maxPrefixParses {
+		mid := lo + (hi-lo)/2
+		if fails(mid) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi
 }
 
 type textError struct {
@@ -825,8 +924,8 @@ func encodeComponent(c Component) (*yaml.Node, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %v", k, err)
 		}
-		kn := &yaml.Node{}
-		if err := kn.Encode(k); err != nil {
+		kn, err := encodeAny(k)
+		if err != nil {
 			return nil, err
 		}
 		n.Content = append(n.Content, kn, vn)
@@ -842,6 +941,13 @@ func encodeAny(v any) (*yaml.Node, error) {
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!float", Value: fmtFloat(x)}, nil
 	case float32:
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!float", Value: fmtFloat(float64(x))}, nil
+	case string:
+		if strings.ContainsAny(x, "\n\r") {
+			// yaml.v3 writes (and Node.Encode reads) these as block
+			// scalars, which lose a leading line break: double-quoted,
+			// every character reads back.
+			return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: x, Style: yaml.DoubleQuotedStyle}, nil
+		}
 	case []any:
 		n := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
 		for i, e := range x {
@@ -859,8 +965,8 @@ func encodeAny(v any) (*yaml.Node, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %v", k, err)
 			}
-			kn := &yaml.Node{}
-			if err := kn.Encode(k); err != nil {
+			kn, err := encodeAny(k)
+			if err != nil {
 				return nil, err
 			}
 			n.Content = append(n.Content, kn, en)

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -147,6 +148,35 @@ func (c *Component) Set(name, text string) error {
 		delete(c.lines, name)
 	}
 	return nil
+}
+
+// dropOptionsNotOf removes the options that kind, of the registry of
+// family, does not take, and returns a note naming them ("" if none, or if
+// the registry or kind is not known); path names the component in it.
+func (c *Component) dropOptionsNotOf(kind, family, path string) string {
+	names, ok := familyOptions(family, kind)
+	if !ok {
+		return ""
+	}
+	var dropped []string
+	for k := range c.Options {
+		if !slices.Contains(names, k) {
+			dropped = append(dropped, k)
+		}
+	}
+	if len(dropped) == 0 {
+		return ""
+	}
+	sort.Strings(dropped)
+	for _, k := range dropped {
+		delete(c.Options, k)
+		delete(c.lines, k)
+	}
+	what := "options"
+	if len(dropped) == 1 {
+		what = "option"
+	}
+	return fmt.Sprintf("%s.kind=%s: dropped %s %s (not options of %s)", path, kind, what, strings.Join(dropped, ", "), kind)
 }
 
 func (c Component) where(path, name string) string {

@@ -25,9 +25,57 @@ type Registry[F any] struct {
 	m      map[string]Entry[F]
 }
 
-// NewRegistry returns an empty registry; family names what it holds in errors.
+// NewRegistry returns an empty registry; family names what it holds in
+// errors. It also makes the registry the one whose kinds' options
+// Experiment.SetNoted consults for the component fields tagged with this
+// family (registry:"task kind"), so that switching a kind with --set drops
+// the options the new kind does not take.
 func NewRegistry[F any](family string) *Registry[F] {
-	return &Registry[F]{family: family, m: map[string]Entry[F]{}}
+	r := &Registry[F]{family: family, m: map[string]Entry[F]{}}
+	families.Lock()
+	families.m[family] = r
+	families.Unlock()
+	return r
+}
+
+// optionNamer is a Registry of any factory type, as families holds it.
+type optionNamer interface {
+	// optionNames returns the option names of kind, and false if kind is not
+	// registered.
+	optionNames(kind string) ([]string, bool)
+}
+
+// families maps each registry's family to the registry.
+var families = struct {
+	sync.Mutex
+	m map[string]optionNamer
+}{m: map[string]optionNamer{}}
+
+// familyOptions returns the option names of kind in the registry of family,
+// and false if there is no such registry (its package is not linked in) or
+// no such kind.
+func familyOptions(family, kind string) ([]string, bool) {
+	families.Lock()
+	r, ok := families.m[family]
+	families.Unlock()
+	if !ok {
+		return nil, false
+	}
+	return r.optionNames(kind)
+}
+
+func (r *Registry[F]) optionNames(kind string) ([]string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.m[kind]
+	if !ok {
+		return nil, false
+	}
+	names := make([]string, len(e.Options))
+	for i, o := range e.Options {
+		names[i] = o.Name
+	}
+	return names, true
 }
 
 // Register adds e. It panics on an empty or duplicate name, or on an option

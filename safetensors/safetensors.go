@@ -26,6 +26,15 @@
 // 8-byte dtypes first (as the Python writer does) keeps all data aligned. Decode validates the
 // whole file and never panics, whatever its input; a file cut short gives an
 // error containing "truncated".
+//
+// Encode records a CRC-32C of the data section in the metadata (ChecksumKey)
+// and Decode verifies it, so that a flipped bit is an error rather than a
+// weight silently turned into 2e37; files without it (Python's) still load.
+// Decode also bounds what a header may claim (MaxHeaderSize, MaxTensors,
+// MaxDims, MaxMetadataEntries) and checks each tensor's shape against its
+// byte range before allocating anything for it, so a crafted header costs
+// time and memory in proportion to the few bytes read before the bound it
+// breaks, never to the sizes it claims.
 package safetensors
 
 import (
@@ -34,6 +43,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"math"
@@ -47,12 +57,42 @@ import (
 	"github.com/attnlab/attnlab/internal/atomicfile"
 )
 
-// MaxHeaderSize is the largest header Decode accepts. A larger declared
-// length means the file is corrupt or not a safetensors file.
-const MaxHeaderSize = 100 << 20
+// The bounds Decode enforces before it allocates anything proportional to
+// what a header claims, so that a crafted or corrupt file is refused at
+// once, in bounded time and memory. Real files stay far inside them: a
+// checkpoint of this tool holds three tensors per parameter of at most 4
+// dimensions, and a large Hugging Face shard holds a few thousand tensors.
+const (
+	// MaxHeaderSize is the largest header, in bytes: room for MaxTensors
+	// entries of 256 bytes. A larger declared length means the file is
+	// corrupt or not a safetensors file. (Python's safetensors allows
+	// 100 MB, but a header that size within the other bounds could only be
+	// padding or ignored fields, and would cost seconds to refuse.)
+	MaxHeaderSize = 16 << 20
+	// MaxTensors is the most tensors a file may hold.
+	MaxTensors = 1 << 16
+	// MaxDims is the most dimensions a tensor may have.
+	MaxDims = 8
+	// MaxMetadataEntries is the most "__metadata__" keys a file may have.
+	MaxMetadataEntries = 1 << 10
+)
 
 // metadataKey is the reserved header key holding the string metadata.
 const metadataKey = "__metadata__"
+
+// ChecksumKey is the metadata key under which Encode records the CRC-32C
+// (Castagnoli) of the data section, as 8 lower-case hex digits, and which
+// Decode verifies when present. CRC-32C rather than a cryptographic hash:
+// the threat is corruption (a flipped bit on disk or in transit, a partial
+// copy), not forgery (whoever can edit the data can edit the checksum
+// too); CRC-32C catches every single-bit error and every burst of up to 32
+// bits, misses random damage with probability 2^-32, and runs at several
+// GB/s with the CPU's CRC instructions, so checking a checkpoint costs
+// next to nothing next to reading it.
+const ChecksumKey = "data_crc32c"
+
+// castagnoli is the CRC-32C table.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Tensor is one named array. Data is []float32, []float64 or []int64; its
 // length must equal the product of Shape (a scalar has Shape nil/empty and 1
@@ -66,7 +106,8 @@ type Tensor struct {
 // File is a decoded safetensors file: tensors in file order, and metadata.
 //
 // File order is the order of the tensors in the data section. Metadata is nil
-// when the file has none.
+// when the file has none. It never holds ChecksumKey: Decode verifies and
+// removes it, and Encode writes it afresh.
 type File struct {
 	Tensors  []Tensor
 	Metadata map[string]string
@@ -122,11 +163,28 @@ func dataInfo(data any) (dtype, int, error) {
 }
 
 // Encode writes tensors, in the given order, and metadata (which may be nil)
-// to w in safetensors format. It checks every tensor before writing anything:
-// names must be unique, valid UTF-8 and not "__metadata__", and each Data
-// must have exactly as many elements as its Shape describes.
+// to w in safetensors format, adding to the metadata the checksum of the
+// data section under ChecksumKey. It checks every tensor before writing
+// anything: names must be unique, valid UTF-8 and not "__metadata__", each
+// Data must have exactly as many elements as its Shape describes, and
+// metadata must not hold ChecksumKey itself.
 func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
-	header, err := encodeHeader(tensors, metadata)
+	if _, ok := metadata[ChecksumKey]; ok {
+		return fmt.Errorf("metadata key %q is reserved: Encode writes the checksum itself", ChecksumKey)
+	}
+	// The header, written first, holds the checksum of the data after it:
+	// one pass over the data to checksum it, another to write it.
+	buf := make([]byte, 64<<10)
+	sum := crc32.New(castagnoli)
+	for _, t := range tensors {
+		writeData(sum, buf, t.Data) // a hash.Hash never fails to write
+	}
+	meta := make(map[string]string, len(metadata)+1)
+	for k, v := range metadata {
+		meta[k] = v
+	}
+	meta[ChecksumKey] = fmt.Sprintf("%08x", sum.Sum32())
+	header, err := encodeHeader(tensors, meta)
 	if err != nil {
 		return err
 	}
@@ -138,7 +196,6 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 	if _, err := w.Write(header); err != nil {
 		return err
 	}
-	buf := make([]byte, 64<<10)
 	for _, t := range tensors {
 		if err := writeData(w, buf, t.Data); err != nil {
 			return err
@@ -176,9 +233,20 @@ func encodeHeader(tensors []Tensor, metadata map[string]string) ([]byte, error) 
 		first = false
 	}
 
+	// Refuse what Decode would refuse, rather than write a file that
+	// cannot be read back.
+	if len(tensors) > MaxTensors {
+		return nil, fmt.Errorf("%d tensors, more than the %d a file may hold", len(tensors), MaxTensors)
+	}
+	if len(metadata) > MaxMetadataEntries {
+		return nil, fmt.Errorf("%d metadata entries (with the checksum), more than the %d a file may hold", len(metadata), MaxMetadataEntries)
+	}
 	seen := make(map[string]bool, len(tensors))
 	var offset uint64
 	for _, t := range tensors {
+		if len(t.Shape) > MaxDims {
+			return nil, fmt.Errorf("tensor %q: shape %v has more than %d dimensions", t.Name, t.Shape, MaxDims)
+		}
 		if t.Name == metadataKey {
 			return nil, fmt.Errorf("tensor name %q is reserved", metadataKey)
 		}
@@ -307,8 +375,8 @@ func Decode(data []byte) (*File, error) {
 		return nil, fmt.Errorf("truncated: file is %d bytes, too short for the 8-byte header length", len(data))
 	}
 	n := binary.LittleEndian.Uint64(data)
-	if n > MaxHeaderSize {
-		return nil, fmt.Errorf("header length %d is absurd (limit %d): not a safetensors file, or corrupt", n, MaxHeaderSize)
+	if err := checkHeaderLength(n); err != nil {
+		return nil, err
 	}
 	if n > uint64(len(data)-8) {
 		return nil, fmt.Errorf("truncated: header declares %d header bytes, file has %d after the length prefix", n, len(data)-8)
@@ -360,11 +428,45 @@ func Decode(data []byte) (*File, error) {
 		return nil, fmt.Errorf("%d bytes of trailing data after the last tensor (header declares %d data bytes, file has %d)", uint64(len(body))-next, next, len(body))
 	}
 
+	if err := verifyChecksum(metadata, body); err != nil {
+		return nil, err
+	}
+	delete(metadata, ChecksumKey)
+	if len(metadata) == 0 {
+		metadata = nil
+	}
+
 	f := &File{Tensors: make([]Tensor, len(entries)), Metadata: metadata}
 	for i, e := range entries {
 		f.Tensors[i] = Tensor{Name: e.name, Shape: e.shape, Data: decodeData(e.dt, e.count, body[e.begin:e.end])}
 	}
 	return f, nil
+}
+
+// verifyChecksum checks body, the data section, against the checksum the
+// metadata records under ChecksumKey. A file without one (written before
+// checksums, or by another writer such as Python's) passes.
+func verifyChecksum(metadata map[string]string, body []byte) error {
+	want, ok := metadata[ChecksumKey]
+	if !ok {
+		return nil
+	}
+	w, err := strconv.ParseUint(want, 16, 32)
+	if err != nil || len(want) != 8 {
+		return fmt.Errorf("invalid header: metadata %s is %q, want 8 hex digits", ChecksumKey, want)
+	}
+	if got := crc32.Checksum(body, castagnoli); got != uint32(w) {
+		return fmt.Errorf("data checksum mismatch (file corrupt); the header records CRC-32C %08x, the %d data bytes give %08x", w, len(body), got)
+	}
+	return nil
+}
+
+// checkHeaderLength refuses a header length over MaxHeaderSize.
+func checkHeaderLength(n uint64) error {
+	if n > MaxHeaderSize {
+		return fmt.Errorf("header length %d is over the %d-byte limit: corrupt, or not a safetensors file", n, MaxHeaderSize)
+	}
+	return nil
 }
 
 // decodeData converts raw little-endian bytes (exactly count elements) to a
@@ -392,12 +494,63 @@ func decodeData(dt dtype, count int, b []byte) any {
 	}
 }
 
-// rawEntry is a tensor's header entry as it appears in the JSON. Numbers are
-// kept raw so that they can be checked with precise error messages.
-type rawEntry struct {
-	Dtype       *string            `json:"dtype"`
-	Shape       *[]json.RawMessage `json:"shape"`
-	DataOffsets *[]json.RawMessage `json:"data_offsets"`
+// The header is parsed as a stream of JSON tokens, checking each bound as it
+// goes, so that a crafted header (a shape of millions of dimensions, millions
+// of tensors or metadata keys) is refused after reading a few bytes past the
+// bound, instead of after decoding all of it into memory.
+
+// jsonKind names the JSON type of a token, as errors show it.
+func jsonKind(tok json.Token) string {
+	switch v := tok.(type) {
+	case json.Delim:
+		if v == '[' {
+			return "array"
+		}
+		return "object"
+	case string:
+		return "string"
+	case json.Number:
+		return "number"
+	case bool:
+		return "bool"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", tok)
+}
+
+// headerDecoder reads the header's tokens; every error it returns says
+// "invalid header JSON".
+type headerDecoder struct{ dec *json.Decoder }
+
+func (d headerDecoder) token() (json.Token, error) {
+	tok, err := d.dec.Token()
+	if err != nil {
+		return nil, fmt.Errorf("invalid header JSON: %v", err)
+	}
+	return tok, nil
+}
+
+// key reads the next object key (the decoder yields only string keys there).
+func (d headerDecoder) key() (string, error) {
+	tok, err := d.token()
+	if err != nil {
+		return "", err
+	}
+	k, ok := tok.(string)
+	if !ok { // cannot happen: the decoder only yields string keys
+		return "", errors.New("invalid header JSON: object key is not a string")
+	}
+	return k, nil
+}
+
+// skip reads and discards one value.
+func (d headerDecoder) skip() error {
+	var raw json.RawMessage
+	if err := d.dec.Decode(&raw); err != nil {
+		return fmt.Errorf("invalid header JSON: %v", err)
+	}
+	return nil
 }
 
 // parseHeader parses the JSON header and validates each entry on its own.
@@ -406,9 +559,11 @@ func parseHeader(header []byte) ([]entry, map[string]string, error) {
 		return nil, nil, errors.New("invalid header: not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(header))
-	tok, err := dec.Token()
+	dec.UseNumber() // numbers as written, for exact integer checks
+	d := headerDecoder{dec}
+	tok, err := d.token()
 	if err != nil {
-		return nil, nil, fmt.Errorf("invalid header JSON: %v", err)
+		return nil, nil, err
 	}
 	if tok != json.Delim('{') {
 		return nil, nil, fmt.Errorf("invalid header: want a JSON object, found %s", describeToken(tok))
@@ -419,36 +574,31 @@ func parseHeader(header []byte) ([]entry, map[string]string, error) {
 		seen     = make(map[string]bool)
 	)
 	for dec.More() {
-		tok, err := dec.Token()
+		name, err := d.key()
 		if err != nil {
-			return nil, nil, fmt.Errorf("invalid header JSON: %v", err)
-		}
-		name, ok := tok.(string)
-		if !ok { // cannot happen: the decoder only yields string keys
-			return nil, nil, errors.New("invalid header JSON: object key is not a string")
+			return nil, nil, err
 		}
 		if seen[name] {
 			return nil, nil, fmt.Errorf("invalid header: duplicate key %q", name)
 		}
 		seen[name] = true
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, nil, fmt.Errorf("invalid header JSON: %v", err)
-		}
 		if name == metadataKey {
-			if err := json.Unmarshal(raw, &metadata); err != nil {
-				return nil, nil, fmt.Errorf("invalid header: %q must be an object of string to string", metadataKey)
+			if metadata, err = parseMetadata(d); err != nil {
+				return nil, nil, err
 			}
 			continue
 		}
-		e, err := parseEntry(name, raw)
+		if len(entries) == MaxTensors {
+			return nil, nil, fmt.Errorf("invalid header: more than %d tensors", MaxTensors)
+		}
+		e, err := parseEntry(d, name)
 		if err != nil {
 			return nil, nil, err
 		}
 		entries = append(entries, e)
 	}
-	if _, err := dec.Token(); err != nil { // the closing '}'
-		return nil, nil, fmt.Errorf("invalid header JSON: %v", err)
+	if _, err := d.token(); err != nil { // the closing '}'
+		return nil, nil, err
 	}
 	if tok, err := dec.Token(); err != io.EOF {
 		if err != nil {
@@ -471,85 +621,233 @@ func describeToken(tok json.Token) string {
 	return fmt.Sprintf("%v", tok)
 }
 
-// parseEntry validates one tensor's header entry: dtype, shape, offsets and
-// that the byte count matches.
-func parseEntry(name string, raw json.RawMessage) (entry, error) {
-	var r rawEntry
-	if err := json.Unmarshal(raw, &r); err != nil {
-		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) {
-			if ute.Field == "" {
-				return entry{}, fmt.Errorf("tensor %q: header entry must be an object, found %s", name, ute.Value)
-			}
-			return entry{}, fmt.Errorf("tensor %q: %s has the wrong type (found %s)", name, ute.Field, ute.Value)
+// parseMetadata reads the value of "__metadata__": null or an object of at
+// most MaxMetadataEntries string keys to string values.
+func parseMetadata(d headerDecoder) (map[string]string, error) {
+	bad := fmt.Errorf("invalid header: %q must be an object of string to string", metadataKey)
+	tok, err := d.token()
+	if err != nil {
+		return nil, err
+	}
+	if tok == nil {
+		return nil, nil
+	}
+	if tok != json.Delim('{') {
+		return nil, bad
+	}
+	m := make(map[string]string)
+	for d.dec.More() {
+		k, err := d.key()
+		if err != nil {
+			return nil, err
 		}
-		return entry{}, fmt.Errorf("tensor %q: invalid header entry: %v", name, err)
+		if _, dup := m[k]; dup {
+			return nil, fmt.Errorf("invalid header: duplicate key %q in %q", k, metadataKey)
+		}
+		if len(m) == MaxMetadataEntries {
+			return nil, fmt.Errorf("invalid header: %q has more than %d entries", metadataKey, MaxMetadataEntries)
+		}
+		tok, err := d.token()
+		if err != nil {
+			return nil, err
+		}
+		v, ok := tok.(string)
+		if !ok {
+			return nil, bad
+		}
+		m[k] = v
+	}
+	if _, err := d.token(); err != nil { // the closing '}'
+		return nil, err
+	}
+	return m, nil
+}
+
+// maxEntryFields bounds the fields of one tensor's header entry: dtype,
+// shape and data_offsets, plus a few unknown ones (which are ignored).
+const maxEntryFields = 16
+
+// parseEntry reads one tensor's header entry and validates it: dtype,
+// shape, offsets and that the byte count matches.
+func parseEntry(d headerDecoder, name string) (entry, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("tensor %q: %s", name, fmt.Sprintf(format, args...))
+	}
+	tok, err := d.token()
+	if err != nil {
+		return entry{}, err
+	}
+	if tok != json.Delim('{') {
+		return entry{}, bad("header entry must be an object, found %s", jsonKind(tok))
+	}
+	var (
+		e                                 = entry{name: name}
+		dtypeName                         string
+		shape, offsets                    []json.Number
+		haveDtype, haveShape, haveOffsets bool
+		fields                            int
+	)
+	for d.dec.More() {
+		field, err := d.key()
+		if err != nil {
+			return entry{}, err
+		}
+		if fields++; fields > maxEntryFields {
+			return entry{}, bad("header entry has more than %d fields", maxEntryFields)
+		}
+		switch field {
+		case "dtype":
+			if haveDtype {
+				return entry{}, bad("duplicate field dtype")
+			}
+			haveDtype = true
+			tok, err := d.token()
+			if err != nil {
+				return entry{}, err
+			}
+			s, ok := tok.(string)
+			if !ok {
+				return entry{}, bad("dtype has the wrong type (found %s)", jsonKind(tok))
+			}
+			dtypeName = s
+		case "shape":
+			if haveShape {
+				return entry{}, bad("duplicate field shape")
+			}
+			haveShape = true
+			shape, err = numberList(d, name, "shape", MaxDims)
+			if errors.Is(err, errTooLong) {
+				return entry{}, bad("shape has more than %d dimensions (the limit)", MaxDims)
+			}
+			if err != nil {
+				return entry{}, err
+			}
+		case "data_offsets":
+			if haveOffsets {
+				return entry{}, bad("duplicate field data_offsets")
+			}
+			haveOffsets = true
+			offsets, err = numberList(d, name, "data_offsets", 2)
+			if errors.Is(err, errTooLong) {
+				return entry{}, bad("data_offsets must be [begin, end], found more than 2 values")
+			}
+			if err != nil {
+				return entry{}, err
+			}
+		default:
+			if err := d.skip(); err != nil {
+				return entry{}, err
+			}
+		}
+	}
+	if _, err := d.token(); err != nil { // the closing '}'
+		return entry{}, err
 	}
 	switch {
-	case r.Dtype == nil:
-		return entry{}, fmt.Errorf("tensor %q: missing dtype", name)
-	case r.Shape == nil:
-		return entry{}, fmt.Errorf("tensor %q: missing shape", name)
-	case r.DataOffsets == nil:
-		return entry{}, fmt.Errorf("tensor %q: missing data_offsets", name)
+	case !haveDtype:
+		return entry{}, bad("missing dtype")
+	case !haveShape:
+		return entry{}, bad("missing shape")
+	case !haveOffsets:
+		return entry{}, bad("missing data_offsets")
 	}
-	dt, ok := dtypeByName(*r.Dtype)
+	dt, ok := dtypeByName(dtypeName)
 	if !ok {
-		return entry{}, fmt.Errorf("tensor %q: unsupported dtype %q (supported: F32, F64, I64)", name, *r.Dtype)
+		return entry{}, bad("unsupported dtype %q (supported: F32, F64, I64)", dtypeName)
 	}
+	e.dt = dt
 
-	e := entry{name: name, dt: dt}
 	count := uint64(1)
-	for _, rd := range *r.Shape {
-		s := strings.TrimSpace(string(rd))
+	for _, n := range shape {
+		s := n.String()
 		if strings.HasPrefix(s, "-") {
-			return entry{}, fmt.Errorf("tensor %q: negative dimension %s in shape", name, s)
+			return entry{}, bad("negative dimension %s in shape", s)
 		}
 		d, err := strconv.ParseUint(s, 10, 64)
 		if err != nil || d > math.MaxInt {
-			return entry{}, fmt.Errorf("tensor %q: shape dimension %s is not a non-negative integer that fits an int", name, s)
+			return entry{}, bad("shape dimension %s is not a non-negative integer that fits an int", s)
 		}
 		hi, lo := bits.Mul64(count, d)
 		if hi != 0 || lo > math.MaxInt {
-			return entry{}, fmt.Errorf("tensor %q: shape %s overflows", name, shapeString(*r.Shape))
+			return entry{}, bad("shape %s overflows", numbersString(shape))
 		}
 		count = lo
 		e.shape = append(e.shape, int(d))
 	}
 	e.count = int(count)
 
-	if len(*r.DataOffsets) != 2 {
-		return entry{}, fmt.Errorf("tensor %q: data_offsets must be [begin, end], found %d values", name, len(*r.DataOffsets))
+	if len(offsets) != 2 {
+		return entry{}, bad("data_offsets must be [begin, end], found %d values", len(offsets))
 	}
 	var offs [2]uint64
-	for i, ro := range *r.DataOffsets {
-		s := strings.TrimSpace(string(ro))
-		v, err := strconv.ParseUint(s, 10, 64)
+	for i, n := range offsets {
+		v, err := strconv.ParseUint(n.String(), 10, 64)
 		if err != nil {
-			return entry{}, fmt.Errorf("tensor %q: data_offsets value %s is not a non-negative integer", name, s)
+			return entry{}, bad("data_offsets value %s is not a non-negative integer", n)
 		}
 		offs[i] = v
 	}
 	e.begin, e.end = offs[0], offs[1]
 	if e.begin > e.end {
-		return entry{}, fmt.Errorf("tensor %q: data_offsets [%d, %d] end before they begin", name, e.begin, e.end)
+		return entry{}, bad("data_offsets [%d, %d] end before they begin", e.begin, e.end)
 	}
 
 	hi, want := bits.Mul64(count, dt.size)
 	if hi != 0 {
-		return entry{}, fmt.Errorf("tensor %q: shape %v of %s is too large", name, e.shape, dt.name)
+		return entry{}, bad("shape %v of %s is too large", e.shape, dt.name)
 	}
 	if got := e.end - e.begin; got != want {
-		return entry{}, fmt.Errorf("tensor %q: data_offsets [%d, %d] span %d bytes, but %s with shape %v needs %d (%d elements x %d bytes)",
-			name, e.begin, e.end, got, dt.name, e.shape, want, count, dt.size)
+		return entry{}, bad("data_offsets [%d, %d] span %d bytes, but %s with shape %v needs %d (%d elements x %d bytes)",
+			e.begin, e.end, got, dt.name, e.shape, want, count, dt.size)
 	}
 	return e, nil
 }
 
-func shapeString(dims []json.RawMessage) string {
-	parts := make([]string, len(dims))
-	for i, d := range dims {
-		parts[i] = strings.TrimSpace(string(d))
+// errTooLong is numberList's error for a list longer than its limit.
+var errTooLong = errors.New("list too long")
+
+// numberList reads the array of numbers field of tensor name, stopping
+// with errTooLong as soon as it holds more than limit elements. A scalar
+// element that is not a number is kept as its JSON text, for the caller's
+// integer checks to reject with the value in the message.
+func numberList(d headerDecoder, name, field string, limit int) ([]json.Number, error) {
+	tok, err := d.token()
+	if err != nil {
+		return nil, err
+	}
+	if tok != json.Delim('[') {
+		return nil, fmt.Errorf("tensor %q: %s has the wrong type (found %s)", name, field, jsonKind(tok))
+	}
+	var out []json.Number
+	for d.dec.More() {
+		if len(out) == limit {
+			return nil, errTooLong
+		}
+		tok, err := d.token()
+		if err != nil {
+			return nil, err
+		}
+		switch v := tok.(type) {
+		case json.Number:
+			out = append(out, v)
+		case string:
+			out = append(out, json.Number(strconv.Quote(v)))
+		case json.Delim:
+			return nil, fmt.Errorf("tensor %q: %s holds an %s, want integers", name, field, jsonKind(v))
+		default:
+			out = append(out, json.Number(jsonKind(v)))
+		}
+	}
+	if _, err := d.token(); err != nil { // the closing ']'
+		return nil, err
+	}
+	return out, nil
+}
+
+func numbersString(ns []json.Number) string {
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = n.String()
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
 }
@@ -563,15 +861,31 @@ func WriteFile(path string, tensors []Tensor, metadata map[string]string) error 
 }
 
 // ReadFile reads and decodes the safetensors file at path. Its errors start
-// with the path.
+// with the path. A header length over MaxHeaderSize is refused before the
+// rest of the file is read.
 func ReadFile(path string) (*File, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
+	pathErr := func(err error) error {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("%s: %s: %w", path, pe.Op, pe.Err)
+			return fmt.Errorf("%s: %s: %w", path, pe.Op, pe.Err)
 		}
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, pathErr(err)
+	}
+	var prefix [8]byte
+	_, err = io.ReadFull(fh, prefix[:])
+	fh.Close()
+	if err == nil {
+		if err := checkHeaderLength(binary.LittleEndian.Uint64(prefix[:])); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, pathErr(err)
 	}
 	f, err := Decode(data)
 	if err != nil {

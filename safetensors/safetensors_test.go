@@ -6,12 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sameTensor reports whether a and b are equal, comparing floats bit for bit
@@ -201,9 +205,14 @@ func TestHeaderIsValidAlignedJSON(t *testing.T) {
 		if err := json.Unmarshal(header, &h); err != nil {
 			t.Fatal(err)
 		}
+		// The metadata, plus the checksum of the data section.
+		wantMeta := map[string]string{ChecksumKey: fmt.Sprintf("%08x", crc32.Checksum(data[8+n:], crc32.MakeTable(crc32.Castagnoli)))}
+		for k, v := range meta {
+			wantMeta[k] = v
+		}
 		var gotMeta map[string]string
-		if err := json.Unmarshal(h["__metadata__"], &gotMeta); err != nil || !sameMetadata(gotMeta, meta) {
-			t.Errorf("__metadata__ = %s (%v), want %v", h["__metadata__"], err, meta)
+		if err := json.Unmarshal(h["__metadata__"], &gotMeta); err != nil || !sameMetadata(gotMeta, wantMeta) {
+			t.Errorf("__metadata__ = %s (%v), want %v", h["__metadata__"], err, wantMeta)
 		}
 		type info struct {
 			Dtype       string   `json:"dtype"`
@@ -290,8 +299,10 @@ func TestDecodeHandBuilt(t *testing.T) {
 		})
 	}
 
-	// And Encode produces exactly the canonical form of the first header.
-	header := `{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I64","shape":[],"data_offsets":[8,16]},"c":{"dtype":"F64","shape":[1,2],"data_offsets":[16,32]}}`
+	// And Encode produces exactly the canonical form of the first header,
+	// with the CRC-32C of the data in the metadata.
+	sum := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
+	header := `{"__metadata__":{"data_crc32c":"` + fmt.Sprintf("%08x", sum) + `"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I64","shape":[],"data_offsets":[8,16]},"c":{"dtype":"F64","shape":[1,2],"data_offsets":[16,32]}}`
 	for (8+len(header))%8 != 0 {
 		header += " "
 	}
@@ -321,8 +332,8 @@ func TestDecodeRejectsCorruption(t *testing.T) {
 		{"empty file", nil, "truncated"},
 		{"shorter than 8 bytes", []byte{2, 0, 0, 0, 0, 0, 0}, "truncated"},
 		{"header length larger than file", build(obj(valid), f32x2)[:20], "truncated: header declares"},
-		{"absurd header length", absurd, "absurd"},
-		{"header length just over the limit", justOver, "absurd"},
+		{"absurd header length", absurd, "over the 16777216-byte limit"},
+		{"header length just over the limit", justOver, "over the 16777216-byte limit"},
 		{"invalid JSON", build(`{"a":{"dtype":"F32",`, nil), "invalid header JSON"},
 		{"not JSON at all", build("hello world", nil), "invalid header JSON"},
 		{"header is an array", build(`[1,2]`, nil), "want a JSON object"},
@@ -431,6 +442,9 @@ func TestEncodeRejects(t *testing.T) {
 		{"overflowing shape", []Tensor{{Name: "a", Shape: []int{1 << 40, 1 << 40}, Data: []float32{}}}, nil, "overflows"},
 		{"unsupported data type", []Tensor{{Name: "a", Shape: []int{1}, Data: []int32{1}}}, nil, "unsupported Data type []int32"},
 		{"nil data", []Tensor{{Name: "a", Shape: []int{1}}}, nil, "missing Data"},
+		{"too many dimensions", []Tensor{{Name: "a", Shape: []int{1, 1, 1, 1, 1, 1, 1, 1, 1}, Data: []float32{1}}}, nil, "more than 8 dimensions"},
+		{"too many tensors", make([]Tensor, MaxTensors+1), nil, "more than the 65536 a file may hold"},
+		{"reserved metadata key", []Tensor{ok}, map[string]string{ChecksumKey: "0"}, "reserved"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -584,5 +598,202 @@ func BenchmarkDecode(b *testing.B) {
 		if _, err := Decode(data); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestChecksum(t *testing.T) {
+	sample, meta := sampleTensors()
+	data := encode(t, sample, meta)
+	n := binary.LittleEndian.Uint64(data)
+	dataStart := int(8 + n)
+
+	f, err := Decode(data)
+	if err != nil {
+		t.Fatalf("unmodified file: %v", err)
+	}
+	if _, ok := f.Metadata[ChecksumKey]; ok {
+		t.Errorf("decoded metadata holds %s: %v", ChecksumKey, f.Metadata)
+	}
+
+	// Every single flipped bit of the data section is caught, whatever the
+	// tensor or the bit (a low mantissa bit or an exponent bit alike).
+	for i := dataStart; i < len(data); i++ {
+		for bit := range 8 {
+			bad := bytes.Clone(data)
+			bad[i] ^= 1 << bit
+			_, err := Decode(bad)
+			if err == nil || !strings.Contains(err.Error(), "data checksum mismatch (file corrupt)") {
+				t.Fatalf("bit %d of data byte %d flipped: err = %v, want a checksum mismatch", bit, i-dataStart, err)
+			}
+		}
+	}
+
+	// What a writer without checksums (Python's) produces still loads.
+	noSum := build(`{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, []byte{0, 0, 0x80, 0x3f})
+	if f, err := Decode(noSum); err != nil || f.Tensors[0].Data.([]float32)[0] != 1 {
+		t.Errorf("file without a checksum: %v", err)
+	}
+
+	tests := []struct {
+		name string
+		file []byte
+		want string
+	}{
+		{"checksum not hex", build(`{"__metadata__":{"data_crc32c":"xyz"}}`, nil), `metadata data_crc32c is "xyz", want 8 hex digits`},
+		{"checksum too short", build(`{"__metadata__":{"data_crc32c":"0"}}`, nil), "want 8 hex digits"},
+		{"checksum of other data", build(`{"__metadata__":{"data_crc32c":"00000000"},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, []byte{1, 2, 3, 4}), "data checksum mismatch"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode(tc.file)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+
+	if err := Encode(io.Discard, sample, map[string]string{ChecksumKey: "00000000"}); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Errorf("Encode with metadata %s: err = %v, want reserved", ChecksumKey, err)
+	}
+
+	// ReadFile names the file.
+	path := filepath.Join(t.TempDir(), "checkpoint.safetensors")
+	bad := bytes.Clone(data)
+	bad[len(bad)-1] ^= 0x40
+	if err := os.WriteFile(path, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadFile(path); err == nil || !strings.HasPrefix(err.Error(), path+": data checksum mismatch (file corrupt)") {
+		t.Errorf("ReadFile of a corrupt file: %v", err)
+	}
+}
+
+// TestDecodeBoundsCraftedHeaders checks that headers claiming too much are
+// refused at the bound, and the huge one in bounded time and memory: the
+// old decoder read a header with millions of dimensions into memory in full
+// (6 GB and 23 s for one of 52 million) before refusing it.
+func TestDecodeBoundsCraftedHeaders(t *testing.T) {
+	manyDims := func(n int) []byte {
+		var b strings.Builder
+		b.WriteString(`{"a":{"dtype":"F32","shape":[`)
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteByte('1')
+		}
+		b.WriteString(`],"data_offsets":[0,4]}}`)
+		return build(b.String(), make([]byte, 4))
+	}
+	manyTensors := func(n int) []byte {
+		var b strings.Builder
+		b.WriteByte('{')
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}`, i)
+		}
+		b.WriteByte('}')
+		return build(b.String(), nil)
+	}
+	manyMeta := func(n int) []byte {
+		var b strings.Builder
+		b.WriteString(`{"__metadata__":{`)
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `"k%d":""`, i)
+		}
+		b.WriteString(`}}`)
+		return build(b.String(), nil)
+	}
+	manyFields := func(n int) []byte {
+		var b strings.Builder
+		b.WriteString(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]`)
+		for i := range n {
+			fmt.Fprintf(&b, `,"x%d":0`, i)
+		}
+		b.WriteString(`}}`)
+		return build(b.String(), make([]byte, 4))
+	}
+
+	// The limits themselves are accepted (MaxTensors is not tried: it
+	// takes half a second).
+	for name, file := range map[string][]byte{
+		"MaxDims dimensions":          manyDims(MaxDims),
+		"MaxMetadataEntries metadata": manyMeta(MaxMetadataEntries),
+	} {
+		if _, err := Decode(file); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+
+	huge := manyDims(4 << 20) // an 8 MiB header
+	tests := []struct {
+		name string
+		file []byte
+		want string
+	}{
+		{"one dimension too many", manyDims(MaxDims + 1), `tensor "a": shape has more than 8 dimensions`},
+		{"four million dimensions", huge, `tensor "a": shape has more than 8 dimensions`},
+		{"one tensor too many", manyTensors(MaxTensors + 1), "more than 65536 tensors"},
+		{"one metadata entry too many", manyMeta(MaxMetadataEntries + 1), `"__metadata__" has more than 1024 entries`},
+		{"too many fields in an entry", manyFields(100), "header entry has more than 16 fields"},
+		{"data_offsets too long", build(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4,4,4,4]}}`, make([]byte, 4)), "data_offsets must be [begin, end], found more than 2 values"},
+		{"nested shape", build(`{"a":{"dtype":"F32","shape":[[1]],"data_offsets":[0,4]}}`, make([]byte, 4)), "shape holds an array"},
+		{"duplicate field", build(`{"a":{"dtype":"F32","dtype":"F64","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 4)), "duplicate field dtype"},
+		{"duplicate metadata key", build(`{"__metadata__":{"k":"a","k":"b"}}`, nil), `duplicate key "k" in "__metadata__"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode(tc.file)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+
+	// The huge header costs what reading a few dozen bytes of it costs.
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	_, err := Decode(huge)
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Error("huge header decoded")
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+		t.Errorf("refusing a %d-byte header allocated %d bytes, want under 1 MiB", len(huge), alloc)
+	}
+	if elapsed > time.Second { // generous: it takes well under a millisecond
+		t.Errorf("refusing a %d-byte header took %v", len(huge), elapsed)
+	}
+}
+
+// TestReadFileChecksHeaderLengthFirst checks that ReadFile refuses a file
+// whose header length is over the limit from its first 8 bytes, without
+// reading the rest into memory (here 256 MiB, sparse on disk).
+func TestReadFileChecksHeaderLengthFirst(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "checkpoint.safetensors")
+	prefix := binary.LittleEndian.AppendUint64(nil, 100_000_000)
+	if err := os.WriteFile(path, prefix, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, 256<<20); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := ReadFile(path)
+	runtime.ReadMemStats(&after)
+	if want := path + ": header length 100000000 is over the 16777216-byte limit"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("err = %v, want %s...", err, want)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+		t.Errorf("ReadFile allocated %d bytes to refuse the file", alloc)
 	}
 }

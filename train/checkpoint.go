@@ -26,7 +26,11 @@ const CheckpointFile = "checkpoint.safetensors"
 // time, and for a task that reads text its tokenizer (data.Tokenizer.Spec:
 // sampling needs no corpus, and a run whose corpus has changed is caught).
 // One file, so a kill at any moment leaves either the old checkpoint
-// or the new one, never a mixture.
+// or the new one, never a mixture. The safetensors writer also records a
+// CRC-32C of the data section in the metadata, which every load here
+// (resume, eval, sample, attnmap: all read through readCheckpoint) verifies,
+// so a corrupt file is a bad-input error naming it rather than weights that
+// train on silently; a checkpoint written before checksums loads unchecked.
 const checkpointFormat = "attnlab-checkpoint-1"
 
 type checkpointState struct {

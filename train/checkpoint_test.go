@@ -1,0 +1,120 @@
+package train
+
+import (
+	"encoding/binary"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"gorgonia.org/tensor"
+
+	"github.com/attnlab/attnlab/graph"
+)
+
+// checkpointStore returns a store of two float32 parameters with the
+// values 0.5, 1.5, ... and an AdamW over it with non-zero moments.
+func checkpointStore(t *testing.T) (*graph.Store, *AdamW) {
+	t.Helper()
+	store, err := graph.NewStore(tensor.Float32, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []struct {
+		name  string
+		shape []int
+	}{{"w", []int{2, 3}}, {"b", []int{3}}} {
+		if _, err := store.Param(p.name, p.shape, graph.Constant(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x := float32(0.5)
+	for _, p := range store.Params() {
+		d := p.Value.Data().([]float32)
+		for i := range d {
+			d[i] = x
+			x++
+		}
+	}
+	opt := NewAdamW(store, 0.9, 0.999, 1e-8, 0.01)
+	for i := range opt.m {
+		for j := range opt.m[i] {
+			opt.m[i][j], opt.v[i][j] = float64(j)+0.25, float64(j)+0.75
+		}
+	}
+	opt.Step = 7
+	return store, opt
+}
+
+func TestCheckpointChecksum(t *testing.T) {
+	store, opt := checkpointStore(t)
+	path := filepath.Join(t.TempDir(), CheckpointFile)
+	want := checkpointState{Step: 7, Examples: 224, WallSeconds: 1.5}
+	if err := saveCheckpoint(path, store, opt, want); err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataStart := 8 + int(binary.LittleEndian.Uint64(file))
+
+	// The first weight, 0.5, as stored: w comes first in the data section.
+	if got := math.Float32frombits(binary.LittleEndian.Uint32(file[dataStart:])); got != 0.5 {
+		t.Fatalf("first float of the data section is %v, want w[0] = 0.5", got)
+	}
+	flipped := slices.Clone(file)
+	flipped[dataStart+3] ^= 0x40 // the top exponent bit: 0.5 becomes 1.7e38
+	if got := math.Float32frombits(binary.LittleEndian.Uint32(flipped[dataStart:])); got < 1e37 {
+		t.Fatalf("flipped weight is %v, want a huge one", got)
+	}
+
+	tests := []struct {
+		name    string
+		file    []byte
+		wantErr string // "" for success
+	}{
+		{"unmodified", file, ""},
+		{"one bit flipped in a weight", flipped, CheckpointFile + ": data checksum mismatch (file corrupt); "},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), CheckpointFile)
+			if err := os.WriteFile(p, tc.file, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			fresh, freshOpt := checkpointStore(t)
+			for _, q := range fresh.Params() {
+				clear(q.Value.Data().([]float32))
+			}
+			st, err := loadCheckpoint(p, fresh, freshOpt, "")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.HasPrefix(err.Error(), p) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("load: err = %v, want one line starting with %s containing %q", err, p, tc.wantErr)
+				}
+				for _, q := range fresh.Params() {
+					if slices.ContainsFunc(q.Value.Data().([]float32), func(x float32) bool { return x != 0 }) {
+						t.Fatalf("a failed load changed parameter %s: %v", q.Name, q.Value.Data())
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Step != want.Step || st.Examples != want.Examples || st.WallSeconds != want.WallSeconds || freshOpt.Step != opt.Step {
+				t.Errorf("state = %+v (optimizer step %d), want %+v (%d)", st, freshOpt.Step, want, opt.Step)
+			}
+			for i, q := range fresh.Params() {
+				if w := store.Params()[i].Value.Data().([]float32); !slices.Equal(q.Value.Data().([]float32), w) {
+					t.Errorf("%s = %v, want %v", q.Name, q.Value.Data(), w)
+				}
+				if !slices.Equal(freshOpt.m[i], opt.m[i]) || !slices.Equal(freshOpt.v[i], opt.v[i]) {
+					t.Errorf("moments of %s differ", q.Name)
+				}
+			}
+		})
+	}
+}
