@@ -7,13 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/attnlab/attnlab/internal/runlock"
 	"github.com/attnlab/attnlab/train"
 )
 
@@ -35,7 +38,13 @@ func TestMain(m *testing.M) {
 //	exit0:   on SIGTERM, exits 0 (it finished just then)
 //	exit1:   on SIGTERM, fails with an error line and exits 1
 //	selfkill: kills itself with SIGKILL (the OOM killer, say), unasked
+//	grandchild: starts a process of its own ("sleep", pid in DIR/grandchild), then does as exit130
+//	sleep:   sleeps, SIGTERM's default action ending it
 func helperProcess(mode string, args []string) int {
+	if mode == "sleep" {
+		time.Sleep(time.Minute)
+		return 0
+	}
 	dir := ""
 	for i, a := range args {
 		if (a == "--out" || a == "--resume") && i+1 < len(args) {
@@ -48,11 +57,23 @@ func helperProcess(mode string, args []string) int {
 	} else {
 		signal.Notify(term, syscall.SIGTERM)
 	}
+	if mode == "grandchild" { // ready once the grandchild runs
+		gc := exec.Command(os.Args[0])
+		gc.Env = append(os.Environ(), "HELPER_MODE=sleep")
+		if err := gc.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			return 3
+		}
+		os.WriteFile(filepath.Join(dir, "grandchild"), []byte(strconv.Itoa(gc.Process.Pid)), 0o644)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "ready"), nil, 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 3
 	}
 	switch mode {
+	case "grandchild":
+		<-term
+		return 130
 	case "exit130":
 		<-term
 		fmt.Fprintln(os.Stderr, "interrupted after step 1; checkpoint saved")
@@ -78,7 +99,12 @@ func helperProcess(mode string, args []string) int {
 // cancel is set, cancels the sweep's context once the helper is ready.
 func launchHelper(t *testing.T, mode string, grace time.Duration, cancel bool) error {
 	t.Helper()
-	dir := t.TempDir()
+	return launchHelperIn(t, t.TempDir(), mode, grace, cancel)
+}
+
+// launchHelperIn is launchHelper with the run folder dir.
+func launchHelperIn(t *testing.T, dir, mode string, grace time.Duration, cancel bool) error {
+	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	e := Exec{Path: os.Args[0], Env: append(os.Environ(), "GO_WANT_HELPER_PROCESS=1", "HELPER_MODE="+mode), Grace: grace}
@@ -153,10 +179,41 @@ func TestRunLockOfDeadProcess(t *testing.T) {
 	runs, _ := s.Expand(nil)
 	dir := t.TempDir()
 	const gone = 1 << 30 // above any pid_max
-	writeLock(t, RunDir(dir, runs[0].Name), hostname(), gone, 0)
+	writeLock(t, RunDir(dir, runs[0].Name), runlock.Hostname(), gone, 0)
 	l := &fakeLauncher{}
 	out, log := execute(t, s, runs, dir, Shard{0, 8}, l)
-	if len(out.Done) != 1 || !strings.Contains(log, fmt.Sprintf("took over the stale lock of %s pid %d (its process is gone)", hostname(), gone)) {
+	if len(out.Done) != 1 || !strings.Contains(log, fmt.Sprintf("took over the stale lock of %s pid %d (its process is gone)", runlock.Hostname(), gone)) {
 		t.Errorf("outcome %+v\n%s", out, log)
+	}
+}
+
+// gone reports whether pid has exited (a zombie, not yet reaped, has).
+func gone(pid int) bool {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && strings.HasPrefix(string(b[i:]), ") Z") {
+			return true
+		}
+	}
+	return syscall.Kill(pid, 0) != nil
+}
+
+// Cancelling a run signals its whole process group: what the run's process
+// started stops too.
+func TestExecCancelReachesProcessGroup(t *testing.T) {
+	dir := t.TempDir()
+	err := launchHelperIn(t, dir, "grandchild", time.Minute, true)
+	if !errors.Is(err, train.ErrInterrupted) {
+		t.Fatalf("err %v: want train.ErrInterrupted", err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "grandchild"))
+	pid, _ := strconv.Atoi(string(b))
+	if err != nil || pid <= 0 {
+		t.Fatalf("grandchild pid %q: %v", b, err)
+	}
+	defer syscall.Kill(pid, syscall.SIGKILL)
+	for deadline := time.Now().Add(20 * time.Second); !gone(pid); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the run's own process (pid %d) still runs after the cancellation", pid)
+		}
 	}
 }

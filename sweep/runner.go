@@ -21,6 +21,7 @@ import (
 
 	"github.com/attnlab/attnlab/config"
 	"github.com/attnlab/attnlab/internal/atomicfile"
+	"github.com/attnlab/attnlab/internal/runlock"
 	"github.com/attnlab/attnlab/train"
 )
 
@@ -31,14 +32,15 @@ import (
 //	DIR/runs/NAME/run.json       the run's grid values, seed and thread count
 //	DIR/runs/NAME/train.log      the run's output (appended at each start)
 //	DIR/runs/NAME/failure.json   why the run's last attempt failed
-//	DIR/runs/NAME/lock           held while a process runs the run (host, pid, start)
+//	DIR/runs/NAME/lock           held while a process works on the run (host, pid, start): the sweep, then the trainer
+//	DIR/runs/NAME/.attnlab-run   train's run marker (train.RunMarkerFile), written as a run starts afresh
 const (
 	SweepFile   = "sweep.json"
 	RunsDir     = "runs"
 	RunInfoFile = "run.json"
 	LogFile     = "train.log"
 	FailureFile = "failure.json"
-	LockFile    = "lock"
+	LockFile    = runlock.FileName
 )
 
 // RunInfo is run.json: what a run folder is, so that a report can read the
@@ -103,6 +105,9 @@ type Job struct {
 	Resume  bool      // continue from the checkpoint in Dir
 	Threads int       // GOMAXPROCS of the run's process
 	Output  io.Writer // where the run's output goes
+	// Env is added to the process's environment: the hand-over of the
+	// run's lock (runlock.Lock.HandOver), so that the process takes it over.
+	Env []string
 }
 
 // Launcher trains one run to completion. It returns nil when the run
@@ -125,7 +130,10 @@ var ErrKilled = errors.New("stopped without saving a checkpoint")
 // Exec launches each run as a child process of the trainer binary at Path:
 // "train --config DIR/config.yaml --out DIR", or "train --resume DIR". A
 // process of its own per run keeps runs from sharing a heap, so each run's
-// peak RSS in summary.json is its own, and a crash stays in its run.
+// peak RSS in summary.json is its own, and a crash stays in its run. The
+// process runs in a process group of its own and, on Linux, gets SIGTERM
+// when the sweep's process dies (see childAttr); it takes the run's lock
+// over from the sweep (Job.Env) as it starts.
 type Exec struct {
 	Path string   // the trainer binary (os.Executable() for the trainer itself)
 	Env  []string // the environment; nil means os.Environ()
@@ -179,7 +187,9 @@ func (e Exec) Launch(ctx context.Context, j Job) error {
 		n := strconv.Itoa(j.Threads)
 		env = append(env[:len(env):len(env)], "GOMAXPROCS="+n, "OPENBLAS_NUM_THREADS="+n)
 	}
+	env = append(env[:len(env):len(env)], j.Env...)
 	cmd.Env = env
+	cmd.SysProcAttr = childAttr()
 	out := j.Output
 	if out == nil {
 		out = io.Discard
@@ -190,14 +200,19 @@ func (e Exec) Launch(ctx context.Context, j Job) error {
 	var termSent atomic.Bool
 	cmd.Cancel = func() error {
 		termSent.Store(true)
-		return cmd.Process.Signal(syscall.SIGTERM)
+		return terminate(cmd.Process)
 	}
 	grace := e.Grace
 	if grace <= 0 {
 		grace = DefaultGrace
 	}
 	cmd.WaitDelay = grace
+	// The parent-death signal is sent when the thread that started the
+	// process ends, not the process: keep this goroutine on its thread
+	// until the process has been waited for.
+	runtime.LockOSThread()
 	err := cmd.Run()
+	runtime.UnlockOSThread()
 	ps := cmd.ProcessState
 	if ps == nil { // it never started
 		return &RunError{ExitCode: -1, Msg: oneLine(err.Error())}
@@ -378,7 +393,8 @@ func sameConfig(rd string, exp config.Experiment) (same, exists bool, err error)
 // A run is only touched under its lock (DIR/runs/NAME/lock): a run whose
 // lock another process holds is left to it (Outcome.Locked), a stale lock
 // is taken over, and the run's action is decided again once the lock is
-// held.
+// held. The run's process takes the lock over from this one while it runs
+// (Job.Env), so that the lock names the process that writes the folder.
 //
 // A failed run is recorded (failure.json, removed when a new attempt
 // starts) and the others go on. When ctx is cancelled no further run
@@ -502,7 +518,7 @@ func runOne(ctx context.Context, dir, sweepName string, r Run, threads int, l La
 		logf("%s FAILED %s: %v", tag, r.Name, err)
 		return resFailed
 	}
-	lk, err := acquireLock(rd, func(format string, args ...any) {
+	lk, err := runlock.Acquire(rd, func(format string, args ...any) {
 		logf("%s %s: %s", tag, r.Name, fmt.Sprintf(format, args...))
 	})
 	if err != nil {
@@ -514,7 +530,7 @@ func runOne(ctx context.Context, dir, sweepName string, r Run, threads int, l La
 		return fail(err, -1)
 	}
 	defer func() {
-		if err := lk.release(); err != nil {
+		if err := lk.Release(); err != nil {
 			logf("%s %s: %v", tag, r.Name, err)
 		}
 	}()
@@ -549,6 +565,11 @@ func runOne(ctx context.Context, dir, sweepName string, r Run, threads int, l La
 		if err != nil {
 			return fail(err, -1)
 		}
+		// The marker tells the trainer this folder is a run's (it refuses
+		// to start a run in a folder of other files).
+		if err := train.MarkRunFolder(rd); err != nil {
+			return fail(err, -1)
+		}
 		if err := atomicfile.WriteBytes(filepath.Join(rd, train.ConfigFile), text, 0o644); err != nil {
 			return fail(err, -1)
 		}
@@ -575,7 +596,7 @@ func runOne(ctx context.Context, dir, sweepName string, r Run, threads int, l La
 	fmt.Fprintf(logFile, "=== %s %s, GOMAXPROCS=%d, %s\n", verb, r.Name, threads, time.Now().UTC().Format(time.RFC3339))
 	logf("%s %s %s", tag, verb, r.Name)
 	t0 := time.Now()
-	err = l.Launch(ctx, Job{Dir: rd, Resume: resume, Threads: threads, Output: logFile})
+	err = l.Launch(ctx, Job{Dir: rd, Resume: resume, Threads: threads, Output: logFile, Env: []string{lk.HandOver()}})
 	switch {
 	case err == nil:
 		var sum train.Summary

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/attnlab/attnlab/internal/runlock"
 	"github.com/attnlab/attnlab/train"
 )
 
@@ -222,7 +223,7 @@ func writeLock(t *testing.T, rd, host string, pid int, age time.Duration) string
 		t.Fatal(err)
 	}
 	p := filepath.Join(rd, LockFile)
-	b, _ := json.Marshal(lockInfo{Host: host, PID: pid, Start: time.Now().Add(-age).UTC().Format(time.RFC3339Nano)})
+	b, _ := json.Marshal(runlock.Info{Host: host, PID: pid, Start: time.Now().Add(-age).UTC().Format(time.RFC3339Nano)})
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +261,7 @@ func TestRunLock(t *testing.T) {
 	}
 
 	// Not refreshed for longer than the lease: its holder is gone.
-	old := time.Now().Add(-lockLease - time.Minute)
+	old := time.Now().Add(-runlock.Lease - time.Minute)
 	os.Chtimes(p, old, old)
 	l = &fakeLauncher{}
 	out, log = execute(t, s, runs, dir, only, l)
@@ -275,38 +276,31 @@ func TestRunLock(t *testing.T) {
 	}
 }
 
-// While a run trains its lock is refreshed, and another taker in this
-// process is refused.
-func TestRunLockRefreshAndRelease(t *testing.T) {
-	defer func(r time.Duration) { lockRefresh = r }(lockRefresh)
-	lockRefresh = 10 * time.Millisecond
+// While a run trains it holds its lock, which names this process, and
+// another taker in this process is refused; the lock is handed to the run's
+// process (Job.Env) and removed when the run ends. (The refresh is tested
+// in package runlock.)
+func TestRunLockHeldAndReleased(t *testing.T) {
 	s := mustParse(t, tinySweep)
 	runs, _ := s.Expand(nil)
 	dir := t.TempDir()
-	var refreshed, refused atomic.Bool
+	var refused, handed atomic.Bool
 	l := &fakeLauncher{onStart: func(j Job) {
 		p := filepath.Join(j.Dir, LockFile)
-		var info lockInfo
+		var info runlock.Info
 		b, _ := os.ReadFile(p)
-		if json.Unmarshal(b, &info) != nil || info.Host != hostname() || info.PID != os.Getpid() {
+		if json.Unmarshal(b, &info) != nil || info.Host != runlock.Hostname() || info.PID != os.Getpid() {
 			t.Errorf("lock content %s", b)
 		}
 		var le *LockedError
-		if _, err := acquireLock(j.Dir, t.Logf); errors.As(err, &le) && le.PID == os.Getpid() {
+		if _, err := runlock.Acquire(j.Dir, t.Logf); errors.As(err, &le) && le.PID == os.Getpid() {
 			refused.Store(true)
 		}
-		old := time.Now().Add(-time.Hour)
-		os.Chtimes(p, old, old)
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-			if st, err := os.Stat(p); err == nil && time.Since(st.ModTime()) < time.Minute {
-				refreshed.Store(true)
-				return
-			}
-		}
+		handed.Store(len(j.Env) == 1 && j.Env[0] == runlock.HandOverEnv+"="+strings.TrimSpace(string(b)))
 	}}
 	execute(t, s, runs, dir, Shard{0, 8}, l)
-	if !refreshed.Load() || !refused.Load() {
-		t.Errorf("refreshed %v, a second taker refused %v", refreshed.Load(), refused.Load())
+	if !refused.Load() || !handed.Load() {
+		t.Errorf("a second taker refused %v, the lock handed to the run's process %v", refused.Load(), handed.Load())
 	}
 	if fileExists(filepath.Join(RunDir(dir, runs[0].Name), LockFile)) {
 		t.Errorf("lock left after the run ended")

@@ -4,13 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/attnlab/attnlab/internal/runlock"
 )
 
 // The test binary doubles as the trainer: with ATTNLAB_RUN_TRAINER=1 it runs
@@ -418,5 +424,369 @@ seeds: [5]
 				t.Errorf("a bad sweep created its output folder")
 			}
 		})
+	}
+}
+
+// tinyRun trains tinyConfig (with the extra --set args) into a new folder
+// and returns it.
+func tinyRun(t *testing.T, sets ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "tiny.yaml", tinyConfig)
+	out := filepath.Join(dir, "run")
+	args := []string{"train", "--config", cfg, "--out", out}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	if code, _, e := runCLI(args...); code != 0 {
+		t.Fatalf("setup run: %s", e)
+	}
+	return out
+}
+
+// folderState is every file of dir (hidden ones included) and its content.
+func folderState(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := map[string]string{}
+	for _, e := range entries {
+		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		st[e.Name()] = string(b)
+	}
+	return st
+}
+
+// sameFolder fails the test if dir no longer holds exactly before.
+func sameFolder(t *testing.T, dir string, before map[string]string) {
+	t.Helper()
+	after := folderState(t, dir)
+	for name, text := range before {
+		if a, ok := after[name]; !ok {
+			t.Errorf("%s was removed", name)
+		} else if a != text {
+			t.Errorf("%s was rewritten", name)
+		}
+	}
+	for name := range after {
+		if _, ok := before[name]; !ok {
+			t.Errorf("%s was added", name)
+		}
+	}
+}
+
+// wantOneErrorLine fails the test unless the run exited 2 with one error
+// line holding every want.
+func wantOneErrorLine(t *testing.T, code int, stderr string, want ...string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	if code != 2 || len(lines) != 1 || !strings.HasPrefix(lines[0], "error: ") {
+		t.Errorf("exit %d, stderr %q: want 2 and one error line", code, stderr)
+		return
+	}
+	for _, w := range want {
+		if !strings.Contains(lines[0], w) {
+			t.Errorf("error %q does not say %q", lines[0], w)
+		}
+	}
+}
+
+// A resume may change only the keys that leave the training trajectory
+// alone; a refused resume (a changed key, a broken checkpoint, a shortened
+// run) writes nothing, so the folder still resumes and evaluates.
+func TestResumeKeepsItsConfig(t *testing.T) {
+	out := tinyRun(t, "train.steps=20", "train.eval_every=0")
+	allowed := "may change only train.steps, train.eval_every, train.eval_examples, train.checkpoint_every, train.log_every"
+	for _, c := range []struct {
+		name string
+		sets []string
+		want []string
+	}{
+		{"model shape", []string{"model.d_model=32"}, []string{"model.d_model (16 -> 32)", allowed}},
+		{"seed", []string{"seed=2"}, []string{"seed (3 -> 2)", allowed}},
+		{"lr and schedule", []string{"train.lr=0.01", "train.schedule=constant", "train.steps=30"}, []string{"train.lr (0.003 -> 0.01)", "train.schedule (cosine -> constant)"}},
+		{"attention option", []string{"model.attention.kind=gqa", "model.attention.kv_heads=1"}, []string{"model.attention.kind (standard -> gqa)", "model.attention.kv_heads ((none) -> 1)"}},
+		{"shorter than the checkpoint", []string{"train.steps=10"}, []string{"train.steps (10) is below the step of the checkpoint", "(20)"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := folderState(t, out)
+			args := []string{"train", "--resume", out}
+			for _, s := range c.sets {
+				args = append(args, "--set", s)
+			}
+			code, _, stderr := runCLI(args...)
+			wantOneErrorLine(t, code, stderr, c.want...)
+			sameFolder(t, out, before)
+		})
+	}
+
+	// An allowed change with a checkpoint that does not load: refused
+	// before config.yaml takes the change.
+	broken := tinyRun(t, "train.steps=20")
+	ck := filepath.Join(broken, "checkpoint.safetensors")
+	b, _ := os.ReadFile(ck)
+	os.WriteFile(ck, b[:len(b)/2], 0o644)
+	before := folderState(t, broken)
+	code, _, stderr := runCLI("train", "--resume", broken, "--set", "train.steps=30")
+	wantOneErrorLine(t, code, stderr, "truncated")
+	sameFolder(t, broken, before)
+
+	// The folder refused above still resumes, and an allowed change is
+	// recorded in its config.yaml.
+	if code, _, e := runCLI("train", "--resume", out); code != 0 {
+		t.Fatalf("resume after the refusals: exit %d: %s", code, e)
+	}
+	if code, _, e := runCLI("train", "--resume", out, "--set", "train.steps=25", "--set", "train.log_every=5", "--set", "train.eval_examples=8"); code != 0 {
+		t.Fatalf("resume with allowed changes: exit %d: %s", code, e)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(out, "config.yaml"))
+	if !strings.Contains(string(cfg), "steps: 25") || !strings.Contains(string(cfg), "eval_examples: 8") {
+		t.Errorf("config.yaml after an extended resume:\n%s", cfg)
+	}
+	if code, _, e := runCLI("eval", "--run", out); code != 0 {
+		t.Errorf("eval after the refusals: exit %d: %s", code, e)
+	}
+}
+
+// --out refuses a non-empty folder that is not a run's (the user's own
+// files), and takes an empty folder or a run folder without a checkpoint.
+func TestOutRefusesOthersFolders(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "tiny.yaml", strings.Replace(tinyConfig, "steps: 40,", "steps: 3,", 1))
+	users := filepath.Join(dir, "users")
+	os.MkdirAll(users, 0o755)
+	writeFile(t, users, "config.yaml", "my: own config\n")
+	writeFile(t, users, "metrics.jsonl", "{\"mine\": 1}\n")
+	before := folderState(t, users)
+	code, _, stderr := runCLI("train", "--config", cfg, "--out", users)
+	wantOneErrorLine(t, code, stderr, "--out "+users, "not a run folder", "config.yaml")
+	sameFolder(t, users, before)
+
+	empty := filepath.Join(dir, "empty")
+	os.MkdirAll(empty, 0o755)
+	if code, _, e := runCLI("train", "--config", cfg, "--out", empty); code != 0 {
+		t.Fatalf("an empty folder: exit %d: %s", code, e)
+	}
+	// A run that never saved a checkpoint (killed early): a new run may
+	// take its folder.
+	early := filepath.Join(dir, "early")
+	os.MkdirAll(early, 0o755)
+	for _, f := range []string{".attnlab-run", "config.yaml", "metrics.jsonl"} {
+		b, _ := os.ReadFile(filepath.Join(empty, f))
+		os.WriteFile(filepath.Join(early, f), b, 0o644)
+	}
+	if code, _, e := runCLI("train", "--config", cfg, "--out", early); code != 0 {
+		t.Fatalf("a run folder without a checkpoint: exit %d: %s", code, e)
+	}
+	code, _, stderr = runCLI("train", "--config", cfg, "--out", early)
+	wantOneErrorLine(t, code, stderr, "already holds a run", "--resume "+early)
+}
+
+// An explicitly empty --resume is an error, not a new run.
+func TestResumeEmptyIsAnError(t *testing.T) {
+	t.Chdir(t.TempDir())
+	code, _, stderr := runCLI("train", "--resume", "", "--set", "train.steps=2", "--set", "train.warmup_steps=1")
+	wantOneErrorLine(t, code, stderr, "--resume")
+	if _, err := os.Stat("runs"); err == nil {
+		t.Errorf("--resume \"\" started a new run")
+	}
+}
+
+// The temporary files of checkpoint writes that a kill interrupted are
+// removed when the run starts again.
+func TestStaleTempFilesRemoved(t *testing.T) {
+	out := tinyRun(t, "train.steps=20")
+	ck, _ := os.ReadFile(filepath.Join(out, "checkpoint.safetensors"))
+	stale := []string{".checkpoint.safetensors.tmp1x2y3z", ".checkpoint.safetensors.tmpq9", ".metrics.jsonl.tmp77"}
+	for _, n := range stale {
+		os.WriteFile(filepath.Join(out, n), ck, 0o600)
+	}
+	code, stdout, e := runCLI("train", "--resume", out, "--set", "train.steps=25")
+	if code != 0 {
+		t.Fatalf("resume: exit %d: %s", code, e)
+	}
+	for _, n := range stale {
+		if _, err := os.Stat(filepath.Join(out, n)); err == nil {
+			t.Errorf("%s left in place", n)
+		}
+	}
+	if !strings.Contains(stdout, "removed 3 temporary file(s)") {
+		t.Errorf("the run does not say it removed them:\n%s", stdout)
+	}
+}
+
+// processGone reports whether pid has exited (a zombie, not yet reaped,
+// has).
+func processGone(pid int) bool {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && bytes.HasPrefix(b[i:], []byte(") Z")) {
+			return true
+		}
+	}
+	p, err := os.FindProcess(pid)
+	return err != nil || p.Signal(syscall.Signal(0)) != nil
+}
+
+// longConfig is tinyConfig long enough (about 2 s) that a test acts while
+// it trains, and checkpointing every 10 steps.
+func longConfig(t *testing.T, dir string) string {
+	text := strings.Replace(tinyConfig, "steps: 40,", "steps: 1200,", 1)
+	text = strings.Replace(text, "d_model: 16, n_layers: 1", "d_model: 32, n_layers: 2", 1)
+	return writeFile(t, dir, "long.yaml", text)
+}
+
+// One process writes a run folder at a time: a second train of a folder
+// being trained (resume, or a new run) exits 2 naming the holder, and
+// touches nothing (not even the temporary files the holder may be
+// writing); the lock of a killed trainer is taken over.
+func TestOneWriterPerRunFolder(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "1")
+	dir := t.TempDir()
+	cfg := longConfig(t, dir)
+	out := filepath.Join(dir, "run")
+	first := startTrainer(t, "train", "--config", cfg, "--out", out)
+	defer first.Process.Kill()
+	waitForStep(t, out, 15)
+	live := writeFile(t, out, ".checkpoint.safetensors.tmpLIVE", "being written")
+	holder := fmt.Sprintf("locked by %s pid %d", runlock.Hostname(), first.Process.Pid)
+	code, _, stderr := runCLI("train", "--resume", out)
+	wantOneErrorLine(t, code, stderr, out+": "+holder)
+	fresh := filepath.Join(dir, "fresh")
+	second := startTrainer(t, "train", "--config", cfg, "--out", fresh, "--set", "train.checkpoint_every=0")
+	defer second.Process.Kill()
+	waitForStep(t, fresh, 2)
+	code, _, stderr = runCLI("train", "--config", cfg, "--out", fresh)
+	wantOneErrorLine(t, code, stderr, fresh+": locked by", fmt.Sprintf("pid %d", second.Process.Pid))
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a refused start removed the holder's temporary file: %v", err)
+	}
+
+	first.Process.Kill()
+	first.Wait()
+	code, stdout, stderr := runCLI("train", "--resume", out)
+	if code != 0 || !strings.Contains(stdout, "took over the stale lock of "+holder[len("locked by "):]+" (its process is gone)") {
+		t.Fatalf("resume after the holder was killed: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(out, "lock")); err == nil {
+		t.Errorf("lock left after the run ended")
+	}
+}
+
+// SIGHUP (the terminal closed) and SIGPIPE (stdout's reader quit, as with
+// | head -2) stop a run like SIGTERM: it saves a checkpoint, which
+// evaluates, and exits 130. (TestInterruptAndResume shows that a resume
+// from such a checkpoint continues exactly.)
+func TestHangupAndBrokenPipeSaveCheckpoint(t *testing.T) {
+	if signal.Ignored(syscall.SIGHUP) {
+		t.Skip("SIGHUP is ignored here (nohup?), and so in the trainer")
+	}
+	dir := t.TempDir()
+	cfg := longConfig(t, dir)
+	for _, name := range []string{"sighup", "sigpipe"} {
+		t.Run(name, func(t *testing.T) {
+			out := filepath.Join(dir, name)
+			cmd := exec.Command(os.Args[0], "train", "--config", cfg, "--out", out)
+			cmd.Env = append(os.Environ(), "ATTNLAB_RUN_TRAINER=1", "GOMAXPROCS=1")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() && !strings.HasPrefix(sc.Text(), "step 15/") {
+			}
+			if name == "sighup" {
+				cmd.Process.Signal(syscall.SIGHUP)
+				go io.Copy(io.Discard, stdout)
+			} else {
+				stdout.Close() // the reader quits: the trainer's next write meets a broken pipe
+			}
+			cmd.Wait()
+			code := cmd.ProcessState.ExitCode()
+			if code == 0 && len(lossesOf(t, out)) >= 1200 {
+				t.Skip("the run finished before the signal arrived")
+			}
+			if code != 130 || !strings.Contains(stderr.String(), "interrupted: checkpoint saved") {
+				t.Fatalf("exit %d (%v), stderr %q: want 130 after saving a checkpoint", code, cmd.ProcessState, stderr.String())
+			}
+			code, o, e := runCLI("eval", "--run", out, "--json")
+			var ev struct {
+				Step int `json:"step"`
+			}
+			if code != 0 || json.Unmarshal([]byte(o), &ev) != nil || ev.Step < 15 {
+				t.Fatalf("eval of the saved checkpoint: exit %d: %s%s; want the checkpoint of step 15 or later", code, o, e)
+			}
+		})
+	}
+}
+
+// compare's runs hold their own locks and die with compare: after kill -9
+// of compare the run's trainer saves a checkpoint and stops (Linux), a
+// restarted compare leaves the run alone while that trainer still runs,
+// and the run is trained once (one "done:" in its train.log).
+func TestKilledCompareLeavesNoTwinRun(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the parent-death signal is Linux's")
+	}
+	dir := t.TempDir()
+	longConfig(t, dir)
+	sw := writeFile(t, dir, "sweep.yaml", "name: kill-sweep\nbase: long.yaml\ngrid:\n  model.attention.kind: [standard]\nseeds: [5]\n")
+	out := filepath.Join(dir, "out")
+	compare := func() *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "compare", "--config", sw, "--out", out)
+		cmd.Env = append(os.Environ(), "ATTNLAB_RUN_TRAINER=1", "GOMAXPROCS=1")
+		return cmd
+	}
+	first := compare()
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer first.Process.Kill()
+	var rd string
+	for deadline := time.Now().Add(60 * time.Second); rd == "" && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		m, _ := filepath.Glob(filepath.Join(out, "runs", "*", "metrics.jsonl"))
+		if len(m) == 1 {
+			rd = filepath.Dir(m[0])
+		}
+	}
+	if rd == "" {
+		t.Fatal("the run never started")
+	}
+	waitForStep(t, rd, 15)
+	info, _, err := runlock.Read(rd)
+	if err != nil || info.PID == first.Process.Pid || info.PID <= 0 {
+		t.Fatalf("lock %+v (%v): want it to name the run's trainer, not compare (pid %d)", info, err, first.Process.Pid)
+	}
+	trainer := info.PID
+	first.Process.Kill()
+	first.Wait()
+
+	for try := 0; ; try++ {
+		b, err := compare().CombinedOutput()
+		if err != nil {
+			t.Fatalf("restarted compare: %v\n%s", err, b)
+		}
+		if _, err := os.Stat(filepath.Join(rd, "summary.json")); err == nil {
+			break
+		}
+		if !strings.Contains(string(b), fmt.Sprintf("locked by %s pid %d", runlock.Hostname(), trainer)) || try == 3 {
+			t.Fatalf("restarted compare neither finished the run nor left it to its trainer:\n%s", b)
+		}
+		for deadline := time.Now().Add(60 * time.Second); !processGone(trainer); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the trainer of the killed compare (pid %d) still runs", trainer)
+			}
+		}
+	}
+	log, _ := os.ReadFile(filepath.Join(rd, "train.log"))
+	if n := strings.Count(string(log), "\ndone: "); n != 1 || !strings.Contains(string(log), "checkpoint saved") {
+		t.Errorf("train.log: %d done: lines, want 1, and the orphaned trainer's checkpoint:\n%s", n, log)
 	}
 }

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package sweep
+package runlock
 
 // processAlive cannot tell here: a lock of this host is then only stale
 // after its lease.

@@ -1,6 +1,6 @@
-//go:build unix
+//go:build unix && !linux
 
-package sweep
+package runlock
 
 import (
 	"errors"
