@@ -89,6 +89,15 @@ func Register(name, description string, options []config.OptionSpec, f Factory) 
 	registry.Register(config.Entry[Factory]{Name: name, Description: description, Options: options, Factory: f})
 }
 
+// MaxSeqLen bounds every task's seq_len, checked by New before the task is
+// made: a task allocates tables and probe examples proportional to its
+// length, and the trainer estimates a model's memory from the task, so an
+// absurd length (1e12) must be refused before either. 2^20 positions is far
+// beyond what a dense or flash core trains on a CPU (one flash layer at
+// d_model 128 needs some 40 GiB there); the memory estimate refuses much
+// shorter lengths on most machines.
+const MaxSeqLen = 1 << 20
+
 // New builds the task c names, resolving its options through the registry
 // under the path "task": an unknown kind, an unknown option, a value of the
 // wrong type or one the task rejects is an error naming the key, as in
@@ -97,6 +106,9 @@ func New(c config.Component, seed uint64) (Task, error) {
 	e, opts, err := registry.Resolve("task", c)
 	if err != nil {
 		return nil, err
+	}
+	if n, ok := opts["seq_len"].(int); ok && n > MaxSeqLen {
+		return nil, optErr("seq_len", "must be at most %d, got %d", MaxSeqLen, n)
 	}
 	t, err := e.Factory(opts, seed)
 	if err != nil {

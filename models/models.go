@@ -4,6 +4,12 @@
 // pooling). Build makes one fixed-shape graph; call it again with another
 // batch size and the same parameter store for an evaluation graph that shares
 // the weights.
+//
+// EstimateCost sizes a config without building it: its exact parameter
+// count and the approximate peak memory of training it (calibrated against
+// measured runs; see estimate.go), and CheckLimits refuses sizes no machine
+// should build (a tensor over 2^31 elements, over 2^33 parameters, over
+// 1024 layers), so that callers can refuse a config before allocating it.
 package models
 
 import (

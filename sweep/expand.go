@@ -43,7 +43,11 @@ type Check func(config.Experiment) (seqLen int, err error)
 // variant's or task's options are checked too, and the run learns its
 // sequence length). The first failure is returned as a one-line error naming
 // the file and the run, and the key (with its line) where one is to blame.
+// A sweep of more than MaxRuns runs is refused before anything is expanded.
 func (s *Sweep) Expand(check Check) ([]Run, error) {
+	if err := s.checkSize(); err != nil {
+		return nil, err
+	}
 	points := [][]int{{}}
 	for _, ax := range s.Grid {
 		var next [][]int
@@ -86,6 +90,41 @@ func (s *Sweep) Expand(check Check) ([]Run, error) {
 		}
 	}
 	return runs, nil
+}
+
+// MaxRuns bounds the runs of one sweep (grid points x seeds). Expand lists
+// every run, with its resolved experiment and its model checked, before
+// training any; a grid of 10^8 runs took 35 s and crashed there. 100000
+// runs of even a second each is more than a day of training: split such a
+// study into several sweeps.
+const MaxRuns = 100000
+
+// checkSize refuses a sweep of more than MaxRuns runs, counting the grid's
+// product without overflow and before anything is expanded; the one-line
+// error names each grid key with its number of values.
+func (s *Sweep) checkSize() error {
+	// The product in float64 cannot overflow (it is exact below 2^53, and
+	// only printed beyond MaxRuns).
+	total := float64(len(s.Seeds))
+	factors := make([]string, 0, len(s.Grid)+1)
+	for _, ax := range s.Grid {
+		factors = append(factors, fmt.Sprintf("%s: %d values", ax.Key, len(ax.Values)))
+		total *= float64(len(ax.Values))
+	}
+	if total <= MaxRuns {
+		return nil
+	}
+	seeds := fmt.Sprintf("%d seeds", len(s.Seeds))
+	if len(s.Seeds) == 1 {
+		seeds = "1 seed"
+	}
+	factors = append(factors, seeds)
+	count := fmt.Sprintf("%.0f", total)
+	if total >= 1e15 {
+		count = fmt.Sprintf("%.3g", total)
+	}
+	return fmt.Errorf("%s: the grid makes %s runs (%s), more than the %d a sweep may have; split it into several sweeps or give fewer values",
+		s.Source, count, strings.Join(factors, " x "), MaxRuns)
 }
 
 // resolve builds the experiment of grid point p (value indices per key)
