@@ -6,9 +6,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/attnlab/attnlab/sweep"
 	"github.com/attnlab/attnlab/train"
@@ -213,6 +219,165 @@ func TestLogTicks(t *testing.T) {
 		}
 		if labelled < c.minLabelled || (c.minLabelled == 0 && labelled != 0) {
 			t.Errorf("[%v, %v]: %d labelled ticks, want at least %d", c.min, c.max, labelled, c.minLabelled)
+		}
+	}
+}
+
+// wideGrid is a sweep like a real one: five variants, three widths and
+// three lengths, three seeds, throughputs from 15.6k to 312.5k tokens/s,
+// accuracies up to 1 and error bars that reach it.
+func wideGrid() []sweep.Row {
+	var rows []sweep.Row
+	for ki, kind := range []string{"standard", "flash", "linear", "gqa", "mla"} {
+		for _, d := range []int{32, 64, 128} {
+			for _, T := range []int{256, 1024, 4096} {
+				for seed := uint64(1); seed <= 3; seed++ {
+					r := row(kind, d, T, seed, 0)
+					r.Summary.EvalAccuracy = math.Min(1, 0.55+0.1*float64(ki)+float64(d)/800+0.03*float64(seed))
+					r.Summary.StepMsMedian = float64(T*T)/2000*float64(d)/32*(1+0.3*float64(ki)) + 5
+					r.Summary.TrainTokensPerSec = 62500 * 1024 / float64(T) * (1 + float64(ki))
+					r.Summary.PeakRSSBytes = int64(40+T*(1+ki)/8) << 20
+					rows = append(rows, r)
+				}
+			}
+		}
+	}
+	return rows
+}
+
+// laidOut draws ch as writeFigure does and returns its data area.
+func laidOut(ch *chart) draw.Canvas {
+	c := draw.New(vgimg.NewWith(vgimg.UseWH(figWidth, figHeight), vgimg.UseDPI(pngDPI)))
+	ch.draw(c)
+	pc, _, _ := ch.layout(c)
+	return ch.DataCanvas(pc)
+}
+
+// Every figure's ranges hold its data and its glyphs (bubbles, markers,
+// error bars, labels) with room to spare: nothing touches or crosses the
+// frame of the data area, on linear and on log axes.
+func TestFiguresKeepOffTheFrame(t *testing.T) {
+	tasks := Group(wideGrid())
+	figs, _ := planFigures(&sweep.Collection{Rows: wideGrid()}, tasks)
+	if len(figs) != 3+3+2 {
+		t.Fatalf("%d figures, want 8", len(figs))
+	}
+	for _, f := range figs {
+		ch, err := f.draw()
+		if err != nil {
+			t.Fatalf("%s: %v", f.file, err)
+		}
+		da := laidOut(ch)
+		x, y := ch.X, ch.Y
+		for _, d := range ch.plotters {
+			if dr, ok := d.(plot.DataRanger); ok {
+				x0, x1, y0, y1 := dr.DataRange()
+				if !(x.Min < x0 && x1 < x.Max && y.Min < y0 && y1 < y.Max) {
+					t.Errorf("%s: %T spans x %v to %v, y %v to %v: not strictly inside the axes' [%v, %v] x [%v, %v]",
+						f.file, d, x0, x1, y0, y1, x.Min, x.Max, y.Min, y.Max)
+				}
+			}
+			gb, ok := d.(plot.GlyphBoxer)
+			if !ok {
+				continue
+			}
+			for _, b := range gb.GlyphBoxes(ch.Plot) {
+				r := b.Rectangle.Add(vg.Point{X: da.X(b.X), Y: da.Y(b.Y)})
+				if !(r.Min.X > da.Min.X && r.Max.X < da.Max.X && r.Min.Y > da.Min.Y && r.Max.Y < da.Max.Y) {
+					t.Errorf("%s: a glyph of %T at %v touches or crosses the frame %v", f.file, d, r, da.Rectangle)
+				}
+			}
+		}
+	}
+}
+
+// The same, counted in data units from the points themselves: each
+// bubble of accuracy against throughput is its radius (in points, as the
+// axis scales them) inside the x range, and each error bar's ends inside
+// the y range.
+func TestBubblesAndErrorBarsInsideRanges(t *testing.T) {
+	for _, task := range Group(wideGrid()) {
+		ch, err := accThroughput(task, task.Points)
+		if err != nil {
+			t.Fatal(err)
+		}
+		da := laidOut(ch)
+		perX := (ch.X.Max - ch.X.Min) / float64(da.Max.X-da.Min.X) // data units per point
+		perY := (ch.Y.Max - ch.Y.Min) / float64(da.Max.Y-da.Min.Y)
+		maxRSS := 0.0
+		for _, p := range task.Points {
+			maxRSS = math.Max(maxRSS, p.RSS)
+		}
+		for _, p := range task.Points {
+			r := float64(bubbleRadius(p, maxRSS))
+			bar := accBar(p.AccMean, p.AccStd)
+			lo, hi := math.Min(p.AccMean-bar.Low, p.AccMean-r*perY), math.Max(p.AccMean+bar.High, p.AccMean+r*perY)
+			if x0, x1 := p.TokensPerSec-r*perX, p.TokensPerSec+r*perX; !(ch.X.Min < x0 && x1 < ch.X.Max) {
+				t.Errorf("%s, %s: bubble spans %v to %v tokens/s, x axis %v to %v", task.Title(), p.Label, x0, x1, ch.X.Min, ch.X.Max)
+			}
+			if !(ch.Y.Min < lo && hi < ch.Y.Max) {
+				t.Errorf("%s, %s: bubble and error bar span accuracy %v to %v, y axis %v to %v", task.Title(), p.Label, lo, hi, ch.Y.Min, ch.Y.Max)
+			}
+		}
+	}
+}
+
+func TestTickLabel(t *testing.T) {
+	for _, c := range []struct {
+		v    float64
+		want string
+	}{
+		{62500, "62.5k"}, {1000000, "1M"}, {1.2e6, "1.2M"}, {0.25, "0.25"}, {1000, "1k"}, {10000, "10k"},
+		{50000, "50k"}, {187500, "187.5k"}, {3e9, "3G"}, {-2500, "-2.5k"}, {0, "0"}, {12.5, "12.5"},
+		{999.99999, "1k"}, {0.7000000000000001, "0.7"}, {500, "500"},
+	} {
+		if got := tickLabel(c.v); got != c.want {
+			t.Errorf("tickLabel(%v) = %q, want %q", c.v, got, c.want)
+		}
+	}
+	for v, want := range map[float64]string{1024: "1024", 16384: "16384", 128: "128", 262144: "262.1k"} {
+		if got := exactLabel(v); got != want {
+			t.Errorf("exactLabel(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func labelsOf(ts []plot.Tick) []string {
+	var ls []string
+	for _, tk := range ts {
+		if tk.Label != "" {
+			ls = append(ls, tk.Label)
+		}
+	}
+	return ls
+}
+
+// Linear axes read 100k, not 100000.00; fractions share their decimals
+// and stop at 1; log axes read 1k, 10k.
+func TestReadableTicks(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		ticker plot.Ticker
+		lo, hi float64
+		want   []string
+	}{
+		{"throughput", readableTicks{}, 40000, 330000, []string{"100k", "200k", "300k"}},
+		{"accuracy", fractionTicks{}, 0.58, 1.07, []string{"0.6", "0.8", "1.0"}},
+		{"small", readableTicks{}, 0.005, 0.021, []string{"0.005", "0.010", "0.015", "0.020"}},
+		{"log", logTicks{}, 300, 30000, []string{"500", "1k", "2k", "5k", "10k", "20k"}},
+	} {
+		if got := labelsOf(c.ticker.Ticks(c.lo, c.hi)); !slices.Equal(got, c.want) {
+			t.Errorf("%s [%v, %v]: labels %q, want %q", c.name, c.lo, c.hi, got, c.want)
+		}
+	}
+}
+
+// A log axis over less than a decade still gets three or more labels.
+func TestLogTicksShortRange(t *testing.T) {
+	for _, c := range [][2]float64{{13, 37}, {27.8, 36.4}, {0.013, 0.02}, {300, 2000}} {
+		got := labelsOf((logTicks{}).Ticks(c[0], c[1]))
+		if len(got) < 3 {
+			t.Errorf("[%v, %v]: labels %q, want three or more", c[0], c[1], got)
 		}
 	}
 }

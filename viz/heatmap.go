@@ -1,15 +1,19 @@
 // Package viz draws matrices, such as attention maps, as PNG heatmaps: one
-// coloured square per cell, padding in grey, with the standard library's
-// image and image/png only.
+// coloured square per cell, padding in grey, drawn pixel for pixel with the
+// standard library's image packages, and (Figure) the words that make a
+// picture readable on its own: a title with the map's range and colour
+// scale, row and column axes with tick labels, and a colour bar labelled
+// with the values its colours stand for.
 //
-// It exists apart from package report, whose charts (gonum/plot: axes,
-// legends, fonts) compare sweep results: a heatmap needs none of that, only
-// exact pixels, so that a causal triangle, a sliding window or a global
-// token shows as sharp edges even for long sequences, and it draws in
-// milliseconds without a plotting dependency. Colours follow viridis
-// (perceptually uniform, readable in greyscale and by most colour-blind
-// readers); matrices with negative entries get a diverging blue-white-red
-// ramp centred on 0.
+// It exists apart from package report, whose charts (gonum/plot) compare
+// sweep results: a heatmap needs exact pixels, so that a causal triangle,
+// a sliding window or a global token shows as sharp edges even for long
+// sequences, and it draws in milliseconds. Its text uses the Liberation
+// Sans fonts that gonum/plot already depends on, through
+// golang.org/x/image's font packages. Colours follow viridis (perceptually
+// uniform, readable in greyscale and by most colour-blind readers);
+// matrices with negative entries (gpa's combined map) get a diverging
+// blue-white-red ramp centred on 0.
 package viz
 
 import (
@@ -79,6 +83,9 @@ type Options struct {
 	// that side had Long cells, so that matrices drawn side by side (a
 	// Grid) get the same cell size.
 	Long int
+	// TextSize is the height in pixels of Figure's labels (default 13;
+	// the title is 3 larger).
+	TextSize int
 }
 
 func (o Options) withDefaults() Options {
@@ -93,6 +100,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxSide <= 0 {
 		o.MaxSide = 2048
+	}
+	if o.TextSize <= 0 {
+		o.TextSize = 13
 	}
 	return o
 }
@@ -140,15 +150,7 @@ func Draw(h Heatmap, o Options) (*image.RGBA, Stats, error) {
 	}
 	st.Signed = st.Min < 0
 
-	// Pixels per cell (cell > 0) or cells per pixel (per > 1).
-	long := max(h.Rows, h.Cols, o.Long)
-	cell, per := max(o.MinCell, o.Side/long), 1
-	if long*cell > o.MaxSide {
-		cell = max(1, o.MaxSide/long)
-	}
-	if long > o.MaxSide {
-		cell, per = 1, (long+o.MaxSide-1)/o.MaxSide
-	}
+	cell, per := cellSize(h, o)
 	rows, cols := (h.Rows+per-1)/per, (h.Cols+per-1)/per // blocks of per x per cells, each cell x cell pixels
 	img := image.NewRGBA(image.Rect(0, 0, cols*cell, rows*cell))
 	for r := 0; r < rows; r++ {
@@ -174,6 +176,20 @@ func Draw(h Heatmap, o Options) (*image.RGBA, Stats, error) {
 		}
 	}
 	return img, st, nil
+}
+
+// cellSize is how Draw sizes h's cells: each block of per x per cells
+// (per >= 1) is drawn as a square of cell x cell pixels.
+func cellSize(h Heatmap, o Options) (cell, per int) {
+	long := max(h.Rows, h.Cols, o.Long)
+	cell, per = max(o.MinCell, o.Side/long), 1
+	if long*cell > o.MaxSide {
+		cell = max(1, o.MaxSide/long)
+	}
+	if long > o.MaxSide {
+		cell, per = 1, (long+o.MaxSide-1)/o.MaxSide
+	}
+	return cell, per
 }
 
 // colour maps v, with maxAbs the largest magnitude of the matrix, to its

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -37,7 +38,11 @@ model with every attention layer's weights recorded, and draws them as PNG
 heatmaps: row i, column j is the weight query i puts on key j (for agent and
 latent attention, the rows or columns are agents or latents, and each stage
 is drawn: "agents<-keys", "queries<-agents", ...). Each image is scaled to
-its own largest weight; grey rows and columns are padding. It writes one
+its own largest weight; grey rows and columns are padding. Each carries a
+title (variant, layer, head, map; the range and the scale), query (row) and
+key (column) axes with their indices, and a colour bar with the values its
+colours stand for (blue-white-red, centred on 0, for a map with negative
+weights, such as gpa's combined map). It writes one
 image per layer, map and head (layerL_MAP_headH.png), a grid of all of a
 layer's maps and heads (layerL.png: a row per map, a column per head) when
 there is more than one, and index.md, which lists them with their ranges.
@@ -196,26 +201,21 @@ func drawAttentionMaps(out, run string, exp config.Experiment, res *train.Attent
 			continue
 		}
 		var rows [][]image.Image
-		tiles, long := 0, 0
-		for _, m := range res.Maps {
-			if m.Layer == l {
-				long = max(long, m.QLen, m.KLen)
-			}
-		}
+		tiles, long := 0, longestSide(res.Maps, l)
 		for _, m := range res.Maps {
 			if m.Layer != l {
 				continue
 			}
 			var row []image.Image
 			for _, h := range sel.heads(m) {
-				hm := viz.Heatmap{Rows: m.QLen, Cols: m.KLen, Values: m.Head(h), RowMask: m.RowMask, ColMask: m.ColMask}
-				img, st, err := viz.Draw(hm, viz.Options{Scale: sel.scale, Long: long})
+				headDesc := headText(exp, m, h)
+				img, _, st, err := viz.Figure(mapFigure(exp, m, h, sel.scale, long, false))
 				if err != nil {
 					return images, fmt.Errorf("layer %d, %s map, head %d: %w", l, m.Label, h, err)
 				}
 				// Grid tiles are smaller, so that a layer of many heads of
 				// long sequences stays a reasonable image.
-				small, _, err := viz.Draw(hm, viz.Options{Scale: sel.scale, Long: long, Side: gridSide, MaxSide: 2 * gridSide})
+				small, _, _, err := viz.Figure(mapFigure(exp, m, h, sel.scale, long, true))
 				if err != nil {
 					return images, fmt.Errorf("layer %d, %s map, head %d: %w", l, m.Label, h, err)
 				}
@@ -225,13 +225,6 @@ func drawAttentionMaps(out, run string, exp config.Experiment, res *train.Attent
 				}
 				images++
 				row = append(row, small)
-				headDesc := fmt.Sprint(h)
-				switch {
-				case m.Heads == 1 && exp.Model.NHeads > 1:
-					headDesc = "all (one shared map)"
-				case m.KVHeads < m.Heads:
-					headDesc = fmt.Sprintf("%d (kv head %d)", h, h/(m.Heads/m.KVHeads))
-				}
 				fmt.Fprintf(&idx, "| [%s](%s) | %d | %s | %s | %d %s x %d %s | %.4g | %.4g |\n",
 					name, name, l, m.Label, headDesc, m.QLen, plural(m.Rows), m.KLen, plural(m.Cols), st.Min, st.Max)
 			}
@@ -245,17 +238,23 @@ func drawAttentionMaps(out, run string, exp config.Experiment, res *train.Attent
 			}
 		}
 		if tiles > 1 {
-			name := fmt.Sprintf("layer%d.png", l)
-			if err := viz.WritePNG(filepath.Join(out, name), viz.Grid(rows, 4)); err != nil {
-				return images, err
-			}
-			images++
 			var labels []string
 			for _, m := range res.Maps {
 				if m.Layer == l && len(sel.heads(m)) > 0 {
 					labels = append(labels, m.Label)
 				}
 			}
+			name := fmt.Sprintf("layer%d.png", l)
+			title := fmt.Sprintf("%s, layer %d: a row per map (%s), a column per head; step %d, %s example %d",
+				variantText(exp), l, strings.Join(labels, ", "), res.Step, res.Stream, res.Example)
+			grid, err := viz.Titled(viz.Grid(rows, 4), title, viz.Options{})
+			if err != nil {
+				return images, fmt.Errorf("layer %d: %w", l, err)
+			}
+			if err := viz.WritePNG(filepath.Join(out, name), grid); err != nil {
+				return images, err
+			}
+			images++
 			grids = append(grids, fmt.Sprintf("- [%s](%s): layer %d, a row per map (%s), a column per head", name, name, l, strings.Join(labels, ", ")))
 		}
 	}
@@ -279,6 +278,70 @@ func drawAttentionMaps(out, run string, exp config.Experiment, res *train.Attent
 }
 
 func plural(axis string) string { return axis + "s" }
+
+// longestSide is the longest side of layer l's maps: all of them are drawn
+// with cells of the size it gets, so that a layer's maps line up.
+func longestSide(maps []layers.MapValues, l int) int {
+	long := 0
+	for _, m := range maps {
+		if m.Layer == l {
+			long = max(long, m.QLen, m.KLen)
+		}
+	}
+	return long
+}
+
+// headText names head h of m for titles and index.md: a map shared by all
+// heads says so, and a grouped-query head names its key/value head.
+func headText(exp config.Experiment, m layers.MapValues, h int) string {
+	switch {
+	case m.Heads == 1 && exp.Model.NHeads > 1:
+		return "all (one shared map)"
+	case m.KVHeads < m.Heads:
+		return fmt.Sprintf("%d (kv head %d)", h, h/(m.Heads/m.KVHeads))
+	}
+	return fmt.Sprint(h)
+}
+
+// mapFigure is what attnmap draws for head h of map m, one of a layer
+// whose longest map side is long: the cells, their size (small: a tile of
+// the layer's grid, whose own title names the variant and layer, so that
+// the tile's names only the map and head), and the words around them.
+func mapFigure(exp config.Experiment, m layers.MapValues, h int, scale viz.Scale, long int, small bool) (viz.Heatmap, viz.Options, viz.Labels) {
+	hm := viz.Heatmap{Rows: m.QLen, Cols: m.KLen, Values: m.Head(h), RowMask: m.RowMask, ColMask: m.ColMask}
+	o := viz.Options{Scale: scale, Long: long}
+	headDesc := headText(exp, m, h)
+	lab := viz.Labels{
+		Title: fmt.Sprintf("%s, layer %d, head %s: %s map", variantText(exp), m.Layer, headDesc, m.Label),
+		Rows:  "query " + m.Rows + " (row)",
+		Cols:  "key " + m.Cols + " (column)",
+	}
+	if small {
+		o.Side, o.MaxSide, o.TextSize = gridSide, 2*gridSide, 11
+		lab.Title = fmt.Sprintf("%s map, head %s", m.Label, headDesc)
+	}
+	return hm, o, lab
+}
+
+// variantText names the run's attention variant with its options, e.g.
+// "gpa attention (lambda=0.5)".
+func variantText(exp config.Experiment) string {
+	a := exp.Model.Attention
+	s := a.Kind + " attention"
+	if len(a.Options) == 0 {
+		return s
+	}
+	keys := make([]string, 0, len(a.Options))
+	for k := range a.Options {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%v", k, a.Options[k])
+	}
+	return s + " (" + strings.Join(parts, ", ") + ")"
+}
 
 // tokenLine lists the example's token ids, padding as "_".
 func tokenLine(res *train.AttentionMaps) string {

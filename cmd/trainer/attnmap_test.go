@@ -11,6 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/attnlab/attnlab/config"
+	"github.com/attnlab/attnlab/data"
+	"github.com/attnlab/attnlab/layers"
+	"github.com/attnlab/attnlab/train"
 	"github.com/attnlab/attnlab/viz"
 )
 
@@ -37,6 +41,31 @@ func pngsIn(t *testing.T, dir string) map[string]image.Image {
 		out[filepath.Base(p)] = img
 	}
 	return out
+}
+
+// mapLayout is the layout of the image attnmap draws for head h of layer
+// l's map label on example ex of stream st of run: where its cells are.
+func mapLayout(t *testing.T, run string, st data.Stream, ex uint64, l int, label string, h int, small bool) viz.Layout {
+	t.Helper()
+	exp, err := config.Load(filepath.Join(run, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := train.LoadAttentionMaps(exp, filepath.Join(run, "checkpoint.safetensors"), st, ex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range res.Maps {
+		if m.Layer == l && m.Label == label {
+			_, lay, _, err := viz.Figure(mapFigure(exp, m, h, viz.Sqrt, longestSide(res.Maps, l), small))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return lay
+		}
+	}
+	t.Fatalf("no %s map in layer %d", label, l)
+	return viz.Layout{}
 }
 
 func sortedKeys(m map[string]image.Image) []string {
@@ -69,11 +98,11 @@ func TestAttnmapDecoder(t *testing.T) {
 		t.Fatalf("images %v, want %v", got, want)
 	}
 	h0 := imgs["layer0_attention_head0.png"]
-	b := h0.Bounds()
-	if b.Dx() != b.Dy() || b.Dx() != 16*32 {
-		t.Errorf("16 x 16 map drawn %v, want 512 x 512 (32 px per cell)", b)
+	lay := mapLayout(t, run, data.Eval, 0, 0, "attention", 0, false)
+	if b, m := h0.Bounds(), lay.Map; m.Dx() != 16*32 || m.Dy() != 16*32 || !m.In(b) || b.Dx() <= m.Dx() || b.Dy() <= m.Dy() {
+		t.Errorf("16 x 16 map drawn %v in an image of %v, want 512 x 512 (32 px per cell) inside a larger image (title, axes, colour bar)", m, b)
 	}
-	top, corner := h0.At(2, 2), h0.At(b.Max.X-3, 2)
+	top, corner := h0.At(lay.Cell(0, 0).X, lay.Cell(0, 0).Y), h0.At(lay.Cell(0, 15).X, lay.Cell(0, 15).Y)
 	if r, g, bl, _ := top.RGBA(); r>>8 != 0xfd || g>>8 != 0xe7 || bl>>8 != 0x25 {
 		t.Errorf("cell (0, 0) is %v, want the top of the ramp (weight 1)", top)
 	}
@@ -169,11 +198,11 @@ train: {steps: 3, batch_size: 4, lr: 3.0e-3, warmup_steps: 1, eval_every: 3, eva
 		}
 		// The last position is padding: its column in agents<-keys and its
 		// row in queries<-agents are grey.
-		for name, at := range map[string]func(b image.Rectangle) (int, int){
-			"layer0_agents-from-keys_head0.png":    func(b image.Rectangle) (int, int) { return b.Max.X - 2, 1 },
-			"layer0_queries-from-agents_head1.png": func(b image.Rectangle) (int, int) { return 1, b.Max.Y - 2 },
+		for name, at := range map[string]image.Point{
+			"layer0_agents-from-keys_head0.png":    mapLayout(t, run, data.Eval, uint64(ex), 0, "agents<-keys", 0, false).Cell(0, 15),
+			"layer0_queries-from-agents_head1.png": mapLayout(t, run, data.Eval, uint64(ex), 0, "queries<-agents", 1, false).Cell(15, 0),
 		} {
-			x, y := at(imgs[name].Bounds())
+			x, y := at.X, at.Y
 			if r, g, b, _ := imgs[name].At(x, y).RGBA(); r>>8 != uint32(viz.Padding.R) || g>>8 != uint32(viz.Padding.G) || b>>8 != uint32(viz.Padding.B) {
 				t.Errorf("%s: the padded position is drawn %v, not grey", name, imgs[name].At(x, y))
 			}
@@ -181,4 +210,40 @@ train: {steps: 3, batch_size: 4, lr: 3.0e-3, warmup_steps: 1, eval_every: 3, eva
 		return
 	}
 	t.Fatal("no padded example among the first 20 held-out examples")
+}
+
+// Each picture names what it shows: the variant with its options, the
+// layer, the head and the map in the title, queries and keys on the axes;
+// a grid tile names only its map and head (the grid's title names the
+// rest).
+func TestMapFigureLabels(t *testing.T) {
+	exp := config.Experiment{}
+	exp.Model.NHeads = 4
+	exp.Model.Attention = config.Component{Kind: "gpa", Options: map[string]any{"lambda": 0.5, "bias": false}}
+	m := layers.MapValues{Layer: 1, Label: "combined", Rows: layers.AxisPosition, Cols: layers.AxisPosition,
+		Heads: 4, KVHeads: 4, QLen: 3, KLen: 3, Weights: make([]float64, 4*9)}
+	agents := layers.MapValues{Layer: 0, Label: "agents<-keys", Rows: layers.AxisAgent, Cols: layers.AxisPosition,
+		Heads: 1, KVHeads: 1, QLen: 2, KLen: 3, Weights: make([]float64, 6)}
+	for _, c := range []struct {
+		m          layers.MapValues
+		small      bool
+		title      string
+		rows, cols string
+	}{
+		{m, false, "gpa attention (bias=false, lambda=0.5), layer 1, head 2: combined map", "query position (row)", "key position (column)"},
+		{m, true, "combined map, head 2", "query position (row)", "key position (column)"},
+		{agents, false, "gpa attention (bias=false, lambda=0.5), layer 0, head all (one shared map): agents<-keys map", "query agent (row)", "key position (column)"},
+	} {
+		h := 2
+		if c.m.Heads == 1 {
+			h = 0
+		}
+		hm, o, lab := mapFigure(exp, c.m, h, viz.Linear, 3, c.small)
+		if lab.Title != c.title || lab.Rows != c.rows || lab.Cols != c.cols {
+			t.Errorf("labels %+v, want %q, %q, %q", lab, c.title, c.rows, c.cols)
+		}
+		if hm.Rows != c.m.QLen || hm.Cols != c.m.KLen || (o.TextSize != 0) != c.small {
+			t.Errorf("heatmap %dx%d, options %+v", hm.Rows, hm.Cols, o)
+		}
+	}
 }
