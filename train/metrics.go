@@ -148,15 +148,10 @@ type Summary struct {
 	Task      string `json:"task"`
 	Seed      uint64 `json:"seed"`
 	DType     string `json:"dtype"`
-	// Version and Commit name the build that wrote the summary (see
-	// package internal/version); Commit is empty for builds without VCS
-	// information.
-	Version string `json:"version"`
-	Commit  string `json:"commit,omitempty"`
-	BLAS    string `json:"blas"`
-	Threads int    `json:"threads"`
-	Steps   int    `json:"steps"`
-	Params  int    `json:"params"`
+	BLAS      string `json:"blas"`
+	Threads   int    `json:"threads"`
+	Steps     int    `json:"steps"`
+	Params    int    `json:"params"`
 	// KVCacheBytesPerToken is what one layer's KV cache holds per token
 	// (elements x dtype size); absent for variants without a KV cache.
 	KVCacheBytesPerToken *int    `json:"kv_cache_bytes_per_token,omitempty"`
@@ -172,4 +167,9 @@ type Summary struct {
 	PeakRSSBytes      int64   `json:"peak_rss_bytes"`
 	WallSeconds       float64 `json:"wall_seconds"` // training time across resumes
 	Resumed           bool    `json:"resumed"`
+	// Version and Commit name the build that wrote the summary (see
+	// package internal/version); Commit is empty for builds without VCS
+	// information.
+	Version string `json:"version"`
+	Commit  string `json:"commit,omitempty"`
 }

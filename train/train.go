@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -84,6 +83,9 @@ func Build(exp config.Experiment) (*Setup, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkResources(exp, task); err != nil { // before any model is allocated
+		return nil, err
+	}
 	s := &Setup{Exp: exp, Task: task, Store: store}
 	if s.Train, err = models.Build(exp.Model, task, store, exp.Train.BatchSize); err != nil {
 		return nil, badInput(err)
@@ -148,22 +150,14 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 	if err != nil {
 		return nil, err
 	}
-	ckptPath := filepath.Join(o.Dir, CheckpointFile)
-	if o.Resume {
-		if _, err := os.Stat(ckptPath); err != nil {
-			return nil, badInput(fmt.Errorf("--resume %s: no %s there, nothing to resume", o.Dir, CheckpointFile))
-		}
-	}
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-		return nil, badInput(fmt.Errorf("run folder: %w", err))
-	}
-	cfgText, err := exp.Marshal()
+	// Nothing is written to the folder before every check has passed (the
+	// config, the folder and its lock, the checkpoint): see runfolder.go.
+	rf, err := openRunFolder(o.Dir, o.Resume, exp, o.Progress)
 	if err != nil {
 		return nil, err
 	}
-	if err := atomicfile.WriteBytes(filepath.Join(o.Dir, ConfigFile), cfgText, 0o644); err != nil {
-		return nil, badInput(fmt.Errorf("run folder: %w", err))
-	}
+	defer rf.close()
+	ckptPath := filepath.Join(o.Dir, CheckpointFile)
 
 	tr := exp.Train
 	trainer, err := NewTrainer(s)
@@ -183,6 +177,9 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 		}
 	}
 	st.Tokenizer = spec
+	if err := rf.commit(exp, st.Step); err != nil {
+		return nil, err
+	}
 	metrics, err := openMetrics(filepath.Join(o.Dir, MetricsFile), st.Step, o.Resume)
 	if err != nil {
 		return nil, badInput(fmt.Errorf("run folder: %w", err))

@@ -56,7 +56,7 @@ bench attention measures single attention layers instead; see its --help.`,
   trainer bench --config configs/bench/ref-t256.yaml --steps 20 --json
   GOMAXPROCS=1 trainer bench --config bench/ref-t1024.yaml --set model.attention.kind=flash`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			exp, err := loadBenchExperiment(cfgPath, sets)
+			exp, err := loadBenchExperiment(cfgPath, sets, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -95,7 +95,7 @@ bench attention measures single attention layers instead; see its --help.`,
 // loadBenchExperiment is loadExperiment, except that a --config that is
 // not a file may name an embedded config ("bench/ref-t256.yaml", or
 // "configs/bench/ref-t256.yaml" outside the repository).
-func loadBenchExperiment(cfgPath string, sets []string) (config.Experiment, error) {
+func loadBenchExperiment(cfgPath string, sets []string, notes io.Writer) (config.Experiment, error) {
 	if cfgPath != "" {
 		name := strings.TrimPrefix(path.Clean(filepath.ToSlash(cfgPath)), "configs/")
 		if _, err := os.Stat(cfgPath); errors.Is(err, fs.ErrNotExist) && fs.ValidPath(name) {
@@ -104,11 +104,11 @@ func loadBenchExperiment(cfgPath string, sets []string) (config.Experiment, erro
 				if err != nil {
 					return exp, &train.BadInputError{Err: err}
 				}
-				return finishExperiment(exp, sets)
+				return finishExperiment(exp, sets, notes)
 			}
 		}
 	}
-	return loadExperiment(cfgPath, "", sets)
+	return loadExperiment(cfgPath, "", sets, notes)
 }
 
 func printModelBench(w io.Writer, r *train.BenchResult) {
@@ -234,6 +234,11 @@ and of peak heap against T (PNG and SVG) with the slopes in the legends.`,
 			if o.DType != "float32" && o.DType != "float64" {
 				return usageError{fmt.Errorf("--dtype %s: want float32 or float64", o.DType)}
 			}
+			// --T, --batch, --heads and --head-dim: refuse a layer too big
+			// for one tensor or this machine before building any.
+			if err := train.CheckAttentionBench(o); err != nil {
+				return err
+			}
 			if out != "" {
 				if err := os.MkdirAll(out, 0o755); err != nil {
 					return usageError{fmt.Errorf("--out: %w", err)}
@@ -245,7 +250,7 @@ and of peak heap against T (PNG and SVG) with the slopes in the legends.`,
 				}
 				defer fmt.Fprint(os.Stderr, "\r\033[K")
 			}
-			rows, err := train.BenchAttention(o)
+			rows, err := benchDeclared(o)
 			if err != nil {
 				return fmt.Errorf("bench attention: %w", err)
 			}
@@ -313,6 +318,60 @@ func resolveKinds(kinds []string) ([]string, error) {
 		return nil, usageError{errors.New("--kinds: give at least one attention kind (see trainer list)")}
 	}
 	return out, nil
+}
+
+// benchDeclared runs train.BenchAttention on the --kinds that declare
+// o's setting (layers.Support) and gives each of the others a row per T
+// with its declared reason; a declared variant that refuses the setting
+// anyway is an error, not an n/a row. Rows keep the order of o.Kinds.
+func benchDeclared(o train.AttentionBenchOptions) ([]train.AttentionBenchRow, error) {
+	refused := map[string]string{}
+	run := o
+	run.Kinds = nil
+	for _, k := range o.Kinds {
+		sup, err := layers.SupportOf(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := sup.Allows(layers.Setting{Causal: o.Causal}); err != nil {
+			refused[k] = err.Error()
+			continue
+		}
+		run.Kinds = append(run.Kinds, k)
+	}
+	var measured []train.AttentionBenchRow
+	if len(run.Kinds) > 0 {
+		var err error
+		if measured, err = train.BenchAttention(run); err != nil {
+			return nil, err
+		}
+	}
+	return mergeBenchRows(o.Kinds, o.SeqLens, refused, measured)
+}
+
+// mergeBenchRows puts the measured rows and one row per T for each refused
+// kind in the order of kinds; a measured kind with a skipped row refused a
+// setting it declares, which is an error.
+func mergeBenchRows(kinds []string, seqLens []int, refused map[string]string, measured []train.AttentionBenchRow) ([]train.AttentionBenchRow, error) {
+	var rows []train.AttentionBenchRow
+	for _, k := range kinds {
+		if why, ok := refused[k]; ok {
+			for _, T := range seqLens {
+				rows = append(rows, train.AttentionBenchRow{Kind: k, T: T, Skipped: why})
+			}
+			continue
+		}
+		for _, r := range measured {
+			if r.Kind != k {
+				continue
+			}
+			if r.Skipped != "" {
+				return nil, fmt.Errorf("%s at T=%d: refused a setting it declares (see trainer list): %s", k, r.T, r.Skipped)
+			}
+			rows = append(rows, r)
+		}
+	}
+	return rows, nil
 }
 
 // attentionSlopes fits each measured variant and pass, in the order they

@@ -82,3 +82,12 @@ func TestReportNamesSkippedFolders(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }
+
+// Switching a component's kind with --set drops the old kind's options and
+// says so, so that the switch can work from the command line.
+func TestSetKindSaysWhatItDrops(t *testing.T) {
+	code, _, stderr := runCLI("info", "--set", "task.kind=copy")
+	if code != 0 || !strings.Contains(stderr, "note: task.kind=copy: dropped option kv_pairs (not options of copy)") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -81,9 +80,12 @@ At the end DIR gets results.jsonl, results.csv, report.md and plots/.`,
 			if err != nil {
 				return fmt.Errorf("compare: cannot find the trainer binary to start runs with: %w", err)
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			// As trainer train: Ctrl-C, SIGTERM, a closed terminal or a
+			// reader that quit stop the sweep cleanly (runs checkpoint,
+			// results are written), and a gone stdout does not fail it.
+			ctx, stop := signal.NotifyContext(context.Background(), stopSignals()...)
 			defer stop()
-			stdout := cmd.OutOrStdout()
+			stdout := &dropOnError{w: cmd.OutOrStdout()}
 			res, err := sweep.Execute(ctx, s, runs, sweep.Options{
 				Dir: dir, Shard: shard, Workers: workers, Threads: threads,
 				Launcher: sweep.Exec{Path: exe}, Log: stdout,

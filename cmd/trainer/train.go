@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,11 +26,37 @@ func newTrainCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "train",
 		Short: "Train a model from an experiment file (default: the embedded quickstart)",
+		Long: `train trains the experiment (a file, or the embedded quickstart) and writes the run
+folder --out: a new or empty folder, or a run folder without a checkpoint. A folder
+of other files is refused (a run would overwrite them); one holding a run is
+continued with --resume.
+
+--resume DIR continues the run in DIR exactly from its checkpoint, with its own
+config.yaml. --set may change only these keys there:
+  ` + strings.Join(train.ResumeChangeable, ", ") + `
+Any other key is refused (the checkpoint and the metrics so far belong to the
+run's config). train.steps may extend the run, not shorten it below the
+checkpoint's step; with schedule cosine or linear the learning rate then follows
+the new length's curve from the checkpoint on, so the run differs from one
+trained at the new length from the start (with constant it does not).
+A refused resume writes nothing.
+
+One process writes a run folder at a time: train holds DIR/lock while it runs,
+and a second one exits with status 2 ("locked by HOST pid N"). A lock left by a
+killed process is taken over.
+
+Ctrl-C, SIGTERM, SIGHUP (the terminal closed) and SIGPIPE (its output piped
+into a reader that quit, e.g. | head) finish the step in flight, save a
+checkpoint and exit with status 130; a closed stdout only stops the progress
+output, never the run's files.`,
 		Example: `  trainer train                                   # embedded quickstart: MQAR, ~2 minutes on 2 cores
   trainer train --config configs/quickstart.yaml --set train.lr=1e-3 --out runs/lr1e-3
   trainer train --config configs/quickstart.yaml --set model.attention.kind=standard --set task.seq_len=128
   trainer train --resume runs/quickstart-20261123-101500   # continue an interrupted run`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("resume") && resume == "" {
+				return usageError{errors.New("--resume: give the run folder to continue, e.g. --resume runs/quickstart-20261123-101500")}
+			}
 			if resume != "" && (cfgPath != "" || out != "") {
 				return usageError{errors.New("--resume continues the run in its own folder with its own config; drop --config and --out")}
 			}
@@ -36,23 +64,21 @@ func newTrainCmd() *cobra.Command {
 			if resume != "" {
 				dir = resume
 			}
-			exp, err := loadExperiment(cfgPath, resume, sets)
+			exp, err := loadExperiment(cfgPath, resume, sets, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
 			if dir == "" {
 				dir = filepath.Join("runs", exp.Name+"-"+time.Now().Format("20060102-150405"))
 			}
-			if resume == "" {
-				if _, err := os.Stat(filepath.Join(dir, train.CheckpointFile)); err == nil {
-					return &train.BadInputError{Err: fmt.Errorf("--out %s already holds a run; continue it with --resume %s or pick another folder", dir, dir)}
-				}
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			// train.Run checks the folder (--out may not hold others' files
+			// nor a run; --resume only a run) and takes its lock.
+			ctx, stop := signal.NotifyContext(context.Background(), stopSignals()...)
 			defer stop()
-			stdout := cmd.OutOrStdout()
+			tty := cmd.OutOrStdout() == os.Stdout && train.IsTerminal(os.Stdout)
+			stdout := &dropOnError{w: cmd.OutOrStdout()}
 			fmt.Fprintf(stdout, "run %s: %s, %s attention, task %s; writing %s\n", exp.Name, exp.Model.Kind, exp.Model.Attention.Kind, exp.Task.Kind, dir)
-			sum, err := train.Run(ctx, exp, train.Options{Dir: dir, Resume: resume != "", Progress: stdout, TTY: stdout == os.Stdout && train.IsTerminal(os.Stdout)})
+			sum, err := train.Run(ctx, exp, train.Options{Dir: dir, Resume: resume != "", Progress: stdout, TTY: tty})
 			if errors.Is(err, train.ErrInterrupted) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "interrupted: checkpoint saved; continue with: trainer train --resume %s\n", dir)
 				return err
@@ -73,10 +99,43 @@ func newTrainCmd() *cobra.Command {
 	return cmd
 }
 
+// stopSignals are the signals that stop a run with a checkpoint: Ctrl-C,
+// SIGTERM (a scheduler, compare), SIGHUP (the terminal closed) and SIGPIPE
+// (stdout was a pipe whose reader quit: a write to it would otherwise kill
+// the process). SIGINT and SIGHUP that the process was started ignoring
+// (nohup, a background job of a script) stay ignored: asking for them
+// would undo that.
+func stopSignals() []os.Signal {
+	sigs := []os.Signal{syscall.SIGTERM, syscall.SIGPIPE}
+	for _, s := range []os.Signal{os.Interrupt, syscall.SIGHUP} {
+		if !signal.Ignored(s) {
+			sigs = append(sigs, s)
+		}
+	}
+	return sigs
+}
+
+// dropOnError passes writes to w until one fails (stdout closed: a pipe
+// whose reader quit, a closed terminal), then drops them: the run goes on
+// writing its files, its progress output just stops.
+type dropOnError struct {
+	w      io.Writer
+	failed bool
+}
+
+func (d *dropOnError) Write(p []byte) (int, error) {
+	if !d.failed {
+		if _, err := d.w.Write(p); err != nil {
+			d.failed = true
+		}
+	}
+	return len(p), nil
+}
+
 // loadExperiment reads the experiment of a run folder (resume), of a file
 // (cfgPath) or the embedded quickstart, applies the --set overrides and
 // validates it. Every error is a bad-input error naming the file or key.
-func loadExperiment(cfgPath, resume string, sets []string) (config.Experiment, error) {
+func loadExperiment(cfgPath, resume string, sets []string, notes io.Writer) (config.Experiment, error) {
 	var exp config.Experiment
 	var err error
 	switch {
@@ -99,15 +158,19 @@ func loadExperiment(cfgPath, resume string, sets []string) (config.Experiment, e
 	if err != nil {
 		return exp, &train.BadInputError{Err: err}
 	}
-	return finishExperiment(exp, sets)
+	return finishExperiment(exp, sets, notes)
 }
 
 // finishExperiment applies the --set overrides to exp and validates it;
 // errors are bad-input errors naming the key.
-func finishExperiment(exp config.Experiment, sets []string) (config.Experiment, error) {
+func finishExperiment(exp config.Experiment, sets []string, notes io.Writer) (config.Experiment, error) {
 	for _, s := range sets {
-		if err := exp.Set(s); err != nil {
+		note, err := exp.SetNoted(s)
+		if err != nil {
 			return exp, &train.BadInputError{Err: err}
+		}
+		if note != "" && notes != nil {
+			fmt.Fprintf(notes, "note: %s\n", note)
 		}
 	}
 	if err := exp.Validate(); err != nil {
