@@ -5,11 +5,13 @@ package graph
 import (
 	"gonum.org/v1/netlib/blas/netlib"
 	G "gorgonia.org/gorgonia"
+
+	_ "github.com/attnlab/attnlab/internal/openblas" // links -lopenblas
 )
 
 // With the openblas build tag, Gorgonia and every op here use OpenBLAS through
 // gonum's netlib bindings (cgo; Debian: apt-get install libopenblas-dev; the
-// link flag is in blas_openblas_link.go, so `go build -tags openblas` needs no
+// link flag is in package internal/openblas, so `go build -tags openblas` needs no
 // CGO_LDFLAGS). See scripts/build-openblas.sh.
 const blasName = "openblas (netlib)"
 

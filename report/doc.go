@@ -11,8 +11,8 @@
 //     and one figure per sequence length (Zoology's figure), when the grid
 //     varies d_model;
 //   - step time and peak memory against sequence length on log-log axes,
-//     with each variant's fitted power (the slope) in the legend, when the
-//     grid varies task.seq_len.
+//     with each variant's fitted power (the slope) in the label at its
+//     line's end, when the grid varies task.seq_len.
 //
 // It exists apart from package sweep so that the bookkeeping of runs does
 // not depend on plotting, and so that a report can be rebuilt from any set

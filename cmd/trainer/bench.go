@@ -190,7 +190,7 @@ Each variant and pass gets the least-squares slope of log cost against log T
 (2 = quadratic). Variants that refuse the setting (agent and latent are
 bidirectional only: run them with --causal=false) are reported as n/a with
 their reason. --out DIR writes attention-bench.json and log-log plots of time
-and of peak heap against T (PNG and SVG) with the slopes in the legends.`,
+and of peak heap against T (PNG and SVG) with the slopes in the labels at the lines' ends.`,
 		Example: `  trainer bench attention --kinds standard,flash --T 1024,2048,4096
   trainer bench attention --kinds all --causal=false --T 256,512,1024 --reps 3 --out bench-out
   trainer bench attention --kinds flash --T 4096 --mode fwd --json`,
