@@ -18,6 +18,7 @@ type progress struct {
 	last     time.Time
 	drawn    bool
 	logEvery int
+	columns  func() int // the terminal's width; nil or 0: 80
 }
 
 // IsTerminal reports whether f is a character device (a terminal).
@@ -53,7 +54,10 @@ func (p *progress) update(s progressState, logged bool) {
 		return
 	}
 	p.last = time.Now()
-	cols := terminalWidth(p.w)
+	cols := 0
+	if p.columns != nil {
+		cols = p.columns()
+	}
 	if cols <= 0 {
 		cols = 80
 	}

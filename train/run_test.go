@@ -161,3 +161,43 @@ func TestEvaluationReleasesActivations(t *testing.T) {
 		}
 	}
 }
+
+func TestIntactCheckpoint(t *testing.T) {
+	for _, c := range []struct {
+		step, first, every int
+		want               string
+	}{
+		{19, 0, 5, "the checkpoint of step 15 is intact"},
+		{3, 0, 5, "no checkpoint was written yet"},
+		{3, 0, 0, "no checkpoint was written yet"},
+		{12, 10, 0, "the checkpoint of step 10 is intact"},
+		{12, 10, 5, "the checkpoint of step 10 is intact"},
+	} {
+		if got := intactCheckpoint(c.step, c.first, c.every); got != c.want {
+			t.Errorf("intactCheckpoint(%d, %d, %d) = %q, want %q", c.step, c.first, c.every, got, c.want)
+		}
+	}
+}
+
+// On a terminal the redrawn progress line fits the width Options.Columns
+// gives, so that it never wraps.
+func TestRunProgressFitsColumns(t *testing.T) {
+	var out bytes.Buffer
+	exp := tinyExperiment(t, "train.steps=30", "train.eval_every=0")
+	if _, err := Run(context.Background(), exp, Options{Dir: t.TempDir(), Progress: &out, TTY: true, Columns: func() int { return 40 }}); err != nil {
+		t.Fatal(err)
+	}
+	drawn := 0
+	for _, seg := range strings.FieldsFunc(out.String(), func(r rune) bool { return r == '\r' || r == '\n' }) {
+		seg = strings.ReplaceAll(seg, "\x1b[K", "")
+		if strings.Contains(seg, "/30") {
+			drawn++
+			if len(seg) > 39 {
+				t.Errorf("%d characters on a 40-column terminal: %q", len(seg), seg)
+			}
+		}
+	}
+	if drawn == 0 {
+		t.Fatalf("no progress line drawn:\n%q", out.String())
+	}
+}

@@ -40,6 +40,9 @@ type Options struct {
 	Resume   bool      // continue from the checkpoint in Dir
 	Progress io.Writer // progress output; nil for none
 	TTY      bool      // Progress is a terminal: redraw one line
+	// Columns, with TTY, is the terminal's width now (it may change while
+	// the run goes), e.g. TerminalWidth(os.Stdout); nil or 0 means 80.
+	Columns func() int
 }
 
 // ErrInterrupted is returned when the context is cancelled (Ctrl-C): the
@@ -198,6 +201,7 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 
 	sched := Schedule{Kind: tr.Schedule, Peak: tr.LR, MinRatio: tr.MinLRRatio, Warmup: min(tr.WarmupSteps, tr.Steps), Total: tr.Steps}
 	prog := newProgress(o.Progress, o.TTY, tr.Steps, tr.LogEvery)
+	prog.columns = o.Columns
 	defer prog.finish()
 	if o.Resume {
 		prog.line("resuming %s at step %d/%d", o.Dir, st.Step, tr.Steps)
@@ -242,9 +246,9 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 		var nf *NonFiniteError
 		switch {
 		case errors.As(err, &nf) && nf.What == "loss":
-			return nil, fmt.Errorf("step %d: loss is %v (lr %.3g); the checkpoint of step %d is intact; try a lower train.lr or train.grad_clip", step, nf.Value, lr, lastCheckpoint(st.Step, firstStep, tr.CheckpointEvery))
+			return nil, fmt.Errorf("step %d: loss is %v (lr %.3g); %s; try a lower train.lr or train.grad_clip", step, nf.Value, lr, intactCheckpoint(st.Step, firstStep, tr.CheckpointEvery))
 		case errors.As(err, &nf):
-			return nil, fmt.Errorf("step %d: gradient norm is %v (lr %.3g); the checkpoint of step %d is intact; try a lower train.lr or train.grad_clip", step, nf.Value, lr, lastCheckpoint(st.Step, firstStep, tr.CheckpointEvery))
+			return nil, fmt.Errorf("step %d: gradient norm is %v (lr %.3g); %s; try a lower train.lr or train.grad_clip", step, nf.Value, lr, intactCheckpoint(st.Step, firstStep, tr.CheckpointEvery))
 		case err != nil:
 			return nil, fmt.Errorf("step %d: %w", step, err)
 		}
@@ -261,6 +265,15 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 		row := Row{Step: step, Loss: loss, Accuracy: acc, LR: lr, GradNorm: norm, TokensPerSec: tps, ElapsedSec: wall()}
 		prog.update(progressState{step: step, loss: loss, acc: acc, tokensPerSec: tps, lr: lr,
 			eta: perStep * time.Duration(tr.Steps-step)}, logged)
+		// The last step's checkpoint is saved before its evaluation, so
+		// that a kill during that (possibly long) evaluation loses no
+		// training: the resumed run evaluates the checkpoint and writes the
+		// summary, and metrics.jsonl then has no row for the last step.
+		if step == tr.Steps {
+			if err := save(); err != nil {
+				return nil, err
+			}
+		}
 		evalNow := (tr.EvalEvery > 0 && step%tr.EvalEvery == 0) || step == tr.Steps
 		if evalNow {
 			r, err := evaluateAfterTraining(s, evm)
@@ -279,7 +292,10 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 				return nil, err
 			}
 		}
-		if (tr.CheckpointEvery > 0 && step%tr.CheckpointEvery == 0) || step == tr.Steps {
+		// Other checkpoints follow their step's metrics row, so that a kill
+		// between the two leaves a row after the checkpoint, which the
+		// resume drops and trains again, rather than a step with no row.
+		if tr.CheckpointEvery > 0 && step%tr.CheckpointEvery == 0 && step != tr.Steps {
 			if err := save(); err != nil {
 				return nil, err
 			}
@@ -403,6 +419,17 @@ func (t *Trainer) Step(lr float64, accBatch *data.Batch) (StepResult, error) {
 	ZeroGradients(grads)
 	t.vm.Reset()
 	return r, nil
+}
+
+// intactCheckpoint says which checkpoint a failed run left: the last one
+// written at or before step (every train.checkpoint_every steps after the
+// run's first step first, which is itself a checkpoint when the run was
+// resumed), or that there is none yet.
+func intactCheckpoint(step, first, every int) string {
+	if c := lastCheckpoint(step, first, every); c > 0 {
+		return fmt.Sprintf("the checkpoint of step %d is intact", c)
+	}
+	return "no checkpoint was written yet"
 }
 
 func lastCheckpoint(step, first, every int) int {

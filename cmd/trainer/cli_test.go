@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Calls that are wrong in how the command is used exit 2 with one plain
@@ -89,5 +90,40 @@ func TestSetKindSaysWhatItDrops(t *testing.T) {
 	code, _, stderr := runCLI("info", "--set", "task.kind=copy")
 	if code != 0 || !strings.Contains(stderr, "note: task.kind=copy: dropped option kv_pairs (not options of copy)") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// The last step's checkpoint is written before the final evaluation: a run
+// killed during that evaluation resumes with all its training done, and the
+// resume evaluates and writes the summary.
+func TestKilledDuringFinalEvaluationKeepsTraining(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills a child trainer")
+	}
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", tinyConfig) // 40 steps, log_every 1
+	run := filepath.Join(dir, "run")
+	cmd := startTrainer(t, "train", "--config", good, "--out", run,
+		"--set", "train.checkpoint_every=0", "--set", "train.eval_every=0", "--set", "train.eval_examples=2000000")
+	waitForStep(t, run, 39)
+	ckpt := filepath.Join(run, "checkpoint.safetensors")
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(ckpt); err == nil {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if _, err := os.Stat(filepath.Join(run, "summary.json")); err == nil {
+		t.Fatal("the run finished its 2M-example evaluation before the kill; the test saw nothing")
+	}
+	if _, err := os.Stat(ckpt); err != nil {
+		t.Fatalf("no checkpoint during the final evaluation: %v", err)
+	}
+	code, out, stderr := runCLI("train", "--resume", run, "--set", "train.eval_examples=16")
+	if code != 0 || !strings.Contains(out, "40 steps") {
+		t.Errorf("resume: exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }
