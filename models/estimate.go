@@ -149,8 +149,7 @@ func EstimateCost(cfg config.Model, task data.Task, bytesPerElem, batch, evalBat
 	if cfg.NHeads < 1 || cfg.DModel < 1 || cfg.DModel%cfg.NHeads != 0 {
 		return Estimate{}, fmt.Errorf("model.d_model (%d) is not divisible by model.n_heads (%d)", cfg.DModel, cfg.NHeads)
 	}
-	pos := Position(cfg)
-	spec := layers.Spec{DModel: cfg.DModel, Heads: cfg.NHeads, NLayers: cfg.NLayers, Causal: cfg.Kind == "decoder", Pos: pos}
+	spec := attentionSpec(cfg, task)
 	attn, err := layers.NewAttention(cfg.Attention, spec)
 	if err != nil {
 		return Estimate{}, err

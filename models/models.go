@@ -67,9 +67,8 @@ func BuildRecording(cfg config.Model, task data.Task, store *graph.Store, batch 
 	if cfg.DModel%cfg.NHeads != 0 {
 		return nil, fmt.Errorf("model.d_model (%d) is not divisible by model.n_heads (%d)", cfg.DModel, cfg.NHeads)
 	}
-	pos := Position(cfg)
-	attn, err := layers.NewAttention(cfg.Attention, layers.Spec{DModel: cfg.DModel, Heads: cfg.NHeads, NLayers: cfg.NLayers,
-		Causal: cfg.Kind == "decoder", Pos: pos})
+	aspec := attentionSpec(cfg, task)
+	attn, err := layers.NewAttention(cfg.Attention, aspec)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +82,7 @@ func BuildRecording(cfg config.Model, task data.Task, store *graph.Store, batch 
 	}
 
 	m.Inputs = b.Input("inputs", sh.Rows())
-	if p, ok := task.(interface{ Pads() bool }); ok && p.Pads() {
+	if aspec.Padded {
 		m.KeyMask = b.Input("key_mask", sh.Rows())
 	}
 	emb, err := root.Param("embed.tokens", []int{task.Vocab(), cfg.DModel}, graph.Normal(layers.EmbedStd))
@@ -94,7 +93,7 @@ func BuildRecording(cfg config.Model, task data.Task, store *graph.Store, batch 
 	if err != nil {
 		return nil, err
 	}
-	if x, err = layers.AddPositions(root.Sub("embed"), pos, x, sh); err != nil {
+	if x, err = layers.AddPositions(root.Sub("embed"), aspec.Pos, x, sh); err != nil {
 		return nil, err
 	}
 	ctx := layers.Context{Shape: sh, Causal: cfg.Kind == "decoder", KeyMask: m.KeyMask, Maps: maps}
@@ -165,4 +164,14 @@ func (m *Model) Feed(bt *data.Batch) error {
 		return graph.SetValues(m.KeyMask, bt.KeyMask)
 	}
 	return nil
+}
+
+// attentionSpec is the attention factory's spec for cfg on task: sizes,
+// direction (decoders are causal), whether batches carry a key-padding mask
+// (tasks that pad), and the position scheme. The variant's declared support
+// is checked against it (layers.NewAttention).
+func attentionSpec(cfg config.Model, task data.Task) layers.Spec {
+	p, ok := task.(interface{ Pads() bool })
+	return layers.Spec{DModel: cfg.DModel, Heads: cfg.NHeads, NLayers: cfg.NLayers,
+		Causal: cfg.Kind == "decoder", Padded: ok && p.Pads(), Pos: Position(cfg)}
 }

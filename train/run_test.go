@@ -14,6 +14,7 @@ import (
 	"github.com/attnlab/attnlab/config"
 	"github.com/attnlab/attnlab/configs"
 	"github.com/attnlab/attnlab/data"
+	"github.com/attnlab/attnlab/layers"
 )
 
 // tinyExperiment is the quickstart shrunk to run in well under a second.
@@ -199,5 +200,35 @@ func TestRunProgressFitsColumns(t *testing.T) {
 	}
 	if drawn == 0 {
 		t.Fatalf("no progress line drawn:\n%q", out.String())
+	}
+}
+
+// A variant that does not declare key padding is refused for a task that
+// pads, from its declaration: the model builder passes whether the task
+// pads. (Every shipped variant handles padding; this one exists only here.)
+func init() {
+	layers.Register("test_nopadding", "standard attention declared without padding support (train tests only)",
+		layers.Support{Causal: true, Bidirectional: true, Positions: []string{"learned", "sinusoidal", "none"},
+			Why: layers.Refusals{Padding: "it is a test variant declared without padding", Positions: "a test variant"}},
+		nil, func(s layers.Spec) (layers.Attention, error) {
+			return layers.NewAttention(config.Component{Kind: "standard"}, s)
+		})
+}
+
+func TestBuildPassesPaddingToTheDeclaration(t *testing.T) {
+	text, err := configs.FS.ReadFile("majority.yaml") // an encoder task with a key mask
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, err := config.Parse("majority.yaml", text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := exp.Set("model.attention.kind=test_nopadding"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Build(exp)
+	if err == nil || !strings.Contains(err.Error(), "declared without padding") {
+		t.Errorf("Build of a padded task with a variant without padding: %v", err)
 	}
 }
