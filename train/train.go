@@ -40,6 +40,10 @@ type Options struct {
 	Resume   bool      // continue from the checkpoint in Dir
 	Progress io.Writer // progress output; nil for none
 	TTY      bool      // Progress is a terminal: redraw one line
+	// Banner, if not empty, is printed to Progress (as a line) once the
+	// run folder's checks have passed, so that a refused run prints only
+	// its error.
+	Banner string
 	// Columns, with TTY, is the terminal's width now (it may change while
 	// the run goes), e.g. TerminalWidth(os.Stdout); nil or 0 means 80.
 	Columns func() int
@@ -160,6 +164,9 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 		return nil, err
 	}
 	defer rf.close()
+	if o.Banner != "" && o.Progress != nil {
+		fmt.Fprintln(o.Progress, o.Banner)
+	}
 	ckptPath := filepath.Join(o.Dir, CheckpointFile)
 
 	tr := exp.Train

@@ -127,3 +127,18 @@ func TestKilledDuringFinalEvaluationKeepsTraining(t *testing.T) {
 		t.Errorf("resume: exit %d, stdout %q, stderr %q", code, out, stderr)
 	}
 }
+
+// A refused run prints its error and nothing else: the "run ...; writing"
+// line comes only once the folder's checks have passed.
+func TestRefusedRunPrintsOnlyItsError(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", tinyConfig)
+	run := filepath.Join(dir, "run")
+	if code, out, e := runCLI("train", "--config", good, "--out", run, "--set", "train.steps=2", "--set", "train.warmup_steps=1"); code != 0 || !strings.HasPrefix(out, "run tiny:") {
+		t.Fatalf("setup run: exit %d, stdout %q, stderr %s", code, out, e)
+	}
+	code, out, stderr := runCLI("train", "--resume", run, "--set", "seed=9")
+	if code != 2 || out != "" || !strings.Contains(stderr, "seed (3 -> 9) differs") {
+		t.Errorf("exit %d, stdout %q, stderr %q: want exit 2, nothing on stdout", code, out, stderr)
+	}
+}

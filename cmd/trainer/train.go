@@ -77,8 +77,8 @@ output, never the run's files.`,
 			defer stop()
 			tty := cmd.OutOrStdout() == os.Stdout && train.IsTerminal(os.Stdout)
 			stdout := &dropOnError{w: cmd.OutOrStdout()}
-			fmt.Fprintf(stdout, "run %s: %s, %s attention, task %s; writing %s\n", exp.Name, exp.Model.Kind, exp.Model.Attention.Kind, exp.Task.Kind, dir)
-			sum, err := train.Run(ctx, exp, train.Options{Dir: dir, Resume: resume != "", Progress: stdout, TTY: tty,
+			banner := fmt.Sprintf("run %s: %s, %s attention, task %s; writing %s", exp.Name, exp.Model.Kind, exp.Model.Attention.Kind, exp.Task.Kind, dir)
+			sum, err := train.Run(ctx, exp, train.Options{Dir: dir, Resume: resume != "", Progress: stdout, TTY: tty, Banner: banner,
 				Columns: func() int { return train.TerminalWidth(os.Stdout) }})
 			if errors.Is(err, train.ErrInterrupted) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "interrupted: checkpoint saved; continue with: trainer train --resume %s\n", dir)
