@@ -88,6 +88,28 @@ func forwardLayer(t *testing.T, c config.Component, st CheckSetting, seed uint64
 // forwardLayerDtype is forwardLayer in dtype dt.
 func forwardLayerDtype(t *testing.T, dt tensor.Dtype, c config.Component, st CheckSetting, seed uint64, x, mask []float64) ([]float64, map[string][]float64) {
 	t.Helper()
+	f := newLayerFixture(t, dt, c, st, seed, x, mask)
+	m := G.NewTapeMachine(f.g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	return graph.Float64s(f.out.Value()), f.params
+}
+
+// layerFixture is one attention layer built for a test: variant c in
+// setting st (its direction; padded when mask is not nil) in dtype dt, on
+// the input x [Batch*SeqLen, DModel], with every parameter filled uniformly
+// in +-0.5 from an rng seeded by (seed, its name), so that variants sharing
+// parameter names get identical weights.
+type layerFixture struct {
+	g      *G.ExprGraph
+	x, out *G.Node
+	params map[string][]float64 // by name without the "attn." scope, as float64
+}
+
+func newLayerFixture(t *testing.T, dt tensor.Dtype, c config.Component, st CheckSetting, seed uint64, x, mask []float64) layerFixture {
+	t.Helper()
 	st.Padded = mask != nil
 	store, err := graph.NewStore(dt, seed)
 	if err != nil {
@@ -100,7 +122,7 @@ func forwardLayerDtype(t *testing.T, dt tensor.Dtype, c config.Component, st Che
 	if err := graph.SetValues(xn, x); err != nil {
 		t.Fatal(err)
 	}
-	ctx := Context{Shape: sh}
+	ctx := Context{Shape: sh, Causal: st.Causal}
 	if mask != nil {
 		ctx.KeyMask = b.Input("key_mask", sh.Rows())
 		if err := graph.SetValues(ctx.KeyMask, mask); err != nil {
@@ -133,12 +155,7 @@ func forwardLayerDtype(t *testing.T, dt tensor.Dtype, c config.Component, st Che
 		}
 		params[strings.TrimPrefix(p.Name, "attn.")] = d
 	}
-	m := G.NewTapeMachine(g)
-	defer m.Close()
-	if err := m.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	return graph.Float64s(out.Value()), params
+	return layerFixture{g: g, x: xn, out: out, params: params}
 }
 
 // paddingMask is 1 at every position of sequence 0, at the first half of

@@ -1,10 +1,8 @@
 package layers
 
 import (
-	"hash/fnv"
 	"math"
 	"math/rand/v2"
-	"strings"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -537,46 +535,13 @@ type refRun struct {
 }
 
 // runRef builds variant c in setting st (causal and key mask as given) in
-// float64, fills every parameter uniformly in +-0.5 from an rng seeded by
-// (seed, its name), and runs forward and backward on x.
+// float64 (newLayerFixture), and runs forward and backward on x.
 func runRef(t *testing.T, c config.Component, st CheckSetting, seed uint64, x, mask, r []float64) refRun {
 	t.Helper()
-	store, err := graph.NewStore(tensor.Float64, seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := G.NewGraph()
-	b := store.Bind(g)
+	f := newLayerFixture(t, tensor.Float64, c, st, seed, x, mask)
 	sh := Shape{Batch: st.Batch, SeqLen: st.SeqLen, DModel: st.DModel}
-	xn := graph.Variable(g, "x", tensor.New(tensor.WithShape(sh.Rows(), sh.DModel), tensor.WithBacking(append([]float64(nil), x...))))
-	ctx := Context{Shape: sh, Causal: st.Causal}
-	if mask != nil {
-		ctx.KeyMask = b.Input("key_mask", sh.Rows())
-		if err := graph.SetValues(ctx.KeyMask, mask); err != nil {
-			t.Fatal(err)
-		}
-	}
-	a, err := NewAttention(c, st.spec())
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := a.Forward(NewScope(b).Sub("attn"), xn, ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := params{}
-	for _, sp := range store.Params() {
-		h := fnv.New64a()
-		h.Write([]byte(sp.Name))
-		prng := rand.New(rand.NewPCG(seed, h.Sum64()))
-		d := sp.Value.Data().([]float64)
-		for i := range d {
-			d[i] = prng.Float64() - 0.5
-		}
-		p[strings.TrimPrefix(sp.Name, "attn.")] = append([]float64(nil), d...)
-	}
-	rn := graph.Variable(g, "r", tensor.New(tensor.WithShape(sh.Rows(), sh.DModel), tensor.WithBacking(append([]float64(nil), r...))))
-	prod, err := G.HadamardProd(out, rn)
+	rn := graph.Variable(f.g, "r", tensor.New(tensor.WithShape(sh.Rows(), sh.DModel), tensor.WithBacking(append([]float64(nil), r...))))
+	prod, err := G.HadamardProd(f.out, rn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,19 +549,19 @@ func runRef(t *testing.T, c config.Component, st CheckSetting, seed uint64, x, m
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := G.Grad(loss, xn); err != nil {
+	if _, err := G.Grad(loss, f.x); err != nil {
 		t.Fatal(err)
 	}
-	m := G.NewTapeMachine(g, G.BindDualValues(xn))
+	m := G.NewTapeMachine(f.g, G.BindDualValues(f.x))
 	defer m.Close()
 	if err := m.RunAll(); err != nil {
 		t.Fatal(err)
 	}
-	dx, err := xn.Grad()
+	dx, err := f.x.Grad()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return refRun{out: graph.Float64s(out.Value()), dx: graph.Float64s(dx), p: p}
+	return refRun{out: graph.Float64s(f.out.Value()), dx: graph.Float64s(dx), p: f.params}
 }
 
 // refGrad is the gradient of sum(f(x) * r) by the five-point central
