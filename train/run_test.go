@@ -232,3 +232,19 @@ func TestBuildPassesPaddingToTheDeclaration(t *testing.T) {
 		t.Errorf("Build of a padded task with a variant without padding: %v", err)
 	}
 }
+
+// The final weights are evaluated once: by the loop at the last step, or,
+// when the loop ran no step (a finished run resumed), after it.
+func TestFinalEvaluationRunsOnce(t *testing.T) {
+	dir := t.TempDir()
+	exp := tinyExperiment(t) // 6 steps, eval_every 3
+	for _, resume := range []bool{false, true} {
+		var log bytes.Buffer
+		if _, err := Run(context.Background(), exp, Options{Dir: dir, Resume: resume, Progress: &log}); err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(log.String(), "eval step 6:"); n != 1 {
+			t.Errorf("resume %v: the last step evaluated %d times:\n%s", resume, n, log.String())
+		}
+	}
+}

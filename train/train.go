@@ -319,6 +319,7 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 			return nil, err
 		}
 		final = &r
+		prog.line("eval step %d: loss %.4f accuracy %.4f (%d held-out examples)", st.Step, r.loss, r.acc, tr.EvalExamples)
 	}
 	// The training figures cover the run's last steps whichever process ran
 	// them (runStats travels in the checkpoint).
