@@ -50,6 +50,7 @@ import (
 	"math/bits"
 	"os"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -91,6 +92,33 @@ const metadataKey = "__metadata__"
 // next to nothing next to reading it.
 const ChecksumKey = "data_crc32c"
 
+// MetadataChecksumKey is the metadata key under which Encode records the
+// CRC-32C of the other metadata entries (sorted by key, each key and value
+// preceded by its length as a uvarint; both checksum keys left out), which
+// Decode verifies when present: a checkpoint's step or optimizer step lives
+// there, and one flipped bit in it must not load silently either.
+const MetadataChecksumKey = "metadata_crc32c"
+
+// metadataChecksum is the CRC-32C of metadata's entries as
+// MetadataChecksumKey describes.
+func metadataChecksum(metadata map[string]string) uint32 {
+	keys := make([]string, 0, len(metadata))
+	for k := range metadata {
+		if k != ChecksumKey && k != MetadataChecksumKey {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var b []byte
+	for _, k := range keys {
+		b = binary.AppendUvarint(b, uint64(len(k)))
+		b = append(b, k...)
+		b = binary.AppendUvarint(b, uint64(len(metadata[k])))
+		b = append(b, metadata[k]...)
+	}
+	return crc32.Checksum(b, castagnoli)
+}
+
 // castagnoli is the CRC-32C table.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -111,6 +139,10 @@ type Tensor struct {
 type File struct {
 	Tensors  []Tensor
 	Metadata map[string]string
+	// Checksummed reports that the file carried both checksums (data and
+	// metadata) and they matched; a file without them (an older writer,
+	// Python's) loads with Checksummed false.
+	Checksummed bool
 }
 
 // Get returns the tensor called name.
@@ -169,8 +201,10 @@ func dataInfo(data any) (dtype, int, error) {
 // Data must have exactly as many elements as its Shape describes, and
 // metadata must not hold ChecksumKey itself.
 func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
-	if _, ok := metadata[ChecksumKey]; ok {
-		return fmt.Errorf("metadata key %q is reserved: Encode writes the checksum itself", ChecksumKey)
+	for _, k := range []string{ChecksumKey, MetadataChecksumKey} {
+		if _, ok := metadata[k]; ok {
+			return fmt.Errorf("metadata key %q is reserved: Encode writes the checksum itself", k)
+		}
 	}
 	// The header, written first, holds the checksum of the data after it:
 	// one pass over the data to checksum it, another to write it.
@@ -184,6 +218,7 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 		meta[k] = v
 	}
 	meta[ChecksumKey] = fmt.Sprintf("%08x", sum.Sum32())
+	meta[MetadataChecksumKey] = fmt.Sprintf("%08x", metadataChecksum(metadata))
 	header, err := encodeHeader(tensors, meta)
 	if err != nil {
 		return err
@@ -431,12 +466,15 @@ func Decode(data []byte) (*File, error) {
 	if err := verifyChecksum(metadata, body); err != nil {
 		return nil, err
 	}
+	_, hasData := metadata[ChecksumKey]
+	_, hasMeta := metadata[MetadataChecksumKey]
 	delete(metadata, ChecksumKey)
+	delete(metadata, MetadataChecksumKey)
 	if len(metadata) == 0 {
 		metadata = nil
 	}
 
-	f := &File{Tensors: make([]Tensor, len(entries)), Metadata: metadata}
+	f := &File{Tensors: make([]Tensor, len(entries)), Metadata: metadata, Checksummed: hasData && hasMeta}
 	for i, e := range entries {
 		f.Tensors[i] = Tensor{Name: e.name, Shape: e.shape, Data: decodeData(e.dt, e.count, body[e.begin:e.end])}
 	}
@@ -447,6 +485,9 @@ func Decode(data []byte) (*File, error) {
 // metadata records under ChecksumKey. A file without one (written before
 // checksums, or by another writer such as Python's) passes.
 func verifyChecksum(metadata map[string]string, body []byte) error {
+	if err := verifyMetadataChecksum(metadata); err != nil {
+		return err
+	}
 	want, ok := metadata[ChecksumKey]
 	if !ok {
 		return nil
@@ -457,6 +498,23 @@ func verifyChecksum(metadata map[string]string, body []byte) error {
 	}
 	if got := crc32.Checksum(body, castagnoli); got != uint32(w) {
 		return fmt.Errorf("data checksum mismatch (file corrupt); the header records CRC-32C %08x, the %d data bytes give %08x", w, len(body), got)
+	}
+	return nil
+}
+
+// verifyMetadataChecksum checks the metadata entries against the checksum
+// recorded under MetadataChecksumKey, when there is one.
+func verifyMetadataChecksum(metadata map[string]string) error {
+	want, ok := metadata[MetadataChecksumKey]
+	if !ok {
+		return nil
+	}
+	w, err := strconv.ParseUint(want, 16, 32)
+	if err != nil || len(want) != 8 {
+		return fmt.Errorf("invalid header: metadata %s is %q, want 8 hex digits", MetadataChecksumKey, want)
+	}
+	if got := metadataChecksum(metadata); got != uint32(w) {
+		return fmt.Errorf("metadata checksum mismatch (file corrupt); the header records CRC-32C %08x, the metadata gives %08x", w, got)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -205,11 +206,23 @@ func TestHeaderIsValidAlignedJSON(t *testing.T) {
 		if err := json.Unmarshal(header, &h); err != nil {
 			t.Fatal(err)
 		}
-		// The metadata, plus the checksum of the data section.
+		// The metadata, plus the checksums of the data section and of the
+		// metadata (its entries sorted, each key and value after its length).
 		wantMeta := map[string]string{ChecksumKey: fmt.Sprintf("%08x", crc32.Checksum(data[8+n:], crc32.MakeTable(crc32.Castagnoli)))}
+		keys := []string{}
 		for k, v := range meta {
 			wantMeta[k] = v
+			keys = append(keys, k)
 		}
+		sort.Strings(keys)
+		var canon []byte
+		for _, k := range keys {
+			canon = append(canon, byte(len(k)))
+			canon = append(canon, k...)
+			canon = append(canon, byte(len(meta[k])))
+			canon = append(canon, meta[k]...)
+		}
+		wantMeta[MetadataChecksumKey] = fmt.Sprintf("%08x", crc32.Checksum(canon, crc32.MakeTable(crc32.Castagnoli)))
 		var gotMeta map[string]string
 		if err := json.Unmarshal(h["__metadata__"], &gotMeta); err != nil || !sameMetadata(gotMeta, wantMeta) {
 			t.Errorf("__metadata__ = %s (%v), want %v", h["__metadata__"], err, wantMeta)
@@ -302,7 +315,7 @@ func TestDecodeHandBuilt(t *testing.T) {
 	// And Encode produces exactly the canonical form of the first header,
 	// with the CRC-32C of the data in the metadata.
 	sum := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
-	header := `{"__metadata__":{"data_crc32c":"` + fmt.Sprintf("%08x", sum) + `"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I64","shape":[],"data_offsets":[8,16]},"c":{"dtype":"F64","shape":[1,2],"data_offsets":[16,32]}}`
+	header := `{"__metadata__":{"data_crc32c":"` + fmt.Sprintf("%08x", sum) + `","metadata_crc32c":"00000000"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I64","shape":[],"data_offsets":[8,16]},"c":{"dtype":"F64","shape":[1,2],"data_offsets":[16,32]}}`
 	for (8+len(header))%8 != 0 {
 		header += " "
 	}
@@ -795,5 +808,32 @@ func TestReadFileChecksHeaderLengthFirst(t *testing.T) {
 	}
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
 		t.Errorf("ReadFile allocated %d bytes to refuse the file", alloc)
+	}
+}
+
+// One flipped bit anywhere in a metadata value (a checkpoint's step, say)
+// is refused like one in the data; a file written by Encode reports that it
+// was checksummed, one without the checksums (another writer's) loads and
+// says it was not.
+func TestMetadataChecksum(t *testing.T) {
+	var buf bytes.Buffer
+	meta := map[string]string{"step": "20", "optim_step": "20"}
+	if err := Encode(&buf, []Tensor{{Name: "w", Shape: []int{2}, Data: []float32{1, 2}}}, meta); err != nil {
+		t.Fatal(err)
+	}
+	good := buf.Bytes()
+	f, err := Decode(good)
+	if err != nil || !f.Checksummed || !sameMetadata(f.Metadata, meta) {
+		t.Fatalf("Decode of Encode's file: %v, checksummed %v, metadata %v", err, f != nil && f.Checksummed, f)
+	}
+	i := bytes.Index(good, []byte(`"optim_step":"20"`)) + len(`"optim_step":"`)
+	bad := bytes.Clone(good)
+	bad[i] ^= 1 // "20" -> "30"
+	if _, err := Decode(bad); err == nil || !strings.Contains(err.Error(), "metadata checksum mismatch") {
+		t.Errorf("a flipped bit in a metadata value: err = %v", err)
+	}
+	plain := build(`{"__metadata__":{"step":"1"},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, []byte{0, 0, 128, 63})
+	if f, err := Decode(plain); err != nil || f.Checksummed {
+		t.Errorf("a file without checksums: err %v, checksummed %v", err, f != nil && f.Checksummed)
 	}
 }

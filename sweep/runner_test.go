@@ -223,7 +223,7 @@ func writeLock(t *testing.T, rd, host string, pid int, age time.Duration) string
 		t.Fatal(err)
 	}
 	p := filepath.Join(rd, LockFile)
-	b, _ := json.Marshal(runlock.Info{Host: host, PID: pid, Start: time.Now().Add(-age).UTC().Format(time.RFC3339Nano)})
+	b, _ := json.Marshal(runlock.Info{Host: host, PID: pid, Start: time.Now().Add(-age).UTC().Format(time.RFC3339Nano), PIDNamespace: runlock.PIDNamespace()})
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -26,12 +26,17 @@ const CheckpointFile = "checkpoint.safetensors"
 // time, and for a task that reads text its tokenizer (data.Tokenizer.Spec:
 // sampling needs no corpus, and a run whose corpus has changed is caught).
 // One file, so a kill at any moment leaves either the old checkpoint
-// or the new one, never a mixture. The safetensors writer also records a
-// CRC-32C of the data section in the metadata, which every load here
-// (resume, eval, sample, attnmap: all read through readCheckpoint) verifies,
-// so a corrupt file is a bad-input error naming it rather than weights that
-// train on silently; a checkpoint written before checksums loads unchecked.
-const checkpointFormat = "attnlab-checkpoint-1"
+// or the new one, never a mixture. The safetensors writer also records
+// CRC-32Cs of the data section and of the other metadata, which every load
+// here (resume, eval, sample, attnmap: all read through readCheckpoint)
+// verifies, so a corrupt file is a bad-input error naming it rather than
+// weights (or a step) that train on silently. Format 2 must carry both
+// checksums (a flipped bit in a checksum's key must not turn the check off);
+// format 1, written before checksums, loads unchecked.
+const (
+	checkpointFormat   = "attnlab-checkpoint-2"
+	checkpointFormatV1 = "attnlab-checkpoint-1" // before checksums
+)
 
 type checkpointState struct {
 	Step        int
@@ -98,7 +103,13 @@ func restoreCheckpoint(f *safetensors.File, path string, store *graph.Store, opt
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...))
 	}
-	if f.Metadata["format"] != checkpointFormat {
+	switch f.Metadata["format"] {
+	case checkpointFormat:
+		if !f.Checksummed {
+			return st, bad("the checksums are missing from the metadata (file corrupt)")
+		}
+	case checkpointFormatV1:
+	default:
 		return st, bad("not an attnlab checkpoint (metadata format %q)", f.Metadata["format"])
 	}
 	if st.Step, err = strconv.Atoi(f.Metadata["step"]); err != nil || st.Step < 0 {

@@ -78,6 +78,15 @@ func TestCheckpointChecksum(t *testing.T) {
 	}{
 		{"unmodified", file, ""},
 		{"one bit flipped in a weight", flipped, CheckpointFile + ": data checksum mismatch (file corrupt); "},
+		{"one bit flipped in the optimizer step", flipBit(t, file, `"optim_step":"7"`, len(`"optim_step":"`), 0x01), CheckpointFile + ": metadata checksum mismatch (file corrupt)"},
+		// A flip in the data checksum's key makes it ordinary metadata, which
+		// the metadata checksum covers; a flip in the metadata checksum's key
+		// turns that check off in the safetensors reader, and the checkpoint
+		// format, which requires both, refuses the file.
+		{"data checksum key flipped", flipBit(t, flipped, `"data_crc32c"`, len(`"data_crc32`), 0x01), CheckpointFile + ": metadata checksum mismatch"},
+		{"metadata checksum key and the optimizer step flipped",
+			flipBit(t, flipBit(t, file, `"optim_step":"7"`, len(`"optim_step":"`), 0x01), `"metadata_crc32c"`, len(`"metadata_crc32`), 0x01),
+			CheckpointFile + ": the checksums are missing"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,4 +126,17 @@ func TestCheckpointChecksum(t *testing.T) {
 			}
 		})
 	}
+}
+
+// flipBit returns a copy of file with bit mask flipped in the byte at offset
+// off of the first occurrence of what.
+func flipBit(t *testing.T, file []byte, what string, off int, mask byte) []byte {
+	t.Helper()
+	i := strings.Index(string(file), what)
+	if i < 0 {
+		t.Fatalf("no %s in the file", what)
+	}
+	out := slices.Clone(file)
+	out[i+off] ^= mask
+	return out
 }

@@ -19,6 +19,15 @@
 // child, and the child's Acquire, finding the lock it was handed, rewrites it
 // to name itself. A kill of the parent then leaves a lock naming the live
 // child, and no restarted parent can take the folder while the child writes.
+// When the child is done it hands the lock back (rewrites the parent's
+// content) rather than removing it, so that the parent, which may write the
+// folder after its child (a failure record), still holds it; the parent's
+// Release removes it.
+//
+// "Its process is gone" is decided only for a lock taken in this process's
+// own PID namespace on this host: containers that share a host name (host
+// networking) number their processes separately, so a pid there says nothing
+// here, and such a lock goes stale only by its lease.
 package runlock
 
 import (
@@ -55,6 +64,9 @@ type Info struct {
 	Host  string `json:"host"`
 	PID   int    `json:"pid"`
 	Start string `json:"start"` // when the holder took it, RFC 3339 with nanoseconds
+	// PIDNamespace identifies the holder's PID namespace (Linux:
+	// /proc/self/ns/pid, e.g. "pid:[4026531836]"); empty where unknown.
+	PIDNamespace string `json:"pid_ns,omitempty"`
 }
 
 // LockedError is a folder whose lock another process holds.
@@ -75,11 +87,12 @@ var heldLocks sync.Map
 
 // Lock is a lock this process holds.
 type Lock struct {
-	path    string
-	content []byte
-	stop    chan struct{}
-	done    chan struct{}
-	once    sync.Once
+	path     string
+	content  []byte
+	handBack []byte // the parent's content, when the lock was handed over
+	stop     chan struct{}
+	done     chan struct{}
+	once     sync.Once
 }
 
 // Hostname is the host name locks record ("unknown-host" if there is none).
@@ -99,7 +112,7 @@ func Acquire(dir string, logf func(string, ...any)) (*Lock, error) {
 		logf = func(string, ...any) {}
 	}
 	p := filepath.Join(dir, FileName)
-	content, err := json.Marshal(Info{Host: Hostname(), PID: os.Getpid(), Start: time.Now().UTC().Format(time.RFC3339Nano)})
+	content, err := json.Marshal(Info{Host: Hostname(), PID: os.Getpid(), Start: time.Now().UTC().Format(time.RFC3339Nano), PIDNamespace: pidNamespace()})
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +141,9 @@ func Acquire(dir string, logf func(string, ...any)) (*Lock, error) {
 			if err := atomicfile.WriteBytes(p, content, 0o644); err != nil {
 				return nil, fmt.Errorf("lock: take over from the parent process: %w", err)
 			}
-			return hold(p, content), nil
+			l := hold(p, content)
+			l.handBack = raw
+			return l, nil
 		}
 		why := staleness(p, info, age)
 		if why == "" {
@@ -236,7 +251,7 @@ func staleness(p string, info Info, age time.Duration) string {
 	if age > Lease {
 		return fmt.Sprintf("not refreshed for %s", age.Round(time.Second))
 	}
-	if info.Host == Hostname() && info.PID > 0 {
+	if info.Host == Hostname() && info.PID > 0 && info.PIDNamespace == pidNamespace() {
 		if _, mine := heldLocks.Load(p); !mine && info.PID != os.Getpid() && !processAlive(info.PID) {
 			return "its process is gone"
 		}
@@ -285,8 +300,18 @@ func (l *Lock) release() error {
 	if !bytes.Equal(b, l.content) {
 		return nil
 	}
+	if l.handBack != nil { // the parent still holds it: give it back
+		if err := atomicfile.WriteBytes(l.path, l.handBack, 0o644); err != nil {
+			return fmt.Errorf("unlock: hand back to the parent process: %w", err)
+		}
+		return nil
+	}
 	if err := os.Remove(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("unlock: %w", err)
 	}
 	return nil
 }
+
+// PIDNamespace is this process's PID namespace as locks record it
+// (Info.PIDNamespace).
+func PIDNamespace() string { return pidNamespace() }

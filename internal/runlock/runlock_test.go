@@ -83,8 +83,11 @@ func TestAcquire(t *testing.T) {
 	}{
 		{"other host, fresh", Info{Host: "other.example", PID: 4242}, time.Minute, true, ""},
 		{"other host, past the lease", Info{Host: "other.example", PID: 4242}, Lease + time.Minute, false, "took over the stale lock of other.example pid 4242 (not refreshed for"},
-		{"this host, process gone", Info{Host: Hostname(), PID: gone}, 0, false, fmt.Sprintf("took over the stale lock of %s pid %d (its process is gone)", Hostname(), gone)},
-		{"this host, process alive", Info{Host: Hostname(), PID: os.Getppid()}, 0, true, ""},
+		{"this host, process gone", Info{Host: Hostname(), PID: gone, PIDNamespace: pidNamespace()}, 0, false, fmt.Sprintf("took over the stale lock of %s pid %d (its process is gone)", Hostname(), gone)},
+		{"this host, process alive", Info{Host: Hostname(), PID: os.Getppid(), PIDNamespace: pidNamespace()}, 0, true, ""},
+		// Another PID namespace (a container sharing the host name): its
+		// pid means nothing here, so only the lease makes it stale.
+		{"this host, other pid namespace", Info{Host: Hostname(), PID: gone, PIDNamespace: "pid:[1]"}, 0, true, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -146,7 +149,7 @@ func TestZombieHolderIsGone(t *testing.T) {
 		t.Errorf("a zombie counts as alive")
 	}
 	dir := t.TempDir()
-	writeLock(t, dir, Info{Host: Hostname(), PID: pid}, 0)
+	writeLock(t, dir, Info{Host: Hostname(), PID: pid, PIDNamespace: pidNamespace()}, 0)
 	l, err := Acquire(dir, nil)
 	if err != nil {
 		t.Fatalf("the lock of a zombie: %v", err)
@@ -155,7 +158,8 @@ func TestZombieHolderIsGone(t *testing.T) {
 }
 
 // A lock handed to a child names the child while it holds it; a child not
-// handed it is refused; the parent's Release then leaves the child's lock.
+// handed it is refused; done, the child hands the lock back to the parent, whose
+// Release removes it.
 func TestHandOver(t *testing.T) {
 	dir := t.TempDir()
 	l, err := Acquire(dir, nil)
@@ -181,11 +185,19 @@ func TestHandOver(t *testing.T) {
 		t.Fatalf("a second taker got the child's lock")
 	}
 	end()
-	if _, _, err := Read(dir); err == nil {
-		t.Errorf("the child left its lock")
+	// Done, the child hands the lock back: the parent, which may still
+	// write the folder, holds it until its own Release.
+	if info, _, err := Read(dir); err != nil || info.PID != os.Getpid() {
+		t.Errorf("after the child: lock %+v %v, want it to name the parent %d again", info, err, os.Getpid())
+	}
+	if _, err := Acquire(dir, nil); err == nil {
+		t.Errorf("a second taker got the lock between the child and the parent")
 	}
 	if err := l.Release(); err != nil {
 		t.Fatal(err)
+	}
+	if _, _, err := Read(dir); err == nil {
+		t.Errorf("the parent's Release left the lock")
 	}
 }
 
