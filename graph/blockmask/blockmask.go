@@ -1,0 +1,207 @@
+// Package blockmask describes which keys each query of an attention may see,
+// as a value the attention cores consume, in the spirit of PyTorch
+// FlexAttention's BlockMask: the query and key positions are cut into tiles
+// of Block positions, and for every query tile the mask lists the key tiles
+// that are fully visible (every element: no predicate is evaluated there)
+// and those that are partially visible (the element predicate Visible
+// decides inside them); every other tile is skipped. The same lists
+// transposed (for every key tile, the query tiles that see it) drive a
+// backward pass that walks key tiles to accumulate dK and dV without
+// atomics.
+//
+// Builders classify tiles arithmetically (a causal band is arithmetic), in
+// time O(number of listed tiles), never by evaluating the predicate at
+// every element, and the metadata is O(listed tiles) ints. A dense core
+// given the same predicate is the oracle for every pattern.
+//
+// Key padding is not part of a Mask: it differs per batch and per step, so
+// the cores apply it (an input of the op) on top of the static pattern.
+package blockmask
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Kind says how much of a (query tile, key tile) pair is visible.
+type Kind uint8
+
+const (
+	None    Kind = iota // no element visible: the tile is skipped
+	Partial             // some elements: Visible decides each
+	Full                // every element visible
+)
+
+// Mask is a block-sparse attention pattern over Q query and K key
+// positions in tiles of Block positions (the last tile of each side may be
+// shorter).
+type Mask struct {
+	Q, K, Block int
+	// Visible is the element predicate: may query q see key k? It must be
+	// true everywhere in Full tiles and false everywhere outside listed
+	// tiles; cores evaluate it only in Partial tiles.
+	Visible func(q, k int) bool
+
+	// Per query tile qt: the key tiles rows[qt] (ascending), with their
+	// kinds, as CSR: rowStart[qt]..rowStart[qt+1] index rowTiles/rowKinds.
+	rowStart []int32
+	rowTiles []int32
+	rowKinds []Kind
+	// The transpose: per key tile, the query tiles that see it.
+	colStart []int32
+	colTiles []int32
+	colKinds []Kind
+}
+
+// Classifier says how visible the tile pair (query tile qt, key tile kt)
+// is; Tiles calls it only for the key tiles a builder proposes.
+type Classifier func(qt, kt int) Kind
+
+// New builds a mask from a classifier: for each query tile, candidates(qt)
+// lists the key tiles that may be visible (ascending, no repeats) and
+// classify decides each; tiles classified None are left out. It panics on
+// sizes below 1 or candidates out of range: builders are code, not input.
+func New(q, k, block int, visible func(q, k int) bool, candidates func(qt int) []int, classify Classifier) *Mask {
+	if q < 1 || k < 1 || block < 1 {
+		panic(fmt.Sprintf("blockmask: sizes Q %d, K %d, block %d must be at least 1", q, k, block))
+	}
+	m := &Mask{Q: q, K: k, Block: block, Visible: visible}
+	nq, nk := m.QueryTiles(), m.KeyTiles()
+	m.rowStart = make([]int32, nq+1)
+	colCount := make([]int32, nk+1)
+	for qt := 0; qt < nq; qt++ {
+		prev := -1
+		for _, kt := range candidates(qt) {
+			if kt < 0 || kt >= nk || kt <= prev {
+				panic(fmt.Sprintf("blockmask: query tile %d: candidate key tiles must ascend within [0, %d), got %d after %d", qt, nk, kt, prev))
+			}
+			prev = kt
+			kind := classify(qt, kt)
+			if kind == None {
+				continue
+			}
+			m.rowTiles = append(m.rowTiles, int32(kt))
+			m.rowKinds = append(m.rowKinds, kind)
+			colCount[kt+1]++
+		}
+		m.rowStart[qt+1] = int32(len(m.rowTiles))
+	}
+	// Transpose by counting sort: query tiles come out ascending per key tile.
+	for kt := 0; kt < nk; kt++ {
+		colCount[kt+1] += colCount[kt]
+	}
+	m.colStart = slices.Clone(colCount)
+	m.colTiles = make([]int32, len(m.rowTiles))
+	m.colKinds = make([]Kind, len(m.rowTiles))
+	next := slices.Clone(colCount[:nk])
+	for qt := 0; qt < nq; qt++ {
+		for i := m.rowStart[qt]; i < m.rowStart[qt+1]; i++ {
+			kt := m.rowTiles[i]
+			m.colTiles[next[kt]] = int32(qt)
+			m.colKinds[next[kt]] = m.rowKinds[i]
+			next[kt]++
+		}
+	}
+	return m
+}
+
+// QueryTiles and KeyTiles are the numbers of tiles on each side.
+func (m *Mask) QueryTiles() int { return (m.Q + m.Block - 1) / m.Block }
+
+// KeyTiles is the number of key tiles.
+func (m *Mask) KeyTiles() int { return (m.K + m.Block - 1) / m.Block }
+
+// Row returns the key tiles query tile qt visits and their kinds (shared
+// slices: do not modify).
+func (m *Mask) Row(qt int) ([]int32, []Kind) {
+	a, b := m.rowStart[qt], m.rowStart[qt+1]
+	return m.rowTiles[a:b], m.rowKinds[a:b]
+}
+
+// Col returns the query tiles that visit key tile kt and their kinds.
+func (m *Mask) Col(kt int) ([]int32, []Kind) {
+	a, b := m.colStart[kt], m.colStart[kt+1]
+	return m.colTiles[a:b], m.colKinds[a:b]
+}
+
+// Tiles is the number of listed (visited) tile pairs; VisitedFraction is
+// it over all tile pairs, the share of a dense core's work a tiled core does.
+func (m *Mask) Tiles() int { return len(m.rowTiles) }
+
+// VisitedFraction is Tiles over QueryTiles x KeyTiles.
+func (m *Mask) VisitedFraction() float64 {
+	return float64(m.Tiles()) / float64(m.QueryTiles()*m.KeyTiles())
+}
+
+// span is the positions [lo, hi) of tile t of block positions on a side of
+// n positions.
+func span(t, block, n int) (lo, hi int) { return t * block, min((t+1)*block, n) }
+
+// Dense is the full pattern: every query sees every key.
+func Dense(q, k, block int) *Mask {
+	return New(q, k, block, func(int, int) bool { return true }, allTiles((k+block-1)/block), func(int, int) Kind { return Full })
+}
+
+// Causal lets query i see keys j <= i (Q == K, one sequence).
+func Causal(t, block int) *Mask {
+	return New(t, t, block, func(q, k int) bool { return k <= q },
+		func(qt int) []int { return seq(0, qt+1) },
+		func(qt, kt int) Kind {
+			if q0, q1 := span(qt, block, t); kt < qt || q1-q0 == 1 {
+				return Full
+			}
+			return Partial // the diagonal tile
+		})
+}
+
+// SlidingWindow lets query i see keys i-window..i when causal, |i-j| <=
+// window otherwise (Q == K).
+func SlidingWindow(t, block, window int, causal bool) *Mask {
+	if window < 0 {
+		panic("blockmask: negative window")
+	}
+	visible := func(q, k int) bool { return k <= q && q-k <= window || !causal && k > q && k-q <= window }
+	lo := func(q int) int { return max(q-window, 0) }
+	hi := func(q int) int { // the last visible key of query q
+		if causal {
+			return q
+		}
+		return min(q+window, t-1)
+	}
+	return New(t, t, block, visible,
+		func(qt int) []int {
+			q0, q1 := span(qt, block, t)
+			return seq(lo(q0)/block, hi(q1-1)/block+1)
+		},
+		func(qt, kt int) Kind {
+			q0, q1 := span(qt, block, t)
+			k0, k1 := span(kt, block, t)
+			// Query q sees the interval [lo(q), hi(q)], whose ends do not
+			// decrease with q: no query of the tile sees the key tile if the
+			// last query's interval ends before it or the first's starts
+			// after it; every query sees all of it if the last query's
+			// interval starts at or before k0 and the first's ends at or
+			// after k1-1.
+			switch {
+			case hi(q1-1) < k0 || lo(q0) > k1-1:
+				return None
+			case lo(q1-1) <= k0 && hi(q0) >= k1-1:
+				return Full
+			}
+			return Partial
+		})
+}
+
+func allTiles(n int) func(int) []int {
+	all := seq(0, n)
+	return func(int) []int { return all }
+}
+
+// seq is lo, lo+1, ..., hi-1.
+func seq(lo, hi int) []int {
+	s := make([]int, 0, max(hi-lo, 0))
+	for i := lo; i < hi; i++ {
+		s = append(s, i)
+	}
+	return s
+}
