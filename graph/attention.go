@@ -98,20 +98,53 @@ func (s AttentionShape) Validate() error {
 // D_i = dO_i . O_i, is dV = P^T dO, dS = P * (dO V^T - D), dQ = scale dS K,
 // dK = scale dS^T Q.
 func Attention(q, k, v, keyMask *G.Node, s AttentionShape) (*G.Node, error) {
+	out, _, err := denseAttention(q, k, v, keyMask, s, nil)
+	return out, err
+}
+
+// DenseAttention is Attention restricted to a pattern (nil: none): every
+// score is computed, and those the pattern's predicates hide (evaluated at
+// each element, never through the tile lists) get zero weight, on top of
+// the causal and padding masks. It is the oracle TiledAttention is tested
+// against for every pattern; O(T^2 d) time and O(T^2) memory per head in
+// flight, whatever the pattern.
+func DenseAttention(q, k, v, keyMask *G.Node, s AttentionShape, p *Pattern) (*G.Node, error) {
+	out, _, err := denseAttention(q, k, v, keyMask, s, p)
+	return out, err
+}
+
+// DenseAttentionLSE is DenseAttention that also returns each query's
+// logsumexp, [Batch*Heads, QLen] (-Inf for a query that sees no key), as
+// TiledAttentionLSE does.
+func DenseAttentionLSE(q, k, v, keyMask *G.Node, s AttentionShape, p *Pattern) (out, lse *G.Node, err error) {
+	return denseAttention(q, k, v, keyMask, s, p)
+}
+
+func denseAttention(q, k, v, keyMask *G.Node, s AttentionShape, p *Pattern) (out, lse *G.Node, err error) {
 	if err := s.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if p != nil {
+		if err := p.check(s); err != nil {
+			return nil, nil, err
+		}
 	}
 	masked := keyMask != nil
 	name := fmt.Sprintf("Attention(%+v,scale=%g,masked=%t)", s, s.scale(), masked)
+	if p != nil {
+		name = fmt.Sprintf("Attention(%+v,scale=%g,masked=%t,pattern=%s)", s, s.scale(), masked, opID(p.id()))
+	}
 	children := G.Nodes{q, k, v}
-	typ := fnType(2, 2, 2, 2)
+	typ := fnType(2, 2, 2, 1)
 	diff := []bool{true, true, true}
 	if masked {
 		children = append(children, keyMask)
-		typ = fnType(2, 2, 2, 1, 2)
+		typ = fnType(2, 2, 2, 1, 1)
 		diff = append(diff, false)
 	}
-	return apply(&op{
+	nOut := s.Batch * s.QLen * s.Heads * s.VDim()
+	nLSE := s.Batch * s.Heads * s.QLen
+	packed, err := apply(&op{
 		name:  name,
 		arity: len(children),
 		typ:   typ,
@@ -119,18 +152,20 @@ func Attention(q, k, v, keyMask *G.Node, s AttentionShape) (*G.Node, error) {
 			if err := s.checkShapes(in); err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
-			return tensor.Shape{s.Batch * s.QLen, s.Heads * s.VDim()}, nil
+			return tensor.Shape{nOut + nLSE}, nil
 		},
 		do: func(in []G.Value) (G.Value, error) {
 			f32, err := checkDtype(name, in...)
 			if err != nil {
 				return nil, err
 			}
-			out := newTensor(in[0].Dtype(), s.Batch*s.QLen, s.Heads*s.VDim())
+			out := newTensor(in[0].Dtype(), nOut+nLSE)
 			if f32 {
-				attentionForward(s, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in, 3), data[float32](out))
+				d := data[float32](out)
+				attentionForward(s, p, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in, 3), d[:nOut], d[nOut:])
 			} else {
-				attentionForward(s, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in, 3), data[float64](out))
+				d := data[float64](out)
+				attentionForward(s, p, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in, 3), d[:nOut], d[nOut:])
 			}
 			return out, nil
 		},
@@ -138,13 +173,23 @@ func Attention(q, k, v, keyMask *G.Node, s AttentionShape) (*G.Node, error) {
 		symDiff: func(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
 			args := append(G.Nodes{}, in...)
 			args = append(args, out, grad)
-			packed, err := apply(attentionGradOp(s, masked), args...)
+			packedGrad, err := apply(attentionGradOp(s, p, name, masked, nOut), args...)
 			if err != nil {
 				return nil, err
 			}
-			return s.unpackGrads(packed, masked)
+			return s.unpackGrads(packedGrad, masked)
 		},
 	}, children...)
+	if err != nil {
+		return nil, nil, err
+	}
+	if out, err = Slice(packed, 0, s.Batch*s.QLen, s.Heads*s.VDim()); err != nil {
+		return nil, nil, err
+	}
+	if lse, err = Slice(packed, nOut, s.Batch*s.Heads, s.QLen); err != nil {
+		return nil, nil, err
+	}
+	return out, lse, nil
 }
 
 // gradSizes are the element counts of dq, dk and dv.
@@ -195,19 +240,17 @@ func maskData[T Float](in []G.Value, i int) []T {
 	return data[T](in[i])
 }
 
-// attentionGradOp maps (q, k, v, [mask,] out, dOut) to dq, dk and dv packed
-// one after the other in a flat vector.
-func attentionGradOp(s AttentionShape, masked bool) *op {
-	name := fmt.Sprintf("AttentionGrad(%+v,scale=%g,masked=%t)", s, s.scale(), masked)
-	typ := fnType(2, 2, 2, 2, 2, 1)
-	if masked {
-		typ = fnType(2, 2, 2, 1, 2, 2, 1)
-	}
-	nq, nk, nv := s.gradSizes()
+// attentionGradOp maps (q, k, v, [mask,] packed O|L, d(packed O|L)) to
+// dq, dk and dv packed one after the other in a flat vector.
+func attentionGradOp(s AttentionShape, p *Pattern, fwdName string, masked bool, nOut int) *op {
+	name := "Grad" + fwdName
+	typ := fnType(2, 2, 2, 1, 1, 1)
 	arity := 5
 	if masked {
+		typ = fnType(2, 2, 2, 1, 1, 1, 1)
 		arity = 6
 	}
+	nq, nk, nv := s.gradSizes()
 	return &op{
 		name:  name,
 		arity: arity,
@@ -219,15 +262,15 @@ func attentionGradOp(s AttentionShape, masked bool) *op {
 				return nil, err
 			}
 			out := newTensor(in[0].Dtype(), nq+nk+nv)
-			o, do := in[arity-2], in[arity-1]
+			pk, dpk := in[arity-2], in[arity-1]
 			if f32 {
-				d := data[float32](out)
-				attentionBackward(s, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in[:arity-2], 3),
-					data[float32](o), data[float32](do), d[:nq], d[nq:nq+nk], d[nq+nk:])
+				d, o, do := data[float32](out), data[float32](pk), data[float32](dpk)
+				attentionBackward(s, p, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in[:arity-2], 3),
+					o[:nOut], do[:nOut], do[nOut:], d[:nq], d[nq:nq+nk], d[nq+nk:])
 			} else {
-				d := data[float64](out)
-				attentionBackward(s, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in[:arity-2], 3),
-					data[float64](o), data[float64](do), d[:nq], d[nq:nq+nk], d[nq+nk:])
+				d, o, do := data[float64](out), data[float64](pk), data[float64](dpk)
+				attentionBackward(s, p, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in[:arity-2], 3),
+					o[:nOut], do[:nOut], do[nOut:], d[:nq], d[nq:nq+nk], d[nq+nk:])
 			}
 			return out, nil
 		},
@@ -284,9 +327,10 @@ func (s AttentionShape) visibleKeys(rows int) int {
 }
 
 // probabilities fills p [QLen, KLen] with the attention weights of sequence b
-// and query head h. Scores the causal mask hides are not computed (see
+// and query head h under pattern pat (nil: none), and lse, if not nil, with
+// each row's logsumexp. Scores the causal mask hides are not computed (see
 // denseCausalBlock); the masking below sets every such entry.
-func probabilities[T Float](s AttentionShape, slopes []float64, q, k, mask []T, b, h int, p []T) {
+func probabilities[T Float](s AttentionShape, slopes []float64, pat *Pattern, q, k, mask []T, b, h int, p, lse []T) {
 	dq, dk := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
 	kh := h / (s.Heads / s.KVHeads)
 	qOff := b*s.QLen*dq + h*s.HeadDim
@@ -299,7 +343,12 @@ func probabilities[T Float](s AttentionShape, slopes []float64, q, k, mask []T, 
 	if slopes != nil {
 		slope = slopes[h]
 	}
-	if s.Causal && slope == 0 && mask == nil {
+	setLSE := func(i int, v float64) {
+		if lse != nil {
+			lse[i] = T(v)
+		}
+	}
+	if s.Causal && slope == 0 && mask == nil && pat == nil {
 		// Only the keys up to the query's position take part: the softmax
 		// runs over that prefix and the rest of the row is 0, with no
 		// masking pass and no exponentials of -Inf.
@@ -314,31 +363,55 @@ func probabilities[T Float](s AttentionShape, slopes []float64, q, k, mask []T, 
 			for j := n; j < padded; j++ {
 				row[j] = inf
 			}
-			softmaxRow(row[:padded])
+			setLSE(i, softmaxRow(row[:padded]))
 			clear(row[padded:])
 		}
 		return
 	}
 	maskTile(s, slope, mask, b, 0, s.QLen, 0, s.KLen, p, s.KLen)
+	if pat != nil {
+		hidePattern(s, pat, h, p)
+	}
 	for i := 0; i < s.QLen; i++ {
-		softmaxRow(p[i*s.KLen : (i+1)*s.KLen])
+		setLSE(i, softmaxRow(p[i*s.KLen:(i+1)*s.KLen]))
 	}
 }
 
-// softmaxRow replaces row by its softmax; -Inf entries get weight 0, and a
-// row of only -Inf becomes zeros. A NaN entry makes the whole row NaN. For
+// hidePattern sets to -Inf every score of p [QLen, KLen] (head h) that the
+// pattern hides: query and key not in one stream, or the stream's mask
+// predicate false. It evaluates the predicate at every element.
+func hidePattern[T Float](s AttentionShape, pat *Pattern, h int, p []T) {
+	qs, qi := pat.positionIndex(h, s.QLen)
+	ks, ki := pat.positionIndex(h, s.KLen)
+	streams := pat.Streams(h)
+	inf := T(math.Inf(-1))
+	for i := 0; i < s.QLen; i++ {
+		row := p[i*s.KLen : (i+1)*s.KLen]
+		for j := range row {
+			if qs[i] < 0 || qs[i] != ks[j] || !streams[qs[i]].Mask.Visible(qi[i], ki[j]) {
+				row[j] = inf
+			}
+		}
+	}
+}
+
+// softmaxRow replaces row by its softmax and returns the row's logsumexp;
+// -Inf entries get weight 0, and a row of only -Inf becomes zeros (and
+// logsumexp -Inf). A NaN entry makes the whole row NaN. For
 // float32 the maximum and the exponentials are computed in float32 (rowMax,
 // expShiftSum), the sum in float64.
-func softmaxRow[T Float](row []T) {
+func softmaxRow[T Float](row []T) float64 {
 	mx := rowMax(row, math.Inf(-1))
 	if math.IsInf(mx, -1) {
 		clear(row)
-		return
+		return mx
 	}
-	scaleRow(row, T(1/expShiftSum(row, mx)))
+	sum := expShiftSum(row, mx)
+	scaleRow(row, T(1/sum))
+	return mx + math.Log(sum)
 }
 
-func attentionForward[T Float](s AttentionShape, q, k, v, mask, out []T) {
+func attentionForward[T Float](s AttentionShape, pat *Pattern, q, k, v, mask, out, lse []T) {
 	dv := s.VDim()
 	ov, kv := s.Heads*dv, s.KVHeads*dv
 	slopes := s.slopes()
@@ -347,7 +420,7 @@ func attentionForward[T Float](s AttentionShape, q, k, v, mask, out []T) {
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/s.Heads, bh%s.Heads
 			kh := h / (s.Heads / s.KVHeads)
-			probabilities(s, slopes, q, k, mask, b, h, p)
+			probabilities(s, slopes, pat, q, k, mask, b, h, p, lse[bh*s.QLen:(bh+1)*s.QLen])
 			for i0 := 0; i0 < s.QLen; i0 += denseCausalBlock {
 				ni := min(denseCausalBlock, s.QLen-i0)
 				gemm(false, false, ni, dv, s.visibleKeys(i0+ni), 1, p[i0*s.KLen:], s.KLen, v[b*s.KLen*kv+kh*dv:], kv,
@@ -357,7 +430,7 @@ func attentionForward[T Float](s AttentionShape, q, k, v, mask, out []T) {
 	})
 }
 
-func attentionBackward[T Float](s AttentionShape, q, k, v, mask, o, do, dqOut, dkOut, dvOut []T) {
+func attentionBackward[T Float](s AttentionShape, pat *Pattern, q, k, v, mask, o, do, dlse, dqOut, dkOut, dvOut []T) {
 	dq, dk := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
 	dv := s.VDim()
 	ov, kv := s.Heads*dv, s.KVHeads*dv
@@ -376,7 +449,8 @@ func attentionBackward[T Float](s AttentionShape, q, k, v, mask, o, do, dqOut, d
 			for h := kh * group; h < (kh+1)*group; h++ {
 				qOff := b*s.QLen*dq + h*s.HeadDim
 				oOff := b*s.QLen*ov + h*dv
-				probabilities(s, slopes, q, k, mask, b, h, p)
+				probabilities(s, slopes, pat, q, k, mask, b, h, p, nil)
+				rowDL := dlse[(b*s.Heads+h)*s.QLen : (b*s.Heads+h+1)*s.QLen]
 				for i0 := 0; i0 < s.QLen; i0 += denseCausalBlock {
 					ni := min(denseCausalBlock, s.QLen-i0)
 					nk := s.visibleKeys(i0 + ni)
@@ -386,9 +460,9 @@ func attentionBackward[T Float](s AttentionShape, q, k, v, mask, o, do, dqOut, d
 					gemm(true, false, nk, dv, ni, 1, pb, s.KLen, do[ob:], ov, 1, dvOut[vOff:], kv)
 					// dP = dO V^T
 					gemm(false, true, ni, nk, dv, 1, do[ob:], ov, v[vOff:], kv, 0, dpb, s.KLen)
-					// dS = P * (dP - D), D_i = dO_i . O_i
+					// dS = P * (dP - D), D_i = dO_i . O_i - dL_i
 					for r := 0; r < ni; r++ {
-						d := dot(o[ob+r*ov:ob+r*ov+dv], do[ob+r*ov:ob+r*ov+dv])
+						d := dot(o[ob+r*ov:ob+r*ov+dv], do[ob+r*ov:ob+r*ov+dv]) - rowDL[i0+r]
 						pr, dpr := pb[r*s.KLen:r*s.KLen+nk], dpb[r*s.KLen:r*s.KLen+nk]
 						for j := range pr {
 							dpr[j] = pr[j] * (dpr[j] - d)

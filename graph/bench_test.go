@@ -156,26 +156,24 @@ func BenchmarkFlash(b *testing.B) {
 		q, k, v := rnd(nq), rnd(nk), rnd(nv)
 		nOut := s.Batch * s.QLen * s.Heads * s.VDim()
 		out, lse := make([]float32, nOut), make([]float32, s.Batch*s.Heads*s.QLen)
-		do := rnd(nOut)
+		do, dlse := rnd(nOut), make([]float32, s.Batch*s.Heads*s.QLen)
+		pat := (*Pattern)(nil).withCausal(s, DefaultFlashBlock)
 		// Causal: half of the T x T scores, QK^T and PV (forward), and
 		// recomputed QK^T plus four products (backward).
 		pairs := float64(T) * float64(T) / 2 * float64(s.Heads)
 		b.Run(fmt.Sprintf("forward/T=%d", T), func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				flashForward(s, DefaultFlashBlock, q, k, v, nil, out, lse)
+				tiledForward(s, pat, q, k, v, nil, out, lse)
 			}
 			b.ReportMetric(2*2*pairs*float64(s.HeadDim)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
-		flashForward(s, DefaultFlashBlock, q, k, v, nil, out, lse)
+		tiledForward(s, pat, q, k, v, nil, out, lse)
 		dq, dk, dv := make([]float32, nq), make([]float32, nk), make([]float32, nv)
 		b.Run(fmt.Sprintf("backward/T=%d", T), func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				clear(dq)
-				clear(dk)
-				clear(dv)
-				flashBackward(s, DefaultFlashBlock, q, k, v, nil, out, lse, do, dq, dk, dv)
+				tiledBackward(s, pat, q, k, v, nil, out, lse, do, dlse, dq, dk, dv)
 			}
 			b.ReportMetric(5*2*pairs*float64(s.HeadDim)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})

@@ -212,7 +212,7 @@ func TestAttentionWeightsLargeScores(t *testing.T) {
 	s := AttentionShape{Batch: 2, QLen: 5, KLen: 5, Heads: 2, KVHeads: 1, HeadDim: 4, Causal: true}
 	q, k, v, _ := largeScoreInputs(rng, s, 1e4)
 	g := G.NewGraph()
-	w, err := AttentionWeights(Variable(g, "q", q), Variable(g, "k", k), nil, s)
+	w, err := AttentionWeights(Variable(g, "q", q), Variable(g, "k", k), nil, s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

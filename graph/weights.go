@@ -12,19 +12,25 @@ import (
 // P [Batch*Heads*QLen, KLen], row (b*Heads + h)*QLen + i holding
 // softmax(scale * q_{b,i,h} . k_{b,j,kv(h)} + mask + ALiBi) over keys j, with
 // the same scale, causal mask, key-padding mask, ALiBi slopes and GQA
-// grouping as the cores (it shares their code: maskTile, softmaxRow).
+// grouping as the cores, under pattern p (nil: none) as DenseAttention
+// applies it (it shares their code: maskTile, hidePattern, softmaxRow).
 // Masked keys get weight 0, and a query that sees no key gets a row of
 // zeros, so that P V is exactly the cores' output.
 //
 // It exists to inspect a model (trainer attnmap) and is never part of a
 // training graph: it materializes every QLen x KLen map, and it has no
 // gradient (the node is not differentiable).
-func AttentionWeights(q, k, keyMask *G.Node, s AttentionShape) (*G.Node, error) {
+func AttentionWeights(q, k, keyMask *G.Node, s AttentionShape, p *Pattern) (*G.Node, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
+	if p != nil {
+		if err := p.check(s); err != nil {
+			return nil, err
+		}
+	}
 	masked := keyMask != nil
-	name := fmt.Sprintf("AttentionWeights(%+v,scale=%g,masked=%t)", s, s.scale(), masked)
+	name := fmt.Sprintf("AttentionWeights(%+v,scale=%g,masked=%t,pattern=%s)", s, s.scale(), masked, opID(p.id()))
 	children := G.Nodes{q, k}
 	typ := fnType(2, 2, 2)
 	if masked {
@@ -53,21 +59,21 @@ func AttentionWeights(q, k, keyMask *G.Node, s AttentionShape) (*G.Node, error) 
 			}
 			out := newTensor(in[0].Dtype(), s.Batch*s.Heads*s.QLen, s.KLen)
 			if f32 {
-				attentionWeights(s, data[float32](in[0]), data[float32](in[1]), maskData[float32](in, 2), data[float32](out))
+				attentionWeights(s, p, data[float32](in[0]), data[float32](in[1]), maskData[float32](in, 2), data[float32](out))
 			} else {
-				attentionWeights(s, data[float64](in[0]), data[float64](in[1]), maskData[float64](in, 2), data[float64](out))
+				attentionWeights(s, p, data[float64](in[0]), data[float64](in[1]), maskData[float64](in, 2), data[float64](out))
 			}
 			return out, nil
 		},
 	}, children...)
 }
 
-func attentionWeights[T Float](s AttentionShape, q, k, mask, out []T) {
+func attentionWeights[T Float](s AttentionShape, pat *Pattern, q, k, mask, out []T) {
 	slopes := s.slopes()
 	n := s.QLen * s.KLen
 	parallelFor(s.Batch*s.Heads, n*s.HeadDim, func(lo, hi int) {
 		for bh := lo; bh < hi; bh++ {
-			probabilities(s, slopes, q, k, mask, bh/s.Heads, bh%s.Heads, out[bh*n:(bh+1)*n])
+			probabilities(s, slopes, pat, q, k, mask, bh/s.Heads, bh%s.Heads, out[bh*n:(bh+1)*n], nil)
 		}
 	})
 }

@@ -25,7 +25,7 @@ func TestAttentionWeightsTimesValuesIsTheCore(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w, err := AttentionWeights(q, k, m, s)
+			w, err := AttentionWeights(q, k, m, s, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,12 +89,12 @@ func TestAttentionWeightsShapeErrors(t *testing.T) {
 	s := AttentionShape{Batch: 1, QLen: 3, KLen: 3, Heads: 2, KVHeads: 2, HeadDim: 2}
 	q := Variable(g, "q", RandomTensor(testRNG(t), 1, 3, 4))
 	k := Variable(g, "k", RandomTensor(testRNG(t), 1, 3, 2)) // one head's worth, not two
-	if _, err := AttentionWeights(q, k, nil, s); err == nil {
+	if _, err := AttentionWeights(q, k, nil, s, nil); err == nil {
 		t.Error("mismatched key shape accepted")
 	}
 	bad := s
 	bad.KVHeads = 3
-	if _, err := AttentionWeights(q, q, nil, bad); err == nil {
+	if _, err := AttentionWeights(q, q, nil, bad, nil); err == nil {
 		t.Error("3 kv heads for 2 query heads accepted")
 	}
 }

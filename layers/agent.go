@@ -110,25 +110,20 @@ func (a *Agent) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 			return nil, err
 		}
 	}
-	agg := graph.AttentionShape{Batch: c.Batch, QLen: a.agents, KLen: c.SeqLen, Heads: h, KVHeads: h, HeadDim: dh}
-	va, err := graph.FlashAttention(aq, k, v, c.KeyMask, agg, a.spec.FlashBlock())
-	if err != nil {
-		return nil, err
-	}
 	agentMask, err := segmentMask(c.KeyMask, c.Batch, c.SeqLen, a.agents)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.RecordMap(MapSpec{Label: "agents<-keys", Note: "aggregation: each agent (mean of a segment's queries) reads the keys",
-		Q: aq, K: k, KeyMask: c.KeyMask, Shape: agg, Rows: AxisAgent, RowMask: agentMask}); err != nil {
+	heads := Heads{Heads: h, HeadDim: dh}
+	va, _, err := c.Attend(aq, k, v, CoreSpec{Heads: heads,
+		Shape: graph.AttentionShape{Batch: c.Batch, QLen: a.agents, KLen: c.SeqLen}, KeyMask: c.KeyMask,
+		Map: MapSpec{Label: "agents<-keys", Note: "aggregation: each agent (mean of a segment's queries) reads the keys", Rows: AxisAgent, RowMask: agentMask}})
+	if err != nil {
 		return nil, err
 	}
-	bc := graph.AttentionShape{Batch: c.Batch, QLen: c.SeqLen, KLen: a.agents, Heads: h, KVHeads: h, HeadDim: dh}
-	if _, err := c.RecordMap(MapSpec{Label: "queries<-agents", Note: "broadcast: each query reads the agents",
-		Q: qRot, K: ak, KeyMask: agentMask, Shape: bc, Cols: AxisAgent}); err != nil {
-		return nil, err
-	}
-	o, err := graph.FlashAttention(qRot, ak, va, agentMask, bc, a.spec.FlashBlock())
+	o, _, err := c.Attend(qRot, ak, va, CoreSpec{Heads: heads,
+		Shape: graph.AttentionShape{Batch: c.Batch, QLen: c.SeqLen, KLen: a.agents}, KeyMask: agentMask,
+		Map: MapSpec{Label: "queries<-agents", Note: "broadcast: each query reads the agents", Cols: AxisAgent}})
 	if err != nil {
 		return nil, err
 	}

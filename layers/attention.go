@@ -8,24 +8,24 @@ import (
 	G "gorgonia.org/gorgonia"
 
 	"github.com/attnlab/attnlab/config"
-	"github.com/attnlab/attnlab/graph"
 )
 
 // Attention is one attention layer: it maps x [Batch*SeqLen, DModel] to the
 // same shape, mixing information across the positions of each sequence.
 //
+// Attention cores: a variant runs every softmax attention it computes
+// through Context.Attend (or SelfAttention, which applies the position
+// scheme first), giving the heads and, for a sparse variant, its pattern;
+// the context picks the core (dense or tiled) and the tile size and
+// records the attention map. No variant names a kernel or a tile.
+//
 // Attention maps: when c.Maps is not nil (trainer attnmap; never in
-// training), Forward must record, with c.RecordMap, the weights of every
-// attention core it runs, labelled when there is more than one (agent:
-// "agents<-keys" and "queries<-agents"; gpa: "p1", "p2" and their
-// combination). SelfAttention records for its callers; a variant that calls
-// graph.Attention, graph.FlashAttention or a core of its own directly
-// passes RecordMap the same queries, keys, key mask and AttentionShape it
-// passes the core (graph.AttentionWeights then rebuilds the core's softmax,
-// so a sparse variant that adds a mask to AttentionShape and maskTile gets
-// its pattern drawn for free), or the weights node itself
-// (MapSpec.Weights) when they are not a softmax of Q K^T, as in linear or
-// low-rank attention. With c.Maps nil RecordMap adds nothing, so the
+// training), Forward must record the weights of every attention core it
+// runs, labelled when there is more than one (agent: "agents<-keys" and
+// "queries<-agents"; gpa: "p1", "p2" and their combination). Attend records
+// for its callers, pattern included; a variant whose weights are not a
+// softmax of Q K^T (linear or low-rank attention) records them itself with
+// c.RecordMap and MapSpec.Weights. With c.Maps nil nothing is added, so the
 // training graph is unchanged. TestEveryVariantRecordsMaps fails for a
 // registered variant that records no map.
 type Attention interface {
@@ -46,6 +46,11 @@ type Context struct {
 	// Maps, if not nil, collects the layer's attention maps (see
 	// Attention); nil when training.
 	Maps *MapRecorder
+	// Tile, when not 0, is the tile size of every tiled core of the layer
+	// (Attend): gradient checks set it small so that their short sequences
+	// span several tiles. 0 is the variant's configured tile or
+	// graph.DefaultFlashBlock.
+	Tile int
 
 	mapLabel, mapNote string // what SelfAttention labels its map (WithMapLabel)
 }
@@ -62,11 +67,6 @@ type Spec struct {
 	// refuses it for a variant that does not declare Padding.
 	Padded  bool
 	Options config.Values
-
-	// flashBlock, when not 0, is the tile size of every flash core of the
-	// layer (flash's block option included): the gradient checks set it
-	// small so that their short sequences span several tiles.
-	flashBlock int
 }
 
 // KVCache is implemented by variants that can decode with a key/value
@@ -78,15 +78,6 @@ type KVCache interface {
 
 // HeadDim is DModel / Heads.
 func (s Spec) HeadDim() int { return s.DModel / s.Heads }
-
-// FlashBlock is the tile size for the layer's flash cores:
-// graph.DefaultFlashBlock unless a gradient check set a smaller one.
-func (s Spec) FlashBlock() int {
-	if s.flashBlock > 0 {
-		return s.flashBlock
-	}
-	return graph.DefaultFlashBlock
-}
 
 // Factory builds an attention layer from a spec; it reports impossible
 // combinations of sizes and options as errors naming the option.

@@ -1,6 +1,8 @@
 package layers
 
 import (
+	"fmt"
+
 	G "gorgonia.org/gorgonia"
 
 	"github.com/attnlab/attnlab/graph"
@@ -14,35 +16,112 @@ type Heads struct {
 	HeadDim, ValueDim int
 }
 
-// SelfAttention runs an attention core over q [Rows, Heads*HeadDim] and k,
-// v of the same positions, with the context's causal and padding masks and
-// the position scheme's part inside attention: queries and keys rotated
-// (rope, partial_rope, xpos) or scores biased (alibi). block 0 selects the
-// dense core (graph.Attention, T x T scores per head); otherwise
-// graph.FlashAttention with block x block tiles. With c.Maps set it records
-// the core's map, labelled as c.WithMapLabel says (default "attention").
-func SelfAttention(q, k, v *G.Node, c Context, pos Position, h Heads, block int) (*G.Node, error) {
-	kvHeads := h.KVHeads
+// PatternFunc builds a variant's visibility pattern for sequences of t
+// positions in tiles of tile positions (the tile the context picked); the
+// context composes it with the causal and padding masks.
+type PatternFunc func(t, tile int) (*graph.Pattern, error)
+
+// CoreSpec is what a variant asks of the context for one attention core
+// call (Context.Attend): the heads, the pattern, and how the call's map is
+// labelled. It names no kernel and no tile size: the context picks them.
+type CoreSpec struct {
+	Heads
+	// Pattern, if not nil, restricts which keys each query sees (sparse
+	// variants); nil is every key.
+	Pattern PatternFunc
+	// Materialize asks for the dense core, which computes every T x T
+	// score per head: standard attention's baseline, and the oracle the
+	// tiled core is tested against. Otherwise the tiled core visits only
+	// the tiles the pattern lists, in O(T) memory.
+	Materialize bool
+	// Block is a tile size the variant was configured with (flash's
+	// block option); 0 is graph.DefaultFlashBlock. Context.Tile overrides
+	// it.
+	Block int
+	// ALiBi biases the scores by distance (the position scheme's part in
+	// attention; SelfAttention sets it).
+	ALiBi bool
+	// Shape, when its QLen is not 0, is the core's shape for attention
+	// that is not among the layer's own positions (agent and latent
+	// attention read other tokens): it then gives the lengths and the
+	// causal flag, and KeyMask is the key mask (nil: none). Otherwise the
+	// core is self-attention over the context's positions with its causal
+	// and padding masks.
+	Shape   graph.AttentionShape
+	KeyMask *G.Node
+	// Map is how the call's attention map is recorded (label, note, axes,
+	// row mask); Attend fills in the queries, keys, masks, shape and
+	// pattern.
+	Map MapSpec
+}
+
+// Attend runs one attention core over q [Rows, Heads*HeadDim] and k, v
+// (already projected and, where the position scheme rotates them,
+// rotated): it builds the variant's pattern for the context's tile, picks
+// the core (the dense one when Materialize is set, the tiled one
+// otherwise) and records the call's map when c.Maps is set. lse is each
+// query's logsumexp [Batch*Heads, QLen], for variants that merge several
+// calls (graph.MergeAttention).
+func (c Context) Attend(q, k, v *G.Node, cs CoreSpec) (out, lse *G.Node, err error) {
+	kvHeads := cs.KVHeads
 	if kvHeads == 0 {
-		kvHeads = h.Heads
+		kvHeads = cs.Heads.Heads
+	}
+	s, keyMask := cs.Shape, cs.KeyMask
+	if s.QLen == 0 {
+		s = graph.AttentionShape{Batch: c.Batch, QLen: c.SeqLen, KLen: c.SeqLen, Causal: c.Causal}
+		keyMask = c.KeyMask
+	}
+	s.Heads, s.KVHeads, s.HeadDim, s.ValueDim, s.ALiBi = cs.Heads.Heads, kvHeads, cs.HeadDim, cs.ValueDim, cs.ALiBi
+	tile := c.Tile
+	if tile == 0 {
+		tile = cs.Block
+	}
+	if tile == 0 {
+		tile = graph.DefaultFlashBlock
+	}
+	var p, mapPattern *graph.Pattern
+	if cs.Pattern != nil {
+		if s.QLen != s.KLen {
+			return nil, nil, fmt.Errorf("attention pattern over %d queries and %d keys: patterns are for self-attention", s.QLen, s.KLen)
+		}
+		if p, err = cs.Pattern(s.QLen, tile); err != nil {
+			return nil, nil, err
+		}
+		mapPattern = p
+	} else if !cs.Materialize {
+		p = graph.FullPattern(s, tile)
+	}
+	m := cs.Map
+	if m.Label == "" {
+		m.Label, m.Note = c.mapLabel, c.mapNote
+	}
+	m.Q, m.K, m.KeyMask, m.Shape, m.Pattern = q, k, keyMask, s, mapPattern
+	if _, err := c.RecordMap(m); err != nil {
+		return nil, nil, err
+	}
+	if cs.Materialize {
+		return graph.DenseAttentionLSE(q, k, v, keyMask, s, p)
+	}
+	return graph.TiledAttentionLSE(q, k, v, keyMask, s, p)
+}
+
+// SelfAttention is Attend over the layer's own positions with the position
+// scheme's part inside attention applied: queries and keys rotated (rope,
+// partial_rope, xpos) or scores biased (alibi).
+func SelfAttention(q, k, v *G.Node, c Context, pos Position, cs CoreSpec) (*G.Node, error) {
+	kvHeads := cs.KVHeads
+	if kvHeads == 0 {
+		kvHeads = cs.Heads.Heads
 	}
 	var err error
-	if q, err = pos.Rotate(q, c.Shape, h.Heads, h.HeadDim, true); err != nil {
+	if q, err = pos.Rotate(q, c.Shape, cs.Heads.Heads, cs.HeadDim, true); err != nil {
 		return nil, err
 	}
-	if k, err = pos.Rotate(k, c.Shape, kvHeads, h.HeadDim, false); err != nil {
+	if k, err = pos.Rotate(k, c.Shape, kvHeads, cs.HeadDim, false); err != nil {
 		return nil, err
 	}
-	s := graph.AttentionShape{
-		Batch: c.Batch, QLen: c.SeqLen, KLen: c.SeqLen,
-		Heads: h.Heads, KVHeads: kvHeads, HeadDim: h.HeadDim, ValueDim: h.ValueDim,
-		Causal: c.Causal, ALiBi: pos.ALiBi(),
-	}
-	if _, err := c.RecordMap(MapSpec{Label: c.mapLabel, Note: c.mapNote, Q: q, K: k, KeyMask: c.KeyMask, Shape: s}); err != nil {
-		return nil, err
-	}
-	if block == 0 {
-		return graph.Attention(q, k, v, c.KeyMask, s)
-	}
-	return graph.FlashAttention(q, k, v, c.KeyMask, s, block)
+	cs.ALiBi = pos.ALiBi()
+	out, _, err := c.Attend(q, k, v, cs)
+	return out, err
 }

@@ -35,16 +35,13 @@ func init() {
 			if b < 1 {
 				return nil, fmt.Errorf("model.attention.block: must be positive, got %d", b)
 			}
-			if s.flashBlock > 0 { // a gradient check's small tiles
-				b = s.flashBlock
-			}
 			return &Flash{spec: s, bias: s.Options.Bool("bias"), block: b}, nil
 		})
 }
 
 // Forward implements Attention.
 func (a *Flash) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
-	return multiHead(s, x, c, a.spec, a.spec.Heads, a.bias, a.block)
+	return multiHead(s, x, c, a.spec, a.spec.Heads, a.bias, CoreSpec{Block: a.block})
 }
 
 // KVCacheElems implements KVCache: a key and a value of D per token.

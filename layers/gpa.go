@@ -80,7 +80,7 @@ func (a *GeneralizedProbabilistic) Forward(s Scope, x *G.Node, c Context) (*G.No
 	if err != nil {
 		return nil, err
 	}
-	o1, err := SelfAttention(q1, k1, v, c.WithMapLabel("p1", "softmax(S1), weighted 1+lambda"), a.spec.Pos, heads, a.spec.FlashBlock())
+	o1, err := SelfAttention(q1, k1, v, c.WithMapLabel("p1", "softmax(S1), weighted 1+lambda"), a.spec.Pos, CoreSpec{Heads: heads})
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +88,7 @@ func (a *GeneralizedProbabilistic) Forward(s Scope, x *G.Node, c Context) (*G.No
 	if c.Maps != nil {
 		p1 = c.Maps.Last()
 	}
-	o2, err := SelfAttention(q2, k2, v, c.WithMapLabel("p2", "softmax(S2), weighted -lambda"), a.spec.Pos, heads, a.spec.FlashBlock())
+	o2, err := SelfAttention(q2, k2, v, c.WithMapLabel("p2", "softmax(S2), weighted -lambda"), a.spec.Pos, CoreSpec{Heads: heads})
 	if err != nil {
 		return nil, err
 	}

@@ -44,7 +44,7 @@ func init() {
 
 // Forward implements Attention.
 func (a *GroupedQuery) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
-	return multiHead(s, x, c, a.spec, a.kvHeads, a.bias, a.spec.FlashBlock())
+	return multiHead(s, x, c, a.spec, a.kvHeads, a.bias, CoreSpec{})
 }
 
 // KVCacheElems implements KVCache: G keys and G values of d per token.

@@ -53,7 +53,7 @@ func (st CheckSetting) Position() Position {
 }
 
 func (st CheckSetting) spec() Spec {
-	return Spec{DModel: st.DModel, Heads: st.Heads, NLayers: 2, Causal: st.Causal, Padded: st.Padded, Pos: st.Position(), flashBlock: st.FlashBlock}
+	return Spec{DModel: st.DModel, Heads: st.Heads, NLayers: 2, Causal: st.Causal, Padded: st.Padded, Pos: st.Position()}
 }
 
 // CheckSettings are the settings `trainer gradcheck` and the tests use: tiny
@@ -135,7 +135,7 @@ func checkLayer(st CheckSetting, seed uint64, build func(Scope, *G.Node, Context
 	b := store.Bind(g)
 	sh := Shape{Batch: st.Batch, SeqLen: st.SeqLen, DModel: st.DModel}
 	x := graph.Variable(g, "x", graph.RandomTensor(rng, 1, sh.Rows(), sh.DModel))
-	c := Context{Shape: sh, Causal: st.Causal}
+	c := Context{Shape: sh, Causal: st.Causal, Tile: st.FlashBlock}
 	if st.Padded {
 		c.KeyMask = b.Input("key_mask", sh.Rows())
 		m := make([]float64, sh.Rows())

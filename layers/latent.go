@@ -157,12 +157,8 @@ func (a *Latent) attend(s Scope, c Context, tag string, y, z *G.Node, qLen, kLen
 	if err != nil {
 		return nil, err
 	}
-	sh := graph.AttentionShape{Batch: c.Batch, QLen: qLen, KLen: kLen, Heads: a.spec.Heads, KVHeads: a.spec.Heads, HeadDim: dh}
-	m.Q, m.K, m.KeyMask, m.Shape = q, k, keyMask, sh
-	if _, err := c.RecordMap(m); err != nil {
-		return nil, err
-	}
-	o, err := graph.FlashAttention(q, k, v, keyMask, sh, a.spec.FlashBlock())
+	o, _, err := c.Attend(q, k, v, CoreSpec{Heads: Heads{Heads: a.spec.Heads, HeadDim: dh},
+		Shape: graph.AttentionShape{Batch: c.Batch, QLen: qLen, KLen: kLen}, KeyMask: keyMask, Map: m})
 	if err != nil {
 		return nil, err
 	}

@@ -62,6 +62,9 @@ type MapSpec struct {
 	// weights are the ones the core applies.
 	Q, K, KeyMask *G.Node
 	Shape         graph.AttentionShape
+	// Pattern is the core's visibility pattern (nil: none), drawn as
+	// graph.DenseAttention applies it.
+	Pattern *graph.Pattern
 	// Weights, if not nil, is the map itself, [Batch*Heads*QLen, KLen], for
 	// a core whose weights are not softmax(scale Q K^T + masks) (a linear or
 	// low-rank form, say); Q and K are then not used.
@@ -96,7 +99,7 @@ func (c Context) RecordMap(m MapSpec) (*AttentionMap, error) {
 	w := m.Weights
 	if w == nil {
 		var err error
-		if w, err = graph.AttentionWeights(m.Q, m.K, m.KeyMask, m.Shape); err != nil {
+		if w, err = graph.AttentionWeights(m.Q, m.K, m.KeyMask, m.Shape, m.Pattern); err != nil {
 			return nil, fmt.Errorf("recording the %s map of layer %d: %w", m.Label, c.Layer, err)
 		}
 	}

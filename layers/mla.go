@@ -132,14 +132,7 @@ func (a *MultiHeadLatent) Forward(s Scope, x *G.Node, c Context) (*G.Node, error
 	if err != nil {
 		return nil, err
 	}
-	sh := graph.AttentionShape{
-		Batch: c.Batch, QLen: c.SeqLen, KLen: c.SeqLen, Heads: H, KVHeads: H,
-		HeadDim: d + dr, ValueDim: d, Causal: c.Causal, ALiBi: a.spec.Pos.ALiBi(),
-	}
-	if _, err := c.RecordMap(MapSpec{Q: q, K: k, KeyMask: c.KeyMask, Shape: sh}); err != nil {
-		return nil, err
-	}
-	o, err := graph.FlashAttention(q, k, v, c.KeyMask, sh, a.spec.FlashBlock())
+	o, _, err := c.Attend(q, k, v, CoreSpec{Heads: Heads{Heads: H, HeadDim: d + dr, ValueDim: d}, ALiBi: a.spec.Pos.ALiBi()})
 	if err != nil {
 		return nil, err
 	}

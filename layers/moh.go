@@ -108,7 +108,7 @@ func (a *MixtureOfHeads) Forward(s Scope, x *G.Node, c Context) (*G.Node, error)
 	if err != nil {
 		return nil, err
 	}
-	o, err := SelfAttention(q, k, v, c.WithMapLabel(DefaultMapLabel, "every head's map; the router then weighs each head per token, or drops it (gates not drawn)"), a.spec.Pos, Heads{Heads: h, HeadDim: dh}, a.spec.FlashBlock())
+	o, err := SelfAttention(q, k, v, c.WithMapLabel(DefaultMapLabel, "every head's map; the router then weighs each head per token, or drops it (gates not drawn)"), a.spec.Pos, CoreSpec{Heads: Heads{Heads: h, HeadDim: dh}})
 	if err != nil {
 		return nil, err
 	}

@@ -64,7 +64,7 @@ func (a *Reuse) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 	}
 	// One head whose values are all H heads' values side by side: A V_h for
 	// every h in one pass.
-	o, err := SelfAttention(q, k, v, c.WithMapLabel(DefaultMapLabel, "one map shared by every head"), a.spec.Pos, Heads{Heads: 1, HeadDim: a.qkDim, ValueDim: D}, a.spec.FlashBlock())
+	o, err := SelfAttention(q, k, v, c.WithMapLabel(DefaultMapLabel, "one map shared by every head"), a.spec.Pos, CoreSpec{Heads: Heads{Heads: 1, HeadDim: a.qkDim, ValueDim: D}})
 	if err != nil {
 		return nil, err
 	}

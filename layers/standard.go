@@ -36,22 +36,23 @@ func init() {
 
 // Forward implements Attention.
 func (a *Standard) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
-	return multiHead(s, x, c, a.spec, a.spec.Heads, a.bias, 0)
+	return multiHead(s, x, c, a.spec, a.spec.Heads, a.bias, CoreSpec{Materialize: true})
 }
 
 // KVCacheElems implements KVCache: a key and a value of D per token.
 func (a *Standard) KVCacheElems() int { return 2 * a.spec.DModel }
 
-// multiHead is the multi-head layer shared by standard, flash, mqa and gqa:
-// projections wq [D, D], wk and wv [D, kvHeads*d], wo [D, D] around the
-// attention core (dense when block is 0, else flash with that tile).
-func multiHead(s Scope, x *G.Node, c Context, spec Spec, kvHeads int, bias bool, block int) (*G.Node, error) {
+// multiHead is the multi-head layer shared by standard, flash, mqa, gqa and
+// the sparse variants: projections wq [D, D], wk and wv [D, kvHeads*d], wo
+// [D, D] around the attention core cs asks for (its Heads filled in here).
+func multiHead(s Scope, x *G.Node, c Context, spec Spec, kvHeads int, bias bool, cs CoreSpec) (*G.Node, error) {
 	d, dh := spec.DModel, spec.HeadDim()
 	q, k, v, err := ProjectQKV(s, x, d, d, kvHeads*dh, kvHeads*dh, bias)
 	if err != nil {
 		return nil, err
 	}
-	o, err := SelfAttention(q, k, v, c, spec.Pos, Heads{Heads: spec.Heads, KVHeads: kvHeads, HeadDim: dh}, block)
+	cs.Heads = Heads{Heads: spec.Heads, KVHeads: kvHeads, HeadDim: dh}
+	o, err := SelfAttention(q, k, v, c, spec.Pos, cs)
 	if err != nil {
 		return nil, err
 	}

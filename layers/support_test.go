@@ -124,9 +124,9 @@ func TestCheckSettingsCoverDeclarations(t *testing.T) {
 	}
 }
 
-// checkFlashBlocks builds variant kind in st and fails if a flash core in
-// its graph ignores st.FlashBlock (a variant that names a tile size of its
-// own instead of Spec.FlashBlock).
+// checkFlashBlocks builds variant kind in st and fails if a tiled core in
+// its graph ignores st.FlashBlock (a variant that calls a core of its own
+// instead of Context.Attend).
 func checkFlashBlocks(t *testing.T, kind string, st CheckSetting) {
 	t.Helper()
 	a, err := NewAttention(config.Component{Kind: kind, Options: st.Options}, st.spec())
@@ -140,7 +140,7 @@ func checkFlashBlocks(t *testing.T, kind string, st CheckSetting) {
 	g := G.NewGraph()
 	b := store.Bind(g)
 	sh := Shape{Batch: st.Batch, SeqLen: st.SeqLen, DModel: st.DModel}
-	c := Context{Shape: sh, Causal: st.Causal}
+	c := Context{Shape: sh, Causal: st.Causal, Tile: st.FlashBlock}
 	if st.Padded {
 		c.KeyMask = b.Input("key_mask", sh.Rows())
 	}
@@ -149,8 +149,8 @@ func checkFlashBlocks(t *testing.T, kind string, st CheckSetting) {
 	}
 	tile := fmt.Sprintf("block=%d,", st.FlashBlock)
 	for _, n := range g.AllNodes() {
-		if op := n.Op(); op != nil && strings.HasPrefix(op.String(), "FlashAttention(") && !strings.Contains(op.String(), tile) {
-			t.Errorf("%s: %s: a flash core ignores Spec.FlashBlock %d: %s", kind, st.Name, st.FlashBlock, op)
+		if op := n.Op(); op != nil && strings.HasPrefix(op.String(), "TiledAttention(") && !strings.Contains(op.String(), tile) {
+			t.Errorf("%s: %s: a tiled core ignores Context.Tile %d: %s", kind, st.Name, st.FlashBlock, op)
 		}
 	}
 }

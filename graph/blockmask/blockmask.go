@@ -20,6 +20,7 @@ package blockmask
 
 import (
 	"fmt"
+	"hash/fnv"
 	"slices"
 )
 
@@ -36,6 +37,10 @@ const (
 // positions in tiles of Block positions (the last tile of each side may be
 // shorter).
 type Mask struct {
+	// Name says what pattern this is, with its parameters
+	// ("sliding_window(window=256,causal)"); with the tile lists it makes
+	// the mask's Fingerprint.
+	Name        string
 	Q, K, Block int
 	// Visible is the element predicate: may query q see key k? It must be
 	// true everywhere in Full tiles and false everywhere outside listed
@@ -61,11 +66,11 @@ type Classifier func(qt, kt int) Kind
 // lists the key tiles that may be visible (ascending, no repeats) and
 // classify decides each; tiles classified None are left out. It panics on
 // sizes below 1 or candidates out of range: builders are code, not input.
-func New(q, k, block int, visible func(q, k int) bool, candidates func(qt int) []int, classify Classifier) *Mask {
+func New(name string, q, k, block int, visible func(q, k int) bool, candidates func(qt int) []int, classify Classifier) *Mask {
 	if q < 1 || k < 1 || block < 1 {
 		panic(fmt.Sprintf("blockmask: sizes Q %d, K %d, block %d must be at least 1", q, k, block))
 	}
-	m := &Mask{Q: q, K: k, Block: block, Visible: visible}
+	m := &Mask{Name: name, Q: q, K: k, Block: block, Visible: visible}
 	nq, nk := m.QueryTiles(), m.KeyTiles()
 	m.rowStart = make([]int32, nq+1)
 	colCount := make([]int32, nk+1)
@@ -137,21 +142,93 @@ func (m *Mask) VisitedFraction() float64 {
 // n positions.
 func span(t, block, n int) (lo, hi int) { return t * block, min((t+1)*block, n) }
 
-// Dense is the full pattern: every query sees every key.
-func Dense(q, k, block int) *Mask {
-	return New(q, k, block, func(int, int) bool { return true }, allTiles((k+block-1)/block), func(int, int) Kind { return Full })
+// Fingerprint identifies the mask: its name, sizes and tile lists, hashed
+// (FNV-1a). Attention ops put it in their names, since Gorgonia merges
+// nodes whose ops have the same name and inputs: two masks with the same
+// fingerprint must have the same predicate, which builders ensure by
+// naming every parameter.
+func (m *Mask) Fingerprint() string {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s|%d|%d|%d|", m.Name, m.Q, m.K, m.Block)
+	for _, xs := range [][]int32{m.rowStart, m.rowTiles} {
+		for _, x := range xs {
+			h.Write([]byte{byte(x), byte(x >> 8), byte(x >> 16), byte(x >> 24)})
+		}
+	}
+	h.Write(kindBytes(m.rowKinds))
+	return fmt.Sprintf("%s#%016x", m.Name, h.Sum64())
 }
 
-// Causal lets query i see keys j <= i (Q == K, one sequence).
-func Causal(t, block int) *Mask {
-	return New(t, t, block, func(q, k int) bool { return k <= q },
-		func(qt int) []int { return seq(0, qt+1) },
+func kindBytes(k []Kind) []byte {
+	b := make([]byte, len(k))
+	for i, x := range k {
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// Dense is the full pattern: every query sees every key.
+func Dense(q, k, block int) *Mask {
+	return New("dense", q, k, block, func(int, int) bool { return true }, allTiles((k+block-1)/block), func(int, int) Kind { return Full })
+}
+
+// Causal lets query i see keys j <= i + k - q: the queries are the last q
+// of the k positions (q == k for self-attention).
+func Causal(q, k, block int) *Mask {
+	shift := k - q
+	return New("causal", q, k, block, func(i, j int) bool { return j <= i+shift },
+		func(qt int) []int {
+			_, q1 := span(qt, block, q)
+			last := q1 - 1 + shift // the last key the tile's last query sees
+			if last < 0 {
+				return nil
+			}
+			return seq(0, min(last, k-1)/block+1)
+		},
 		func(qt, kt int) Kind {
-			if q0, q1 := span(qt, block, t); kt < qt || q1-q0 == 1 {
+			q0, _ := span(qt, block, q)
+			_, k1 := span(kt, block, k)
+			if k1-1 <= q0+shift {
 				return Full
 			}
-			return Partial // the diagonal tile
+			return Partial // the diagonal tiles (tiles past the last query's keys are not candidates)
 		})
+}
+
+// And is the pattern visible where both a and b are (the same sizes and
+// block): a causal mask composed with any pattern, say. It merges the two
+// masks' tile lists in O(listed tiles); a tile is Full where both are.
+func And(a, b *Mask) *Mask {
+	if a.Q != b.Q || a.K != b.K || a.Block != b.Block {
+		panic(fmt.Sprintf("blockmask: And of %s (%dx%d, block %d) and %s (%dx%d, block %d)", a.Name, a.Q, a.K, a.Block, b.Name, b.Q, b.K, b.Block))
+	}
+	va, vb := a.Visible, b.Visible
+	kinds := map[[2]int]Kind{}
+	return New(a.Name+"&"+b.Name, a.Q, a.K, a.Block, func(q, k int) bool { return va(q, k) && vb(q, k) },
+		func(qt int) []int {
+			ta, ka := a.Row(qt)
+			tb, kb := b.Row(qt)
+			var out []int
+			for i, j := 0, 0; i < len(ta) && j < len(tb); {
+				switch {
+				case ta[i] < tb[j]:
+					i++
+				case ta[i] > tb[j]:
+					j++
+				default:
+					kind := Partial
+					if ka[i] == Full && kb[j] == Full {
+						kind = Full
+					}
+					kinds[[2]int{qt, int(ta[i])}] = kind
+					out = append(out, int(ta[i]))
+					i++
+					j++
+				}
+			}
+			return out
+		},
+		func(qt, kt int) Kind { return kinds[[2]int{qt, kt}] })
 }
 
 // SlidingWindow lets query i see keys i-window..i when causal, |i-j| <=
@@ -168,7 +245,11 @@ func SlidingWindow(t, block, window int, causal bool) *Mask {
 		}
 		return min(q+window, t-1)
 	}
-	return New(t, t, block, visible,
+	dir := "causal"
+	if !causal {
+		dir = "bidirectional"
+	}
+	return New(fmt.Sprintf("sliding_window(window=%d,%s)", window, dir), t, t, block, visible,
 		func(qt int) []int {
 			q0, q1 := span(qt, block, t)
 			return seq(lo(q0)/block, hi(q1-1)/block+1)

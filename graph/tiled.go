@@ -1,0 +1,395 @@
+package graph
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/attnlab/attnlab/graph/blockmask"
+)
+
+// TiledAttention is the block-sparse tiled attention core: the function of
+// DenseAttention with the same pattern (inputs, layout, causal and padding
+// masks, ALiBi, GQA grouping), computed the way FlashAttention does (Dao et
+// al. 2022; loop order of Dao 2023) over only the tiles the pattern lists,
+// in the manner of FlexAttention's block masks:
+//
+//   - Forward: for each stream of each head and each query tile Q_i, for
+//     each key tile K_j the mask lists for it, S = scale Q_i K_j^T (+ ALiBi;
+//     the element predicate is evaluated only in Partial tiles, the key
+//     padding wherever there is one) is reduced with an online softmax: a
+//     running maximum m and sum l per row and an output accumulator
+//     rescaled by exp(m_old - m_new). At the end O_i = acc / l and the
+//     row's logsumexp L = m + log l.
+//   - Backward: with D = rowsum(dO * O) - dL, for each key tile K_j and each
+//     query tile the transposed lists give, P = exp(S - L), dV_j += P^T dO_i,
+//     dS = P * (dO_i V_j^T - D), dQ_i += scale dS K_j, dK_j += scale dS^T Q_i.
+//     One worker owns each (sequence, key/value head), so no two write the
+//     same rows.
+//
+// Time O(visited tiles x block^2 x d), memory O(T d) for the inputs, output
+// and logsumexp plus O(block^2) per thread: nothing grows as T x T, and a
+// tile the pattern skips costs nothing. A nil pattern is every key (the
+// causal mask applied, tiles above the diagonal skipped) in tiles of
+// DefaultFlashBlock.
+func TiledAttention(q, k, v, keyMask *G.Node, s AttentionShape, p *Pattern) (*G.Node, error) {
+	out, _, err := tiledAttention(q, k, v, keyMask, s, p, DefaultFlashBlock)
+	return out, err
+}
+
+// TiledAttentionLSE is TiledAttention that also returns each query's
+// logsumexp, lse [Batch*Heads, QLen] (row b*Heads + h), -Inf for a query
+// that sees no key. Both outputs are differentiable, so attentions over
+// different patterns merge exactly (MergeAttention): LongNet's dilated
+// pairs, sequence-parallel shards.
+func TiledAttentionLSE(q, k, v, keyMask *G.Node, s AttentionShape, p *Pattern) (out, lse *G.Node, err error) {
+	return tiledAttention(q, k, v, keyMask, s, p, DefaultFlashBlock)
+}
+
+// opID is a pattern id short enough for an op name: long ones are hashed.
+func opID(id string) string {
+	if len(id) <= 160 {
+		return id
+	}
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return fmt.Sprintf("%s...#%016x", id[:80], h.Sum64())
+}
+
+// tiledAttention runs pattern p, or without one the full (causal) pattern
+// in tiles of block.
+func tiledAttention(q, k, v, keyMask *G.Node, s AttentionShape, p *Pattern, block int) (out, lse *G.Node, err error) {
+	if err := s.Validate(); err != nil {
+		return nil, nil, err
+	}
+	if p != nil {
+		if err := p.check(s); err != nil {
+			return nil, nil, err
+		}
+	}
+	run := p.withCausal(s, block)
+	masked := keyMask != nil
+	name := fmt.Sprintf("TiledAttention(%+v,scale=%g,block=%d,masked=%t,pattern=%s)", s, s.scale(), run.maxBlock(), masked, opID(run.id()))
+	children := G.Nodes{q, k, v}
+	typ := fnType(2, 2, 2, 1)
+	diff := []bool{true, true, true}
+	if masked {
+		children = append(children, keyMask)
+		typ = fnType(2, 2, 2, 1, 1)
+		diff = append(diff, false)
+	}
+	nOut := s.Batch * s.QLen * s.Heads * s.VDim()
+	nLSE := s.Batch * s.Heads * s.QLen
+	packed, err := apply(&op{
+		name:  name,
+		arity: len(children),
+		typ:   typ,
+		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+			if err := s.checkShapes(in); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			return tensor.Shape{nOut + nLSE}, nil
+		},
+		do: func(in []G.Value) (G.Value, error) {
+			f32, err := checkDtype(name, in...)
+			if err != nil {
+				return nil, err
+			}
+			out := newTensor(in[0].Dtype(), nOut+nLSE)
+			if f32 {
+				d := data[float32](out)
+				tiledForward(s, run, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in, 3), d[:nOut], d[nOut:])
+			} else {
+				d := data[float64](out)
+				tiledForward(s, run, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in, 3), d[:nOut], d[nOut:])
+			}
+			return out, nil
+		},
+		diffWRT: diff,
+		symDiff: func(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
+			args := append(G.Nodes{}, in...)
+			args = append(args, out, grad)
+			packedGrad, err := apply(tiledGradOp(s, run, name, masked, nOut), args...)
+			if err != nil {
+				return nil, err
+			}
+			return s.unpackGrads(packedGrad, masked)
+		},
+	}, children...)
+	if err != nil {
+		return nil, nil, err
+	}
+	if out, err = Slice(packed, 0, s.Batch*s.QLen, s.Heads*s.VDim()); err != nil {
+		return nil, nil, err
+	}
+	if lse, err = Slice(packed, nOut, s.Batch*s.Heads, s.QLen); err != nil {
+		return nil, nil, err
+	}
+	return out, lse, nil
+}
+
+// tiledGradOp maps (q, k, v, [mask,] packed O|L, d(packed O|L)) to
+// dq|dk|dv.
+func tiledGradOp(s AttentionShape, p *Pattern, fwdName string, masked bool, nOut int) *op {
+	name := "Grad" + fwdName
+	typ := fnType(2, 2, 2, 1, 1, 1)
+	arity := 5
+	if masked {
+		typ = fnType(2, 2, 2, 1, 1, 1, 1)
+		arity = 6
+	}
+	nq, nk, nv := s.gradSizes()
+	return &op{
+		name:  name,
+		arity: arity,
+		typ:   typ,
+		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{nq + nk + nv}, nil },
+		do: func(in []G.Value) (G.Value, error) {
+			f32, err := checkDtype(name, in...)
+			if err != nil {
+				return nil, err
+			}
+			out := newTensor(in[0].Dtype(), nq+nk+nv)
+			pk, dpk := in[arity-2], in[arity-1]
+			if f32 {
+				d, o, do := data[float32](out), data[float32](pk), data[float32](dpk)
+				tiledBackward(s, p, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in[:arity-2], 3),
+					o[:nOut], o[nOut:], do[:nOut], do[nOut:], d[:nq], d[nq:nq+nk], d[nq+nk:])
+			} else {
+				d, o, do := data[float64](out), data[float64](pk), data[float64](dpk)
+				tiledBackward(s, p, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in[:arity-2], 3),
+					o[:nOut], o[nOut:], do[:nOut], do[nOut:], d[:nq], d[nq:nq+nk], d[nq+nk:])
+			}
+			return out, nil
+		},
+	}
+}
+
+// streamLayout is where a stream's rows live in the packed inputs: the
+// first row of each and the distance between consecutive rows.
+type streamLayout struct {
+	q, qLd, k, kLd, v, vLd, o, oLd int
+}
+
+func layoutOf(s AttentionShape, st Stream, b, h int) streamLayout {
+	dq, dk := s.Heads*s.HeadDim, s.KVHeads*s.HeadDim
+	dv := s.VDim()
+	ov, kv := s.Heads*dv, s.KVHeads*dv
+	kh := h / (s.Heads / s.KVHeads)
+	r := st.Stride
+	return streamLayout{
+		q: b*s.QLen*dq + h*s.HeadDim + st.Offset*dq, qLd: r * dq,
+		k: b*s.KLen*dk + kh*s.HeadDim + st.Offset*dk, kLd: r * dk,
+		v: b*s.KLen*kv + kh*dv + st.Offset*kv, vLd: r * kv,
+		o: b*s.QLen*ov + h*dv + st.Offset*ov, oLd: r * ov,
+	}
+}
+
+// tileMasker applies one stream's masks and score modifier to a tile of
+// raw scores: the element predicate in Partial tiles, the key padding
+// (pad, the sequence's key mask from the stream's first key, every
+// stride-th entry) and the ALiBi bias by the distance in the original
+// positions.
+type tileMasker[T Float] struct {
+	visible func(q, k int) bool
+	pad     []T
+	stride  int
+	shift   int // KLen - QLen
+	slope   float64
+}
+
+func newTileMasker[T Float](s AttentionShape, st Stream, mask []T, b int, slope float64) tileMasker[T] {
+	t := tileMasker[T]{visible: st.Mask.Visible, stride: st.Stride, shift: s.KLen - s.QLen, slope: slope}
+	if mask != nil {
+		t.pad = mask[b*s.KLen+st.Offset : (b+1)*s.KLen]
+	}
+	return t
+}
+
+func (t tileMasker[T]) apply(kind blockmask.Kind, i0, ni, j0, nj int, st []T) {
+	if kind == blockmask.Full && t.pad == nil && t.slope == 0 {
+		return
+	}
+	inf := T(math.Inf(-1))
+	partial := kind == blockmask.Partial
+	for r := 0; r < ni; r++ {
+		row := st[r*nj : (r+1)*nj]
+		qi := i0 + r
+		for c := range row {
+			kj := j0 + c
+			if partial && !t.visible(qi, kj) || t.pad != nil && t.pad[t.stride*kj] == 0 {
+				row[c] = inf
+				continue
+			}
+			if t.slope != 0 {
+				d := t.stride*(qi-kj) + t.shift
+				if d < 0 {
+					d = -d
+				}
+				row[c] -= T(t.slope * float64(d))
+			}
+		}
+	}
+}
+
+// work is the multiply-adds of the pattern's visited tiles per query head,
+// for parallelFor.
+func (p *Pattern) work(s AttentionShape) int {
+	n := 0
+	for h := 0; h < s.Heads; h++ {
+		for _, st := range p.Streams(h) {
+			n += st.Mask.Tiles() * st.Mask.Block * st.Mask.Block
+		}
+	}
+	return max(n/s.Heads, 1) * (s.HeadDim + s.VDim())
+}
+
+func tiledForward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, out, lse []T) {
+	dv := s.VDim()
+	scale := T(s.scale())
+	slopes := s.slopes()
+	block := p.maxBlock()
+	clear(out) // rows outside every stream stay 0
+	parallelFor(s.Batch*s.Heads, p.work(s), func(lo, hi int) {
+		st := make([]T, block*block)
+		acc := make([]T, block*dv)
+		m := make([]float64, block)
+		l := make([]float64, block)
+		for bh := lo; bh < hi; bh++ {
+			b, h := bh/s.Heads, bh%s.Heads
+			slope := 0.0
+			if slopes != nil {
+				slope = slopes[h]
+			}
+			rowLSE := lse[bh*s.QLen : (bh+1)*s.QLen]
+			for i := range rowLSE {
+				rowLSE[i] = T(math.Inf(-1))
+			}
+			for _, stream := range p.Streams(h) {
+				mk := stream.Mask
+				at := layoutOf(s, stream, b, h)
+				tm := newTileMasker(s, stream, mask, b, slope)
+				for qt := 0; qt < mk.QueryTiles(); qt++ {
+					i0 := qt * mk.Block
+					ni := min(mk.Block, mk.Q-i0)
+					for r := 0; r < ni; r++ {
+						m[r], l[r] = math.Inf(-1), 0
+					}
+					clear(acc[:ni*dv])
+					tiles, kinds := mk.Row(qt)
+					for x, kt := range tiles {
+						j0 := int(kt) * mk.Block
+						nj := min(mk.Block, mk.K-j0)
+						gemm(false, true, ni, nj, s.HeadDim, scale, q[at.q+i0*at.qLd:], at.qLd, k[at.k+j0*at.kLd:], at.kLd, 0, st, nj)
+						tm.apply(kinds[x], i0, ni, j0, nj, st)
+						for r := 0; r < ni; r++ {
+							row := st[r*nj : (r+1)*nj]
+							mx := rowMax(row, m[r])
+							if math.IsInf(mx, -1) { // nothing visible yet
+								clear(row)
+								continue
+							}
+							sum := expShiftSum(row, mx)
+							if alpha := math.Exp(m[r] - mx); alpha != 1 {
+								a := acc[r*dv : (r+1)*dv]
+								for c := range a {
+									a[c] *= T(alpha)
+								}
+								l[r] *= alpha
+							}
+							l[r] += sum
+							m[r] = mx
+						}
+						gemm(false, false, ni, dv, nj, 1, st, nj, v[at.v+j0*at.vLd:], at.vLd, 1, acc, dv)
+					}
+					for r := 0; r < ni; r++ {
+						if l[r] == 0 { // the query sees no key: output 0, logsumexp -Inf
+							continue
+						}
+						o := out[at.o+(i0+r)*at.oLd : at.o+(i0+r)*at.oLd+dv]
+						inv := T(1 / l[r])
+						for c, a := range acc[r*dv : (r+1)*dv] {
+							o[c] = a * inv
+						}
+						rowLSE[stream.Offset+stream.Stride*(i0+r)] = T(m[r] + math.Log(l[r]))
+					}
+				}
+			}
+		}
+	})
+}
+
+func tiledBackward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, o, lse, do, dlse, dqOut, dkOut, dvOut []T) {
+	dv := s.VDim()
+	group := s.Heads / s.KVHeads
+	scale := T(s.scale())
+	slopes := s.slopes()
+	block := p.maxBlock()
+	clear(dqOut)
+	clear(dkOut)
+	clear(dvOut)
+	// One worker per (sequence, key/value head): it owns the dK and dV rows
+	// of that head and the dQ rows of the query heads of its group.
+	parallelFor(s.Batch*s.KVHeads, group*p.work(s)*2, func(lo, hi int) {
+		pt := make([]T, block*block)
+		dp := make([]T, block*block)
+		dsum := make([]T, s.QLen)
+		for bk := lo; bk < hi; bk++ {
+			b, kh := bk/s.KVHeads, bk%s.KVHeads
+			for h := kh * group; h < (kh+1)*group; h++ {
+				slope := 0.0
+				if slopes != nil {
+					slope = slopes[h]
+				}
+				bh := b*s.Heads + h
+				rowLSE, rowDL := lse[bh*s.QLen:(bh+1)*s.QLen], dlse[bh*s.QLen:(bh+1)*s.QLen]
+				for _, stream := range p.Streams(h) {
+					mk := stream.Mask
+					at := layoutOf(s, stream, b, h)
+					tm := newTileMasker(s, stream, mask, b, slope)
+					lseOf := func(i int) float64 { return float64(rowLSE[stream.Offset+stream.Stride*i]) }
+					for i := 0; i < mk.Q; i++ { // D_i = dO_i . O_i - dL_i
+						row := at.o + i*at.oLd
+						dsum[i] = dot(o[row:row+dv], do[row:row+dv]) - rowDL[stream.Offset+stream.Stride*i]
+					}
+					for kt := 0; kt < mk.KeyTiles(); kt++ {
+						j0 := kt * mk.Block
+						nj := min(mk.Block, mk.K-j0)
+						qtiles, kinds := mk.Col(kt)
+						for x, qt := range qtiles {
+							i0 := int(qt) * mk.Block
+							ni := min(mk.Block, mk.Q-i0)
+							gemm(false, true, ni, nj, s.HeadDim, scale, q[at.q+i0*at.qLd:], at.qLd, k[at.k+j0*at.kLd:], at.kLd, 0, pt, nj)
+							tm.apply(kinds[x], i0, ni, j0, nj, pt)
+							for r := 0; r < ni; r++ { // P = exp(S - L)
+								row := pt[r*nj : (r+1)*nj]
+								if L := lseOf(i0 + r); math.IsInf(L, -1) {
+									clear(row) // the query sees no key
+								} else {
+									expShift(row, L)
+								}
+							}
+							doI := do[at.o+i0*at.oLd:]
+							// dV_j += P^T dO_i ; dP = dO_i V_j^T
+							gemm(true, false, nj, dv, ni, 1, pt, nj, doI, at.oLd, 1, dvOut[at.v+j0*at.vLd:], at.vLd)
+							gemm(false, true, ni, nj, dv, 1, doI, at.oLd, v[at.v+j0*at.vLd:], at.vLd, 0, dp, nj)
+							// dS = P * (dP - D)
+							for r := 0; r < ni; r++ {
+								d := dsum[i0+r]
+								for c := r * nj; c < (r+1)*nj; c++ {
+									dp[c] = pt[c] * (dp[c] - d)
+								}
+							}
+							// dQ_i += scale dS K_j ; dK_j += scale dS^T Q_i
+							gemm(false, false, ni, s.HeadDim, nj, scale, dp, nj, k[at.k+j0*at.kLd:], at.kLd, 1, dqOut[at.q+i0*at.qLd:], at.qLd)
+							gemm(true, false, nj, s.HeadDim, ni, scale, dp, nj, q[at.q+i0*at.qLd:], at.qLd, 1, dkOut[at.k+j0*at.kLd:], at.kLd)
+						}
+					}
+				}
+			}
+		}
+	})
+}
