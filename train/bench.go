@@ -3,6 +3,7 @@ package train
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"runtime"
 	"runtime/debug"
@@ -131,9 +132,16 @@ const (
 )
 
 // AttentionBenchOptions says what BenchAttention measures: each kind at
-// each sequence length, one layer with the variant's default options.
+// each sequence length, one layer with the variant's default options or
+// those Options gives it.
 type AttentionBenchOptions struct {
-	Kinds                 []string
+	Kinds []string
+	// Options maps a kind to the options its layer is built with, as a
+	// config's model.attention holds them besides kind (values decoded
+	// from YAML, checked by the variant's option specs and factory as a
+	// config's are; see CheckAttentionOptions). A kind without an entry
+	// gets its defaults.
+	Options               map[string]map[string]any
 	SeqLens               []int
 	Batch, Heads, HeadDim int
 	Causal                bool
@@ -148,10 +156,13 @@ type AttentionBenchOptions struct {
 // AttentionBenchRow is one variant at one sequence length in one pass, or
 // a variant that refuses the setting (Skipped says why; no figures).
 type AttentionBenchRow struct {
-	Kind    string `json:"kind"`
-	T       int    `json:"T"`
-	Pass    string `json:"pass,omitempty"`
-	Skipped string `json:"skipped,omitempty"`
+	Kind string `json:"kind"`
+	T    int    `json:"T"`
+	Pass string `json:"pass,omitempty"`
+	// Options are the options the layer was built with besides its
+	// defaults (AttentionBenchOptions.Options of Kind); nil for none.
+	Options map[string]any `json:"options,omitempty"`
+	Skipped string         `json:"skipped,omitempty"`
 	*AttentionFigures
 }
 
@@ -180,13 +191,15 @@ const AttentionMemoryNote = "alloc_bytes_per_rep: Go heap bytes allocated per re
 var ErrAttentionNotApplicable = errors.New("not applicable")
 
 // BenchAttention measures one attention layer (layers.NewAttention with
-// the variant's defaults, no position scheme) on a random input
+// the variant's defaults or o.Options, no position scheme) on a random input
 // [Batch*T, Heads*HeadDim]: for each kind, sequence length and pass, one
 // graph and tape machine, Warmup untimed reps, Reps timed reps (a rep is
 // one RunAll of the tape), then one memory rep (see AttentionMemoryNote).
 // The forward pass's graph has no backward part; the fwdbwd graph takes
 // the gradients of sum(output) with respect to the input and every
-// parameter. Variants that refuse the setting get a row with Skipped set.
+// parameter. Variants that refuse the setting get a row with Skipped set;
+// options a variant refuses are an error before anything is measured (see
+// CheckAttentionOptions).
 func BenchAttention(o AttentionBenchOptions) ([]AttentionBenchRow, error) {
 	dt := tensor.Float32
 	switch o.DType {
@@ -212,6 +225,9 @@ func BenchAttention(o AttentionBenchOptions) ([]AttentionBenchRow, error) {
 			return nil, badInput(fmt.Errorf("pass %q: want %s or %s", p, PassForward, PassBackward))
 		}
 	}
+	if err := CheckAttentionOptions(o); err != nil {
+		return nil, err
+	}
 	var rows []AttentionBenchRow
 	for _, kind := range o.Kinds {
 		for _, T := range o.SeqLens {
@@ -222,7 +238,7 @@ func BenchAttention(o AttentionBenchOptions) ([]AttentionBenchRow, error) {
 				r, err := benchAttentionOne(o, dt, kind, T, pass)
 				if errors.Is(err, ErrAttentionNotApplicable) {
 					// The refusal is the setting's, not the pass's: one row.
-					rows = append(rows, AttentionBenchRow{Kind: kind, T: T, Skipped: errors.Unwrap(err).Error()})
+					rows = append(rows, AttentionBenchRow{Kind: kind, T: T, Options: maps.Clone(o.Options[kind]), Skipped: errors.Unwrap(err).Error()})
 					break
 				}
 				if err != nil {
@@ -235,6 +251,51 @@ func BenchAttention(o AttentionBenchOptions) ([]AttentionBenchRow, error) {
 	return rows, nil
 }
 
+// CheckAttentionOptions checks o.Options as a config's model.attention
+// options are checked: a kind's options against its declared option specs
+// (an unknown option, a value of the wrong type) and by its factory in o's
+// setting (kv_heads not dividing the heads, a block of 0). The error names
+// the kind and the key (flash: model.attention.block: must be positive, got
+// 0) and is a bad-input error. A kind that refuses o's setting whatever its
+// options (BenchAttention reports it as skipped) has its options checked
+// against their specs only; an unknown kind is left to BenchAttention.
+func CheckAttentionOptions(o AttentionBenchOptions) error {
+	spec := benchAttentionSpec(o)
+	for _, kind := range o.Kinds {
+		c := attentionComponent(o, kind)
+		if len(c.Options) == 0 {
+			continue
+		}
+		_, err := layers.NewAttention(c, spec)
+		if err == nil {
+			continue
+		}
+		if _, plain := layers.NewAttention(config.Component{Kind: kind}, spec); plain == nil {
+			return badInput(fmt.Errorf("%s: %w", kind, err)) // the options, not the setting
+		}
+		for _, e := range layers.Variants() {
+			if e.Name != kind {
+				continue
+			}
+			if _, err := c.Resolve("model.attention", e.Options); err != nil {
+				return badInput(fmt.Errorf("%s: %w", kind, err))
+			}
+		}
+	}
+	return nil
+}
+
+// attentionComponent is the model.attention component of kind: its kind
+// and the options o gives it.
+func attentionComponent(o AttentionBenchOptions, kind string) config.Component {
+	return config.Component{Kind: kind, Options: maps.Clone(o.Options[kind])}
+}
+
+// benchAttentionSpec is the spec every benchmarked layer is built with.
+func benchAttentionSpec(o AttentionBenchOptions) layers.Spec {
+	return layers.Spec{DModel: o.Heads * o.HeadDim, Heads: o.Heads, NLayers: 1, Causal: o.Causal, Pos: layers.Position{Kind: "none"}}
+}
+
 // notApplicable wraps a variant's refusal of the setting.
 type notApplicable struct{ err error }
 
@@ -245,11 +306,15 @@ func (e notApplicable) Is(t error) bool {
 }
 
 func benchAttentionOne(o AttentionBenchOptions, dt tensor.Dtype, kind string, T int, pass string) (AttentionBenchRow, error) {
-	row := AttentionBenchRow{Kind: kind, T: T, Pass: pass, AttentionFigures: &AttentionFigures{Reps: o.Reps}}
+	c := attentionComponent(o, kind)
+	row := AttentionBenchRow{Kind: kind, T: T, Pass: pass, Options: c.Options, AttentionFigures: &AttentionFigures{Reps: o.Reps}}
+	if len(row.Options) == 0 {
+		row.Options = nil
+	}
 	fullGC()
 	floor := heapAllocBytes()
 
-	vm, params, zero, err := buildAttentionBench(o, dt, kind, T, pass == PassBackward)
+	vm, params, zero, err := buildAttentionBench(o, dt, c, T, pass == PassBackward)
 	if err != nil {
 		return row, err
 	}
@@ -303,17 +368,17 @@ func benchAttentionOne(o AttentionBenchOptions, dt tensor.Dtype, kind string, T 
 	return row, nil
 }
 
-// buildAttentionBench builds one layer of kind at sequence length T on a
-// random input and returns its tape machine, its number of parameters, and
-// a function that clears the gradients (Gorgonia adds each run's into the
-// bound dual values).
-func buildAttentionBench(o AttentionBenchOptions, dt tensor.Dtype, kind string, T int, backward bool) (G.VM, int, func(), error) {
+// buildAttentionBench builds one layer of the component c (a kind and its
+// options) at sequence length T on a random input and returns its tape
+// machine, its number of parameters, and a function that clears the
+// gradients (Gorgonia adds each run's into the bound dual values).
+func buildAttentionBench(o AttentionBenchOptions, dt tensor.Dtype, c config.Component, T int, backward bool) (G.VM, int, func(), error) {
 	store, err := graph.NewStore(dt, o.Seed)
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	spec := layers.Spec{DModel: o.Heads * o.HeadDim, Heads: o.Heads, NLayers: 1, Causal: o.Causal, Pos: layers.Position{Kind: "none"}}
-	a, err := layers.NewAttention(config.Component{Kind: kind}, spec)
+	spec := benchAttentionSpec(o)
+	a, err := layers.NewAttention(c, spec)
 	if err != nil {
 		return nil, 0, nil, notApplicable{err}
 	}

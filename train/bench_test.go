@@ -110,3 +110,67 @@ func BenchmarkAdamWUpdate(b *testing.B) {
 		}
 	}
 }
+
+func TestBenchAttentionOptions(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		kinds   []string
+		options map[string]map[string]any
+		wantErr string // "" for none; else a bad-input error containing it
+		// fewer names two kinds of which the first has fewer parameters.
+		fewer [2]string
+	}{
+		{name: "gqa kv_heads reaches the layer, standard gets none", kinds: []string{"standard", "gqa"},
+			options: map[string]map[string]any{"gqa": {"kv_heads": 1}}, fewer: [2]string{"gqa", "standard"}},
+		{name: "flash block", kinds: []string{"flash"}, options: map[string]map[string]any{"flash": {"block": 8}}},
+		{name: "no bias", kinds: []string{"standard", "flash"},
+			options: map[string]map[string]any{"flash": {"bias": false}}, fewer: [2]string{"flash", "standard"}},
+		{name: "a refused kind's rows carry its options", kinds: []string{"latent"}, options: map[string]map[string]any{"latent": {"latents": 4}}},
+		{name: "block 0 is the factory's error", kinds: []string{"flash"}, options: map[string]map[string]any{"flash": {"block": 0}},
+			wantErr: "flash: model.attention.block: must be positive"},
+		{name: "kv_heads not dividing the heads", kinds: []string{"standard", "gqa"}, options: map[string]map[string]any{"gqa": {"kv_heads": 3}},
+			wantErr: "gqa: model.attention.kv_heads: 3 does not divide"},
+		{name: "wrong type", kinds: []string{"flash"}, options: map[string]map[string]any{"flash": {"block": "big"}},
+			wantErr: `flash: model.attention.block: want an integer, got "big"`},
+		{name: "undeclared option", kinds: []string{"standard"}, options: map[string]map[string]any{"standard": {"window": 4}},
+			wantErr: "model.attention.window: unknown option"},
+		{name: "a refused kind's options are still checked against their specs", kinds: []string{"latent"},
+			options: map[string]map[string]any{"latent": {"latents": "many"}}, wantErr: "latent: model.attention.latents: want an integer"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rows, err := BenchAttention(AttentionBenchOptions{
+				Kinds: c.kinds, Options: c.options, SeqLens: []int{16}, Batch: 1, Heads: 2, HeadDim: 4, Causal: true,
+				Passes: []string{PassForward}, Reps: 1, Seed: 1,
+			})
+			if c.wantErr != "" {
+				if err == nil || !IsBadInput(err) || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("got %v, want a bad-input error containing %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			params := map[string]int{}
+			for _, r := range rows {
+				if got, want := fmt.Sprint(r.Options), fmt.Sprint(c.options[r.Kind]); got != want {
+					t.Errorf("%s at T=%d: options %s, want %s", r.Kind, r.T, got, want)
+				}
+				if r.Kind == "latent" {
+					if r.Skipped == "" {
+						t.Errorf("latent measured in a causal setting: %+v", r)
+					}
+					continue
+				}
+				if r.Skipped != "" {
+					t.Errorf("%s skipped: %s", r.Kind, r.Skipped)
+					continue
+				}
+				params[r.Kind] = r.Params
+			}
+			if f := c.fewer; f[0] != "" && !(params[f[0]] > 0 && params[f[0]] < params[f[1]]) {
+				t.Errorf("%s has %d parameters, %s %d: the option did not reach the layer", f[0], params[f[0]], f[1], params[f[1]])
+			}
+		})
+	}
+}

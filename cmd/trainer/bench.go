@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -164,7 +165,7 @@ type attentionSlope struct {
 }
 
 func newBenchAttentionCmd() *cobra.Command {
-	var kinds []string
+	var kinds, sets []string
 	var seqLens []int
 	var o train.AttentionBenchOptions
 	var mode, out string
@@ -173,8 +174,9 @@ func newBenchAttentionCmd() *cobra.Command {
 		Use:   "attention",
 		Short: "Time one attention layer per variant and sequence length, forward and forward+backward, with allocations and peak heap",
 		Long: `bench attention builds one attention layer of each --kinds variant (its
-default options, no position scheme, random float32 input of --batch
-sequences of T positions, d_model = --heads x --head-dim) for each T, and
+default options or those --set gives it, no position scheme, random float32
+input of --batch sequences of T positions, d_model = --heads x --head-dim)
+for each T, and
 measures the forward pass and forward+backward (the gradients of
 sum(output) with respect to the input and every parameter), each in its own
 graph: --warmup untimed reps, then --reps timed ones (median/min/max ms),
@@ -186,6 +188,13 @@ every node's value and gradient, and scratch at their peak; within about 10%
 of the peak live heap, and a peak shorter than the sampling interval can be
 missed).
 
+--set model.attention.KEY=VALUE (repeatable) gives option KEY to every
+--kinds variant that takes it (see trainer list); a variant that does not
+take KEY is built without it, and a KEY that no --kinds variant takes is an
+error. VALUE is read as YAML (256, true, softmax, [1,2,4]) and checked as in
+a config's model.attention. The options given are in the table's header
+line and in each JSON row (options).
+
 Each variant and pass gets the least-squares slope of log cost against log T
 (2 = quadratic). Variants that refuse the setting (agent and latent are
 bidirectional only: run them with --causal=false) are reported as n/a with
@@ -193,10 +202,15 @@ their reason. --out DIR writes attention-bench.json and log-log plots of time
 and of peak heap against T (PNG and SVG) with the slopes in the labels at the lines' ends.`,
 		Example: `  trainer bench attention --kinds standard,flash --T 1024,2048,4096
   trainer bench attention --kinds all --causal=false --T 256,512,1024 --reps 3 --out bench-out
-  trainer bench attention --kinds flash --T 4096 --mode fwd --json`,
+  trainer bench attention --kinds flash --T 4096 --mode fwd --json
+  trainer bench attention --kinds flash --set model.attention.block=128 --T 1024,4096
+  trainer bench attention --kinds standard,gqa --set model.attention.kv_heads=1 --T 1024   # standard gets no kv_heads`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			if o.Kinds, err = resolveKinds(kinds); err != nil {
+				return err
+			}
+			if o.Options, err = attentionSetOptions(sets, o.Kinds); err != nil {
 				return err
 			}
 			if len(seqLens) == 0 {
@@ -239,6 +253,10 @@ and of peak heap against T (PNG and SVG) with the slopes in the labels at the li
 			if err := train.CheckAttentionBench(o); err != nil {
 				return err
 			}
+			// --set: each kind's options, checked as a config's are.
+			if err := train.CheckAttentionOptions(o); err != nil {
+				return err
+			}
 			if out != "" {
 				if err := os.MkdirAll(out, 0o755); err != nil {
 					return usageError{fmt.Errorf("--out: %w", err)}
@@ -275,6 +293,7 @@ and of peak heap against T (PNG and SVG) with the slopes in the labels at the li
 	f := cmd.Flags()
 	f.StringSliceVar(&kinds, "kinds", []string{"standard", "flash"}, "attention variants, comma-separated, or all")
 	f.IntSliceVar(&seqLens, "T", []int{1024, 2048, 4096}, "sequence lengths, comma-separated")
+	f.StringArrayVar(&sets, "set", nil, "give an attention option to every --kinds variant that takes it, model.attention.KEY=VALUE (repeatable)")
 	f.IntVar(&o.Batch, "batch", 1, "sequences per batch")
 	f.IntVar(&o.Heads, "heads", 4, "attention heads")
 	f.IntVar(&o.HeadDim, "head-dim", 32, "dimensions per head (d_model = heads x head-dim)")
@@ -320,6 +339,65 @@ func resolveKinds(kinds []string) ([]string, error) {
 	return out, nil
 }
 
+// attentionSetPrefix is the only key prefix bench attention's --set takes.
+const attentionSetPrefix = "model.attention."
+
+// attentionSetOptions reads the --set model.attention.KEY=VALUE
+// assignments (VALUE parsed as a YAML scalar or list, as config's --set
+// does for a component option; a later KEY replaces an earlier one) and
+// gives each option to every kind in kinds that declares it. Any other key,
+// and a KEY that no kind declares, is a usage error. The values are checked
+// later (train.CheckAttentionOptions). It returns nil for no --set.
+func attentionSetOptions(sets, kinds []string) (map[string]map[string]any, error) {
+	if len(sets) == 0 {
+		return nil, nil
+	}
+	declared := map[string][]string{} // kind -> its option names
+	for _, v := range layers.Variants() {
+		for _, spec := range v.Options {
+			declared[v.Name] = append(declared[v.Name], spec.Name)
+		}
+	}
+	var given config.Component
+	for _, a := range sets {
+		key, value, ok := strings.Cut(a, "=")
+		key = strings.TrimSpace(key)
+		if !ok {
+			return nil, usageError{fmt.Errorf("--set %s: want %sKEY=VALUE, e.g. %sblock=128", oneLine(a), attentionSetPrefix, attentionSetPrefix)}
+		}
+		name, isAttention := strings.CutPrefix(key, attentionSetPrefix)
+		switch {
+		case !isAttention:
+			return nil, usageError{fmt.Errorf("--set %s: bench attention takes only %sKEY=VALUE, an option of the --kinds variants", oneLine(key), attentionSetPrefix)}
+		case name == "" || strings.Contains(name, "."):
+			return nil, usageError{fmt.Errorf("--set %s: want %sKEY, KEY an option name (see trainer list)", oneLine(key), attentionSetPrefix)}
+		case name == "kind":
+			return nil, usageError{fmt.Errorf("--set %s: the kinds are --kinds", key)}
+		}
+		if err := given.Set(name, value); err != nil {
+			return nil, usageError{fmt.Errorf("--set %s: %v", key, err)}
+		}
+	}
+	out := map[string]map[string]any{}
+	for _, name := range slices.Sorted(maps.Keys(given.Options)) {
+		taken := false
+		for _, k := range kinds {
+			if !slices.Contains(declared[k], name) {
+				continue
+			}
+			if out[k] == nil {
+				out[k] = map[string]any{}
+			}
+			out[k][name] = given.Options[name]
+			taken = true
+		}
+		if !taken {
+			return nil, usageError{fmt.Errorf("--set %s%s: no kind in --kinds takes option %s (see trainer list)", attentionSetPrefix, name, name)}
+		}
+	}
+	return out, nil
+}
+
 // benchDeclared runs train.BenchAttention on the --kinds that declare
 // o's setting (layers.Support) and gives each of the others a row per T
 // with its declared reason; a declared variant that refuses the setting
@@ -346,7 +424,16 @@ func benchDeclared(o train.AttentionBenchOptions) ([]train.AttentionBenchRow, er
 			return nil, err
 		}
 	}
-	return mergeBenchRows(o.Kinds, o.SeqLens, refused, measured)
+	rows, err := mergeBenchRows(o.Kinds, o.SeqLens, refused, measured)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range rows { // a refused kind's rows say what it was given too
+		if _, ok := refused[r.Kind]; ok && len(o.Options[r.Kind]) > 0 {
+			rows[i].Options = maps.Clone(o.Options[r.Kind])
+		}
+	}
+	return rows, nil
 }
 
 // mergeBenchRows puts the measured rows and one row per T for each refused
@@ -485,8 +572,8 @@ func printAttentionBench(w io.Writer, res *attentionBench) {
 	if res.Causal {
 		causal = "causal"
 	}
-	fmt.Fprintf(w, "attention bench: batch %d, %d heads x %d (d_model %d), %s, %s; %d warm-up + %d timed reps; %d threads (GOMAXPROCS), BLAS %s\n",
-		res.Batch, res.Heads, res.HeadDim, res.DModel, causal, res.DType, res.Warmup, res.Reps, res.Threads, res.BLAS)
+	fmt.Fprintf(w, "attention bench: batch %d, %d heads x %d (d_model %d), %s, %s; %d warm-up + %d timed reps; %d threads (GOMAXPROCS), BLAS %s%s\n",
+		res.Batch, res.Heads, res.HeadDim, res.DModel, causal, res.DType, res.Warmup, res.Reps, res.Threads, res.BLAS, optionsNote(res.Rows))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tT\tPASS\tMEDIAN MS\tMIN MS\tMAX MS\tALLOC/REP\tOBJECTS/REP\tPEAK HEAP GROWTH")
 	for i := 0; i < len(res.Rows); i++ {
@@ -526,6 +613,40 @@ func printAttentionBench(w io.Writer, res *attentionBench) {
 	if res.PlotNote != "" {
 		fmt.Fprintln(w, res.PlotNote)
 	}
+}
+
+// optionsNote is "; options: KIND KEY=VALUE ..., KIND ..." for the kinds
+// of rows built with options (in their order), or "" when none was.
+func optionsNote(rows []train.AttentionBenchRow) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if len(r.Options) == 0 || seen[r.Kind] {
+			continue
+		}
+		seen[r.Kind] = true
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(r.Options)) {
+			kv = append(kv, k+"="+optionText(r.Options[k]))
+		}
+		parts = append(parts, r.Kind+" "+strings.Join(kv, " "))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; options: " + strings.Join(parts, ", ")
+}
+
+// optionText writes an option value as --set takes it: 256, softmax, [1,2,4].
+func optionText(v any) string {
+	if l, ok := v.([]any); ok {
+		s := make([]string, len(l))
+		for i, x := range l {
+			s[i] = optionText(x)
+		}
+		return "[" + strings.Join(s, ",") + "]"
+	}
+	return fmt.Sprint(v)
 }
 
 // humanBytes formats a byte count with a binary unit.

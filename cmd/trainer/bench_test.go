@@ -6,6 +6,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -157,6 +158,21 @@ func TestBenchBadInput(t *testing.T) {
 		{"bad set", []string{"bench", "--set", "train.nonesuch=1"}, "nonesuch"},
 		{"zero steps", []string{"bench", "--steps", "0"}, "--steps"},
 		{"stray argument", []string{"bench", "standard"}, "standard"},
+		{"set another prefix", []string{"bench", "attention", "--T", "16", "--set", "train.steps=3"}, "--set train.steps: bench attention takes only model.attention.KEY=VALUE"},
+		{"set an option no kind takes", []string{"bench", "attention", "--kinds", "standard,flash", "--T", "16", "--set", "model.attention.window=256"},
+			"--set model.attention.window: no kind in --kinds takes option window (see trainer list)"},
+		{"set block 0", []string{"bench", "attention", "--kinds", "standard,flash", "--T", "16", "--set", "model.attention.block=0"},
+			"flash: model.attention.block: must be positive, got 0"},
+		{"set block not a number", []string{"bench", "attention", "--kinds", "flash", "--T", "16", "--set", "model.attention.block=abc"},
+			`flash: model.attention.block: want an integer, got "abc"`},
+		{"set kv_heads not dividing the heads", []string{"bench", "attention", "--kinds", "gqa", "--T", "16", "--heads", "2", "--set", "model.attention.kv_heads=3"},
+			"gqa: model.attention.kv_heads: 3 does not divide"},
+		{"set a refused kind's bad value", []string{"bench", "attention", "--kinds", "flash,agent", "--T", "16", "--set", "model.attention.agents=many"},
+			"agent: model.attention.agents: want an integer"},
+		{"set unparsable", []string{"bench", "attention", "--kinds", "flash", "--T", "16", "--set", "model.attention.block=[1"}, "--set model.attention.block: cannot parse"},
+		{"set without =", []string{"bench", "attention", "--kinds", "flash", "--T", "16", "--set", "model.attention.block"}, "--set model.attention.block: want model.attention.KEY=VALUE"},
+		{"set a section", []string{"bench", "attention", "--kinds", "flash", "--T", "16", "--set", "model.attention.block.x=1"}, "--set model.attention.block.x: want model.attention.KEY"},
+		{"set the kind", []string{"bench", "attention", "--kinds", "flash", "--T", "16", "--set", "model.attention.kind=gqa"}, "--kinds"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, _, stderr := runCLI(c.args...)
@@ -166,6 +182,70 @@ func TestBenchBadInput(t *testing.T) {
 			lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
 			if len(lines) != 1 || !strings.HasPrefix(lines[0], "error: ") || !strings.Contains(lines[0], c.want) {
 				t.Errorf("stderr %q: want one line starting with error: and naming %q", stderr, c.want)
+			}
+		})
+	}
+}
+
+// TestBenchAttentionSet: --set model.attention.KEY=VALUE reaches the layers
+// of the kinds that take KEY (their parameter counts change), and only
+// theirs; the JSON rows and the table's header say what each was given.
+func TestBenchAttentionSet(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		args  []string
+		want  string    // each kind's options, as JSON
+		table string    // in the table's header line
+		fewer [2]string // the first of these kinds has fewer parameters
+	}{
+		{"flash block", []string{"--kinds", "flash", "--T", "16,32", "--set", "model.attention.block=16"},
+			`{"flash":{"block":16}}`, "; options: flash block=16", [2]string{}},
+		{"gqa kv_heads, standard gets none", []string{"--kinds", "standard,gqa", "--T", "16", "--set", "model.attention.kv_heads=1"},
+			`{"gqa":{"kv_heads":1}}`, "; options: gqa kv_heads=1", [2]string{"gqa", "standard"}},
+		{"two options, the last --set wins", []string{"--kinds", "standard,gqa", "--T", "16", "--set", "model.attention.kv_heads=2",
+			"--set", "model.attention.bias=false", "--set", "model.attention.kv_heads=1"},
+			`{"gqa":{"bias":false,"kv_heads":1},"standard":{"bias":false}}`, "; options: standard bias=false, gqa bias=false kv_heads=1", [2]string{"gqa", "standard"}},
+		{"a refused kind is given its options too", []string{"--kinds", "flash,agent", "--T", "16", "--set", "model.attention.agents=2"},
+			`{"agent":{"agents":2}}`, "; options: agent agents=2", [2]string{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"bench", "attention", "--reps", "1", "--warmup", "0", "--mode", "fwd", "--heads", "2", "--head-dim", "8"}, c.args...)
+			code, out, stderr := runCLI(append(args, "--json")...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			var res attentionBench
+			if err := json.Unmarshal([]byte(out), &res); err != nil {
+				t.Fatalf("not JSON: %v\n%s", err, out)
+			}
+			given := map[string]map[string]any{}
+			params := map[string]int{}
+			for _, r := range res.Rows {
+				if prev, ok := given[r.Kind]; ok && !reflect.DeepEqual(prev, r.Options) {
+					t.Errorf("%s at T=%d: options %v, other rows %v", r.Kind, r.T, r.Options, prev)
+				}
+				given[r.Kind] = r.Options
+				if r.AttentionFigures != nil {
+					params[r.Kind] = r.Params
+				}
+			}
+			for k, v := range given {
+				if v == nil {
+					delete(given, k)
+				}
+			}
+			if b, _ := json.Marshal(given); string(b) != c.want {
+				t.Errorf("options %s, want %s", b, c.want)
+			}
+			if f := c.fewer; f[0] != "" && !(params[f[0]] > 0 && params[f[0]] < params[f[1]]) {
+				t.Errorf("%s has %d parameters, %s %d: the option did not reach the layer", f[0], params[f[0]], f[1], params[f[1]])
+			}
+			code, out, stderr = runCLI(args...)
+			if code != 0 {
+				t.Fatalf("table: exit %d: %s", code, stderr)
+			}
+			if header, _, _ := strings.Cut(out, "\n"); !strings.HasSuffix(header, c.table) {
+				t.Errorf("header %q, want it to end in %q", header, c.table)
 			}
 		})
 	}
