@@ -20,6 +20,7 @@ const (
 	Float
 	Bool
 	String
+	IntList // a list of integers, e.g. [1, 2, 4]
 )
 
 func (k OptionKind) String() string {
@@ -30,6 +31,8 @@ func (k OptionKind) String() string {
 		return "number"
 	case Bool:
 		return "boolean"
+	case IntList:
+		return "list of integers"
 	default:
 		return "string"
 	}
@@ -40,13 +43,16 @@ func (k OptionKind) String() string {
 type OptionSpec struct {
 	Name    string
 	Kind    OptionKind
-	Default any // int, float64, bool or string, matching Kind
+	Default any // int, float64, bool, string or []int, matching Kind
 	Help    string
 }
 
 // Values holds a component's resolved options: every declared option is
 // present, typed as its spec says (int, float64, bool or string).
 type Values map[string]any
+
+// Ints returns the integer-list option name (a copy).
+func (v Values) Ints(name string) []int { return slices.Clone(v[name].([]int)) }
 
 // Int returns the integer option name; it panics if the option was not declared
 // as an integer, which is a programming error, not a user error.
@@ -266,6 +272,21 @@ func convert(raw any, kind OptionKind) (any, error) {
 	case Bool:
 		if x, ok := raw.(bool); ok {
 			return x, nil
+		}
+	case IntList:
+		switch x := raw.(type) {
+		case []int:
+			return slices.Clone(x), nil
+		case []any:
+			out := make([]int, len(x))
+			for i, e := range x {
+				n, err := convert(e, Int)
+				if err != nil {
+					return nil, fmt.Errorf("want a list of integers, element %d: %v", i, err)
+				}
+				out[i] = n.(int)
+			}
+			return out, nil
 		}
 	case String:
 		switch x := raw.(type) {

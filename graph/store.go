@@ -53,10 +53,11 @@ type Param struct {
 // tensors, the optimizer updates them in place, and checkpoints read and
 // write them.
 type Store struct {
-	dtype  tensor.Dtype
-	seed   uint64
-	params []*Param
-	byName map[string]*Param
+	dtype   tensor.Dtype
+	seed    uint64
+	params  []*Param
+	byName  map[string]*Param
+	buffers []*Param
 }
 
 // NewStore returns an empty store of dtype (Float32 or Float64) whose
@@ -120,6 +121,35 @@ func (s *Store) Param(name string, shape []int, init Init) (*Param, error) {
 	s.byName[name] = p
 	return p, nil
 }
+
+// Buffer returns the non-trainable tensor called name, creating it with
+// init (seeded from the store's seed and the name, as parameters are) if
+// it does not exist yet: state a layer draws once and keeps with the
+// model, such as BigBird's random blocks. Checkpoints save and check
+// buffers; the optimizer and the parameter count do not see them.
+func (s *Store) Buffer(name string, shape []int, init Init) (*Param, error) {
+	for _, b := range s.buffers {
+		if b.Name == name {
+			if !slices.Equal(b.Value.Shape(), tensor.Shape(shape)) {
+				return nil, fmt.Errorf("buffer %s: exists with shape %v, asked for %v", name, b.Value.Shape(), shape)
+			}
+			return b, nil
+		}
+	}
+	if _, clash := s.byName[name]; clash {
+		return nil, fmt.Errorf("buffer %s: a parameter has that name", name)
+	}
+	tmp := &Store{dtype: tensor.Float64, seed: s.seed, byName: map[string]*Param{}}
+	p, err := tmp.Param(name, shape, init)
+	if err != nil {
+		return nil, err
+	}
+	s.buffers = append(s.buffers, p) // float64 whatever the dtype: buffers hold indices
+	return p, nil
+}
+
+// Buffers returns the buffers in creation order.
+func (s *Store) Buffers() []*Param { return s.buffers }
 
 // Bind returns a binder that makes the store's parameters nodes of g.
 func (s *Store) Bind(g *G.ExprGraph) *Binder {

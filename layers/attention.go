@@ -52,6 +52,8 @@ type Context struct {
 	// graph.DefaultFlashBlock.
 	Tile int
 
+	oracle bool // tests: run every pattern on the dense core (graph.DenseAttention)
+
 	mapLabel, mapNote string // what SelfAttention labels its map (WithMapLabel)
 }
 

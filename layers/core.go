@@ -100,7 +100,10 @@ func (c Context) Attend(q, k, v *G.Node, cs CoreSpec) (out, lse *G.Node, err err
 	if _, err := c.RecordMap(m); err != nil {
 		return nil, nil, err
 	}
-	if cs.Materialize {
+	if cs.Materialize || c.oracle {
+		if cs.Pattern == nil {
+			p = nil
+		}
 		return graph.DenseAttentionLSE(q, k, v, keyMask, s, p)
 	}
 	return graph.TiledAttentionLSE(q, k, v, keyMask, s, p)

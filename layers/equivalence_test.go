@@ -26,6 +26,12 @@ type layerRun struct {
 // names get identical weights, and runs forward and backward in float64.
 func runLayer(t *testing.T, c config.Component, st CheckSetting, seed uint64) layerRun {
 	t.Helper()
+	return runLayerWith(t, c, st, seed, nil)
+}
+
+// runLayerWith is runLayer with the context changed by edit first.
+func runLayerWith(t *testing.T, c config.Component, st CheckSetting, seed uint64, edit func(*Context)) layerRun {
+	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 3))
 	store, err := graph.NewStore(tensor.Float64, seed)
 	if err != nil {
@@ -35,7 +41,7 @@ func runLayer(t *testing.T, c config.Component, st CheckSetting, seed uint64) la
 	b := store.Bind(g)
 	sh := Shape{Batch: st.Batch, SeqLen: st.SeqLen, DModel: st.DModel}
 	x := graph.Variable(g, "x", graph.RandomTensor(rng, 1, sh.Rows(), sh.DModel))
-	ctx := Context{Shape: sh, Causal: st.Causal}
+	ctx := Context{Shape: sh, Causal: st.Causal, Tile: st.FlashBlock}
 	if st.Padded {
 		ctx.KeyMask = b.Input("key_mask", sh.Rows())
 		m := make([]float64, sh.Rows())
@@ -49,6 +55,9 @@ func runLayer(t *testing.T, c config.Component, st CheckSetting, seed uint64) la
 		}
 	}
 	r := graph.RandomTensor(rng, 1, sh.Rows(), sh.DModel)
+	if edit != nil {
+		edit(&ctx)
+	}
 	a, err := NewAttention(c, st.spec())
 	if err != nil {
 		t.Fatal(err)
@@ -127,6 +136,9 @@ func TestExactReferences(t *testing.T) {
 		{"flash=standard", config.Component{Kind: "flash", Options: map[string]any{"block": 2}}, config.Component{Kind: "standard"}},
 		{"gqa(G=H)=standard", config.Component{Kind: "gqa", Options: map[string]any{"kv_heads": 2}}, config.Component{Kind: "standard"}},
 		{"gpa(lambda=0)=standard", config.Component{Kind: "gpa", Options: map[string]any{"lambda": 0.0}}, config.Component{Kind: "standard"}},
+		{"sliding_window(window>=T)=standard", config.Component{Kind: "sliding_window", Options: map[string]any{"window": 9}}, config.Component{Kind: "standard"}},
+		{"dilated(one segment>=T, r=1)=standard", config.Component{Kind: "dilated", Options: map[string]any{"segments": []any{9}, "dilations": []any{1}}}, config.Component{Kind: "standard"}},
+		{"bigbird(window covers every block)=standard", config.Component{Kind: "bigbird", Options: map[string]any{"block": 2, "window_blocks": 9, "random_blocks": 2, "global_blocks": 1}}, config.Component{Kind: "standard"}},
 	} {
 		for _, st := range CheckSettings() {
 			t.Run(c.name+"/"+st.Name, func(t *testing.T) {

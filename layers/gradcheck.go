@@ -24,7 +24,7 @@ type CheckSetting struct {
 	// Positional is the position scheme ("" = none); only the schemes that
 	// act inside attention matter here.
 	Positional string
-	Options    map[string]any // variant options (defaults when nil)
+	Options    map[string]any // variant options (nil: the variant's Support.CheckOptions, or its defaults)
 	// FlashBlock, when not 0, is the tile size of every flash core in the
 	// layer (graph.DefaultFlashBlock otherwise): smaller than SeqLen, and
 	// not dividing it, the check covers several tiles and a ragged last one.
@@ -118,7 +118,11 @@ func declaredAttention(kind string, st CheckSetting) (Attention, error) {
 	if err := sup.Allows(st.Setting()); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotApplicable, err)
 	}
-	a, err := NewAttention(config.Component{Kind: kind, Options: st.Options}, st.spec())
+	opts := st.Options
+	if opts == nil {
+		opts = sup.CheckOptions
+	}
+	a, err := NewAttention(config.Component{Kind: kind, Options: opts}, st.spec())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s declares this setting (%s) but refuses it: %w", st.Name, kind, sup, err)
 	}

@@ -43,6 +43,9 @@ type AttentionMap struct {
 	// index: AxisPosition, AxisAgent, AxisLatent, or a new variant's own.
 	Rows, Cols string
 	Shape      graph.AttentionShape // the core's shape: Batch, Heads, KVHeads, QLen, KLen, Causal, ...
+	// Sparse says the core ran a pattern: a row whose query the pattern
+	// shows no key (or none but padding) is all zeros.
+	Sparse bool
 	// Weights is [Batch*Heads*QLen, KLen]: row (b*Heads + h)*QLen + i holds
 	// the weights query i of sequence b puts on each key under head h.
 	Weights *G.Node
@@ -104,7 +107,7 @@ func (c Context) RecordMap(m MapSpec) (*AttentionMap, error) {
 		}
 	}
 	return c.Maps.Add(AttentionMap{Layer: c.Layer, Label: m.Label, Note: m.Note, Rows: m.Rows, Cols: m.Cols,
-		Shape: m.Shape, Weights: w, RowMask: m.RowMask, ColMask: m.KeyMask})
+		Shape: m.Shape, Sparse: m.Pattern != nil, Weights: w, RowMask: m.RowMask, ColMask: m.KeyMask})
 }
 
 // WithMapLabel returns c with the label and note that SelfAttention gives
@@ -173,6 +176,7 @@ type MapValues struct {
 	Heads, KVHeads   int
 	QLen, KLen       int
 	Causal           bool
+	Sparse           bool      // a row may be all zeros (AttentionMap.Sparse)
 	Weights          []float64 // [Heads][QLen][KLen]
 	RowMask, ColMask []float64 // [QLen] and [KLen], 1 real, 0 padding; nil: all real
 }
@@ -199,7 +203,7 @@ func (r *MapRecorder) Read(b int) ([]MapValues, error) {
 		}
 		n := s.Heads * s.QLen * s.KLen
 		v := MapValues{Layer: m.Layer, Label: m.Label, Note: m.Note, Rows: m.Rows, Cols: m.Cols,
-			Heads: s.Heads, KVHeads: s.KVHeads, QLen: s.QLen, KLen: s.KLen, Causal: s.Causal,
+			Heads: s.Heads, KVHeads: s.KVHeads, QLen: s.QLen, KLen: s.KLen, Causal: s.Causal, Sparse: m.Sparse,
 			Weights: graph.Float64s(m.vals[0])[b*n : (b+1)*n]}
 		if m.vals[1] != nil {
 			v.RowMask = graph.Float64s(m.vals[1])[b*s.QLen : (b+1)*s.QLen]

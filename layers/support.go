@@ -2,6 +2,7 @@ package layers
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +24,11 @@ type Support struct {
 	// Why says why the variant refuses each thing it does not support, for
 	// the config error; required for each refusal.
 	Why Refusals
+	// CheckOptions are the options gradient checks build the variant with
+	// when a setting names none (nil: the defaults): sizes small enough
+	// that the checks' short sequences exercise the pattern (a window of
+	// 2, not 128).
+	CheckOptions map[string]any
 
 	name string // set by Register; names the variant in errors
 }
@@ -125,5 +131,6 @@ func SupportOf(name string) (Support, error) {
 	defer supportMu.RUnlock()
 	s := supports[name]
 	s.Positions = slices.Clone(s.Positions)
+	s.CheckOptions = maps.Clone(s.CheckOptions)
 	return s, nil
 }

@@ -323,7 +323,13 @@ func attentionCost(kind string, o config.Values, s layers.Spec) (layerCost, erro
 	}
 	var c layerCost
 	switch kind {
-	case "standard", "flash", "gqa", "mqa":
+	case "dilated":
+		// multi-head projections; per pair an output and a logsumexp, merged
+		pairs, b := float64(len(o.Ints("segments"))), bias()
+		c.params = 4 * proj(D, D, b)
+		c.perRow = 3*D + rot*2*D + pairs*(D+H) + 2*D
+		c.width, c.weight = D, w("wq", D, D)
+	case "standard", "flash", "gqa", "mqa", "sliding_window", "bigbird", "strided":
 		g := H
 		switch kind {
 		case "gqa":

@@ -51,6 +51,9 @@ func saveCheckpoint(path string, store *graph.Store, opt *AdamW, st checkpointSt
 	for _, p := range store.Params() {
 		ts = append(ts, safetensors.Tensor{Name: p.Name, Shape: slices.Clone([]int(p.Value.Shape())), Data: p.Value.Data()})
 	}
+	for _, b := range store.Buffers() {
+		ts = append(ts, safetensors.Tensor{Name: bufferPrefix + b.Name, Shape: slices.Clone([]int(b.Value.Shape())), Data: b.Value.Data()})
+	}
 	for i, p := range opt.params {
 		shape := slices.Clone([]int(p.Value.Shape()))
 		ts = append(ts,
@@ -71,6 +74,9 @@ func saveCheckpoint(path string, store *graph.Store, opt *AdamW, st checkpointSt
 	st.Stats.encode(meta)
 	return safetensors.WriteFile(path, ts, meta)
 }
+
+// bufferPrefix names a store buffer's tensor in a checkpoint.
+const bufferPrefix = "buffer."
 
 // errNoCheckpoint says a folder holds no checkpoint.
 var errNoCheckpoint = errors.New("no checkpoint")
@@ -172,6 +178,20 @@ func restoreCheckpoint(f *safetensors.File, path string, store *graph.Store, opt
 				return st, bad("tensor %s is not float64", mv.prefix+p.Name)
 			}
 			copy(mv.dst, src)
+		}
+	}
+	// Buffers were drawn when the model was built, and the graph uses
+	// those values: a checkpoint that holds others (written by a build
+	// that drew differently) cannot be continued with this graph.
+	for _, b := range store.Buffers() {
+		shape := []int(b.Value.Shape())
+		t, err := get(bufferPrefix+b.Name, shape)
+		if err != nil {
+			return st, err
+		}
+		src, ok := t.Data.([]float64)
+		if !ok || !slices.Equal(src, b.Value.Data().([]float64)) {
+			return st, bad("tensor %s differs from the one this build drew from the seed (the pattern the model was trained with); use the build that wrote it", bufferPrefix+b.Name)
 		}
 	}
 	return st, nil

@@ -140,3 +140,33 @@ func flipBit(t *testing.T, file []byte, what string, off int, mask byte) []byte 
 	out[i+off] ^= mask
 	return out
 }
+
+// A store buffer (BigBird's random blocks) is saved with the model, and a
+// checkpoint whose buffer differs from the one the build drew is refused,
+// naming it, instead of training on with a pattern it was not trained with.
+func TestCheckpointBuffers(t *testing.T) {
+	withBuffer := func(v float64) (*graph.Store, *AdamW) {
+		store, opt := checkpointStore(t)
+		if _, err := store.Buffer("attn.random_blocks", []int{2, 2}, graph.Constant(v)); err != nil {
+			t.Fatal(err)
+		}
+		return store, opt
+	}
+	store, opt := withBuffer(3)
+	path := filepath.Join(t.TempDir(), CheckpointFile)
+	if err := saveCheckpoint(path, store, opt, checkpointState{Step: 7}); err != nil {
+		t.Fatal(err)
+	}
+	same, sameOpt := withBuffer(3)
+	if _, err := loadCheckpoint(path, same, sameOpt, ""); err != nil {
+		t.Fatalf("the same buffer: %v", err)
+	}
+	other, otherOpt := withBuffer(4)
+	_, err := loadCheckpoint(path, other, otherOpt, "")
+	if err == nil || !strings.Contains(err.Error(), "buffer.attn.random_blocks differs") {
+		t.Fatalf("another buffer: got %v", err)
+	}
+	if n := store.NumElements(); n != 9 {
+		t.Errorf("the parameter count includes buffers: %d", n)
+	}
+}

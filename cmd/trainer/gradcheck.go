@@ -32,8 +32,9 @@ func newGradcheckCmd() *cobra.Command {
 		Long: `gradcheck builds one attention layer of each variant in float64 at tiny sizes
 (causal, bidirectional, both with a key-padding mask, with the position schemes
 that act inside attention: rope, xpos, partial_rope, alibi, and the "tiles"
-settings, whose flash cores use 4 x 4 tiles over 9 positions), with random
-inputs and parameters, and compares the gradients of the input and of every
+settings, whose tiled cores use 4 x 4 tiles over 9 positions), with random
+inputs and parameters (sparse variants with the small windows they declare
+for checks, trainer list --json shows them), and compares the gradients of the input and of every
 parameter with central finite differences. A setting the variant does not
 declare (trainer list shows what each supports) is n/a; in a declared one, a
 refusal is a failure like a wrong gradient. It exits non-zero if any fails.`,

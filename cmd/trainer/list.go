@@ -34,6 +34,7 @@ type listedSupport struct {
 	Padding       bool           `json:"padding"`
 	Positions     []string       `json:"positions"`
 	Why           listedRefusals `json:"why"`
+	CheckOptions  map[string]any `json:"check_options,omitempty"` // what trainer gradcheck builds it with
 	text          string
 }
 
@@ -53,7 +54,7 @@ func attentionEntries() ([]listed, error) {
 			return nil, err
 		}
 		ls[i].Support = &listedSupport{Causal: s.Causal, Bidirectional: s.Bidirectional, Padding: s.Padding, Positions: s.Positions,
-			Why: listedRefusals(s.Why), text: s.String()}
+			Why: listedRefusals(s.Why), CheckOptions: s.CheckOptions, text: s.String()}
 	}
 	return ls, nil
 }

@@ -273,6 +273,57 @@ func SlidingWindow(t, block, window int, causal bool) *Mask {
 		})
 }
 
+// WithGlobal adds global positions to a self-attention pattern (Q == K):
+// the first g queries see every key and every query sees the first g keys
+// (Longformer's global attention, Beltagy et al. 2020), on top of m. It
+// lists m's tiles plus the global tile rows and columns: O(listed tiles +
+// (T / block) x g / block).
+func WithGlobal(m *Mask, g int) *Mask {
+	if m.Q != m.K || g < 0 {
+		panic(fmt.Sprintf("blockmask: WithGlobal(%s, %d) needs a square mask and g >= 0", m.Name, g))
+	}
+	if g == 0 {
+		return m
+	}
+	g = min(g, m.K)
+	gTiles := (g + m.Block - 1) / m.Block // key tiles holding a global position
+	visible := m.Visible
+	return New(fmt.Sprintf("%s+global(%d)", m.Name, g), m.Q, m.K, m.Block,
+		func(q, k int) bool { return q < g || k < g || visible(q, k) },
+		func(qt int) []int {
+			if qt*m.Block < g { // a global query: every key tile
+				return seq(0, m.KeyTiles())
+			}
+			tiles, _ := m.Row(qt)
+			out := seq(0, gTiles)
+			for _, kt := range tiles {
+				if int(kt) >= gTiles {
+					out = append(out, int(kt))
+				}
+			}
+			return out
+		},
+		func(qt, kt int) Kind {
+			_, q1 := span(qt, m.Block, m.Q)
+			_, k1 := span(kt, m.Block, m.K)
+			if q1 <= g || k1 <= g { // every query, or every key, of the tile is global
+				return Full
+			}
+			inner := None
+			tiles, kinds := m.Row(qt)
+			if i, ok := slices.BinarySearch(tiles, int32(kt)); ok {
+				inner = kinds[i]
+			}
+			if inner == Full {
+				return Full
+			}
+			if qt*m.Block < g || kt*m.Block < g { // some global positions in the tile
+				return Partial
+			}
+			return inner
+		})
+}
+
 func allTiles(n int) func(int) []int {
 	all := seq(0, n)
 	return func(int) []int { return all }

@@ -83,6 +83,19 @@ func TestBuildersMatchTheirPredicates(t *testing.T) {
 			for _, w := range []int{0, 1, 3, 4, 7, 40} {
 				for _, causal := range []bool{true, false} {
 					check(t, fmt.Sprintf("window %d causal %v T=%d block=%d", w, causal, T, block), SlidingWindow(T, block, w, causal))
+					for _, g := range []int{0, 1, 3, 9} {
+						m := WithGlobal(SlidingWindow(T, block, w, causal), g)
+						checkMask(t, fmt.Sprintf("window %d global %d T=%d block=%d", w, g, T, block), m, false)
+						for q := 0; q < T; q++ {
+							for k := 0; k < T; k++ {
+								d := q - k
+								in := d >= 0 && d <= w || !causal && d < 0 && -d <= w
+								if got, want := m.Visible(q, k), q < g || k < g || in; got != want {
+									t.Fatalf("window %d global %d (%d, %d): %v", w, g, q, k, got)
+								}
+							}
+						}
+					}
 					and := And(SlidingWindow(T, block, w, false), Causal(T, T, block))
 					checkMask(t, fmt.Sprintf("window %d and causal T=%d block=%d", w, T, block), and, false)
 					for q := 0; q < T; q++ {
