@@ -154,6 +154,29 @@ func (p *Pattern) id() string {
 	return b.String()
 }
 
+// ScoresComputed is the number of scores the tiled core computes for
+// pattern p (nil: every key) over shape s in tiles of block: the visited
+// tiles' elements, summed over sequences and query heads. Divided by the
+// same for the nil pattern it is the share of FlashAttention's work the
+// pattern does; the dense core computes Batch x Heads x QLen x KLen.
+func ScoresComputed(s AttentionShape, p *Pattern, block int) int64 {
+	run := p.withCausal(s, block)
+	var n int64
+	for h := 0; h < s.Heads; h++ {
+		for _, st := range run.Streams(h) {
+			m := st.Mask
+			for qt := 0; qt < m.QueryTiles(); qt++ {
+				rows := min(m.Block, m.Q-qt*m.Block)
+				tiles, _ := m.Row(qt)
+				for _, kt := range tiles {
+					n += int64(rows * min(m.Block, m.K-int(kt)*m.Block))
+				}
+			}
+		}
+	}
+	return n * int64(s.Batch)
+}
+
 // maxBlock is the largest tile of the pattern's masks.
 func (p *Pattern) maxBlock() int {
 	b := 1

@@ -194,15 +194,16 @@ func layoutOf(s AttentionShape, st Stream, b, h int) streamLayout {
 // stride-th entry) and the ALiBi bias by the distance in the original
 // positions.
 type tileMasker[T Float] struct {
-	visible func(q, k int) bool
-	pad     []T
-	stride  int
-	shift   int // KLen - QLen
-	slope   float64
+	visible  func(q, k int) bool
+	interval func(q int) (lo, hi int) // the mask's Interval, nil if it has none
+	pad      []T
+	stride   int
+	shift    int // KLen - QLen
+	slope    float64
 }
 
 func newTileMasker[T Float](s AttentionShape, st Stream, mask []T, b int, slope float64) tileMasker[T] {
-	t := tileMasker[T]{visible: st.Mask.Visible, stride: st.Stride, shift: s.KLen - s.QLen, slope: slope}
+	t := tileMasker[T]{visible: st.Mask.Visible, interval: st.Mask.Interval, stride: st.Stride, shift: s.KLen - s.QLen, slope: slope}
 	if mask != nil {
 		t.pad = mask[b*s.KLen+st.Offset : (b+1)*s.KLen]
 	}
@@ -215,6 +216,26 @@ func (t tileMasker[T]) apply(kind blockmask.Kind, i0, ni, j0, nj int, st []T) {
 	}
 	inf := T(math.Inf(-1))
 	partial := kind == blockmask.Partial
+	if partial && t.interval != nil { // hide each row's keys outside its interval
+		for r := 0; r < ni; r++ {
+			row := st[r*nj : (r+1)*nj]
+			lo, hi := t.interval(i0 + r)
+			lo, hi = min(max(lo-j0, 0), nj), min(max(hi-j0, 0), nj)
+			if lo >= hi {
+				lo, hi = 0, 0
+			}
+			for c := range row[:lo] {
+				row[c] = inf
+			}
+			for c := hi; c < nj; c++ {
+				row[c] = inf
+			}
+		}
+		partial = false
+		if t.pad == nil && t.slope == 0 {
+			return
+		}
+	}
 	for r := 0; r < ni; r++ {
 		row := st[r*nj : (r+1)*nj]
 		qi := i0 + r

@@ -51,6 +51,9 @@ type Context struct {
 	// span several tiles. 0 is the variant's configured tile or
 	// graph.DefaultFlashBlock.
 	Tile int
+	// Cores, if not nil, logs every core call Attend makes (trainer bench
+	// attention reports the scores computed).
+	Cores *CoreLog
 
 	oracle bool // tests: run every pattern on the dense core (graph.DenseAttention)
 

@@ -69,9 +69,20 @@ func (a *BigBird) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		return graph.MaskPattern(blockmask.BigBird(t, tile, a.window, a.global, random)), nil
+		return BigBirdPattern(a.window, a.global, random)(t, tile)
 	}
 	return multiHead(s, x, c, a.spec, a.spec.Heads, a.bias, CoreSpec{Pattern: pattern, Block: a.block})
+}
+
+// BigBirdPattern is bigbird's pattern with the given random blocks (one
+// list per block of tile positions, or nil).
+func BigBirdPattern(window, global int, random [][]int32) PatternFunc {
+	return func(t, tile int) (*graph.Pattern, error) {
+		if random != nil && len(random) != (t+tile-1)/tile {
+			return nil, fmt.Errorf("bigbird: %d random lists for %d blocks", len(random), (t+tile-1)/tile)
+		}
+		return graph.MaskPattern(blockmask.BigBird(t, tile, window, global, random)), nil
+	}
 }
 
 // randomBlocks are the layer's random blocks for t positions in blocks of

@@ -55,6 +55,29 @@ type CoreSpec struct {
 	Map MapSpec
 }
 
+// CoreLog records the attention core calls of a layer.
+type CoreLog struct {
+	Calls []CoreCall
+}
+
+// CoreCall is one core call: the scores it computes (dense: every
+// Batch x Heads x QLen x KLen; tiled: the visited tiles' elements,
+// graph.ScoresComputed) and those FlashAttention would compute for the
+// same shape, for the share of flash's work a pattern does.
+type CoreCall struct {
+	Label               string
+	Scores, FlashScores int64
+}
+
+// Scores sums the calls' scores and flash's.
+func (l *CoreLog) Scores() (scores, flash int64) {
+	for _, c := range l.Calls {
+		scores += c.Scores
+		flash += c.FlashScores
+	}
+	return scores, flash
+}
+
 // Attend runs one attention core over q [Rows, Heads*HeadDim] and k, v
 // (already projected and, where the position scheme rotates them,
 // rotated): it builds the variant's pattern for the context's tile, picks
@@ -99,6 +122,15 @@ func (c Context) Attend(q, k, v *G.Node, cs CoreSpec) (out, lse *G.Node, err err
 	m.Q, m.K, m.KeyMask, m.Shape, m.Pattern = q, k, keyMask, s, mapPattern
 	if _, err := c.RecordMap(m); err != nil {
 		return nil, nil, err
+	}
+	if c.Cores != nil {
+		call := CoreCall{Label: m.Label, FlashScores: graph.ScoresComputed(s, nil, graph.DefaultFlashBlock)}
+		if cs.Materialize {
+			call.Scores = int64(s.Batch * s.Heads * s.QLen * s.KLen)
+		} else {
+			call.Scores = graph.ScoresComputed(s, p, tile)
+		}
+		c.Cores.Calls = append(c.Cores.Calls, call)
 	}
 	if cs.Materialize || c.oracle {
 		if cs.Pattern == nil {

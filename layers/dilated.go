@@ -79,7 +79,7 @@ func (a *Dilated) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 	var outs, lses []*G.Node
 	for i, w := range a.segments {
 		r := a.dilations[i]
-		cs := CoreSpec{Heads: Heads{Heads: H, HeadDim: dh}, ALiBi: a.spec.Pos.ALiBi(), Pattern: dilatedPattern(H, w, r)}
+		cs := CoreSpec{Heads: Heads{Heads: H, HeadDim: dh}, ALiBi: a.spec.Pos.ALiBi(), Pattern: DilatedPattern(H, w, r)}
 		if len(a.segments) > 1 {
 			cs.Map = MapSpec{Label: fmt.Sprintf("w=%d,r=%d", w, r), Note: "one (segment, dilation) pair; the pairs are mixed by their softmax denominators"}
 		}
@@ -97,9 +97,9 @@ func (a *Dilated) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 	return Project(s, "wo", o, d, d, a.bias)
 }
 
-// dilatedPattern is one (w, r) pair: head h reads positions h mod r, h mod
-// r + r, ..., in segments of w / r of them.
-func dilatedPattern(heads, w, r int) PatternFunc {
+// DilatedPattern is one (w, r) pair of dilated attention: head h reads
+// positions h mod r, h mod r + r, ..., in segments of w / r of them.
+func DilatedPattern(heads, w, r int) PatternFunc {
 	return func(t, tile int) (*graph.Pattern, error) {
 		p := &graph.Pattern{Heads: make([][]graph.Stream, heads)}
 		masks := map[int]*blockmask.Mask{} // by offset

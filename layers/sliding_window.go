@@ -52,13 +52,16 @@ func init() {
 
 // Forward implements Attention.
 func (a *SlidingWindow) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
-	return multiHead(s, x, c, a.spec, a.spec.Heads, a.bias, CoreSpec{Pattern: a.pattern})
+	return multiHead(s, x, c, a.spec, a.spec.Heads, a.bias, CoreSpec{Pattern: SlidingWindowPattern(a.window, a.global)})
 }
 
-// pattern is the band (bidirectional: the causal mask is composed by the
-// core) plus the global rows and columns.
-func (a *SlidingWindow) pattern(t, tile int) (*graph.Pattern, error) {
-	return graph.MaskPattern(blockmask.WithGlobal(blockmask.SlidingWindow(t, tile, a.window, false), a.global)), nil
+// SlidingWindowPattern is sliding_window's pattern: the band of window
+// each side (bidirectional: the core composes the causal mask) plus the
+// global rows and columns.
+func SlidingWindowPattern(window, global int) PatternFunc {
+	return func(t, tile int) (*graph.Pattern, error) {
+		return graph.MaskPattern(blockmask.WithGlobal(blockmask.SlidingWindow(t, tile, window, false), global)), nil
+	}
 }
 
 // KVCacheElems implements KVCache: a key and a value of D per token.

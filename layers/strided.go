@@ -70,16 +70,21 @@ func init() {
 
 // Forward implements Attention.
 func (a *Strided) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
-	return multiHead(s, x, c, a.spec, a.spec.Heads, a.bias, CoreSpec{Pattern: a.pattern})
+	return multiHead(s, x, c, a.spec, a.spec.Heads, a.bias, CoreSpec{Pattern: StridedPattern(a.spec.Heads, a.fixed, a.stride, a.summary)})
 }
 
-// pattern gives even heads A(1) and odd heads A(2).
-func (a *Strided) pattern(t, tile int) (*graph.Pattern, error) {
-	l := a.stride
+// StridedPattern is strided's pattern over heads heads: even heads A(1),
+// odd heads A(2), of the strided (fixed false) or fixed pattern with
+// stride l and c summary positions.
+func StridedPattern(heads int, fixed bool, l, c int) PatternFunc {
+	return func(t, tile int) (*graph.Pattern, error) { return stridedPattern(heads, fixed, l, c, t, tile), nil }
+}
+
+func stridedPattern(heads int, fixed bool, l, c, t, tile int) *graph.Pattern {
 	var first, second []graph.Stream
-	if a.fixed {
+	if fixed {
 		first = []graph.Stream{{Offset: 0, Stride: 1, Mask: blockmask.Segments(t, tile, l)}}
-		second = []graph.Stream{{Offset: 0, Stride: 1, Mask: blockmask.Summary(t, tile, l, a.summary)}}
+		second = []graph.Stream{{Offset: 0, Stride: 1, Mask: blockmask.Summary(t, tile, l, c)}}
 	} else {
 		first = []graph.Stream{{Offset: 0, Stride: 1, Mask: blockmask.SlidingWindow(t, tile, l-1, false)}}
 		for o := 0; o < min(l, t); o++ {
@@ -87,14 +92,14 @@ func (a *Strided) pattern(t, tile int) (*graph.Pattern, error) {
 			second = append(second, graph.Stream{Offset: o, Stride: l, Mask: blockmask.Dense(n, n, tile)})
 		}
 	}
-	p := &graph.Pattern{Heads: make([][]graph.Stream, a.spec.Heads)}
+	p := &graph.Pattern{Heads: make([][]graph.Stream, heads)}
 	for h := range p.Heads {
 		p.Heads[h] = first
 		if h%2 == 1 {
 			p.Heads[h] = second
 		}
 	}
-	return p, nil
+	return p
 }
 
 // KVCacheElems implements KVCache: a key and a value of D per token.

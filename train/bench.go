@@ -177,6 +177,11 @@ type AttentionFigures struct {
 	Alloc  uint64  `json:"alloc_bytes_per_rep"`
 	Allocs uint64  `json:"allocs_per_rep"`
 	Peak   uint64  `json:"peak_heap_growth_bytes"`
+	// Scores is the attention scores the layer's cores compute per
+	// forward (layers.CoreLog); FlashShare is it over what flash would
+	// compute for the same cores (1 for flash, 0.5 = half flash's tiles).
+	Scores     int64   `json:"scores"`
+	FlashShare float64 `json:"flash_share"`
 }
 
 // AttentionMemoryNote says what BenchAttention's memory figures are.
@@ -314,12 +319,16 @@ func benchAttentionOne(o AttentionBenchOptions, dt tensor.Dtype, kind string, T 
 	fullGC()
 	floor := heapAllocBytes()
 
-	vm, params, zero, err := buildAttentionBench(o, dt, c, T, pass == PassBackward)
+	vm, built, zero, err := buildAttentionBench(o, dt, c, T, pass == PassBackward)
 	if err != nil {
 		return row, err
 	}
 	defer vm.Close()
-	row.Params = params
+	row.Params = built.params
+	row.Scores = built.scores
+	if built.flashScores > 0 {
+		row.FlashShare = float64(built.scores) / float64(built.flashScores)
+	}
 	// A rep is one run of the tape; the callers clear the gradients after
 	// it, off the clock.
 	rep := func() error {
@@ -372,15 +381,22 @@ func benchAttentionOne(o AttentionBenchOptions, dt tensor.Dtype, kind string, T 
 // options) at sequence length T on a random input and returns its tape
 // machine, its number of parameters, and a function that clears the
 // gradients (Gorgonia adds each run's into the bound dual values).
-func buildAttentionBench(o AttentionBenchOptions, dt tensor.Dtype, c config.Component, T int, backward bool) (G.VM, int, func(), error) {
+// benchLayer is what building a benchmarked layer tells: its parameter
+// count and the scores its cores compute, and flash's for the same cores.
+type benchLayer struct {
+	params              int
+	scores, flashScores int64
+}
+
+func buildAttentionBench(o AttentionBenchOptions, dt tensor.Dtype, c config.Component, T int, backward bool) (G.VM, benchLayer, func(), error) {
 	store, err := graph.NewStore(dt, o.Seed)
 	if err != nil {
-		return nil, 0, nil, err
+		return nil, benchLayer{}, nil, err
 	}
 	spec := benchAttentionSpec(o)
 	a, err := layers.NewAttention(c, spec)
 	if err != nil {
-		return nil, 0, nil, notApplicable{err}
+		return nil, benchLayer{}, nil, notApplicable{err}
 	}
 	g := G.NewGraph()
 	b := store.Bind(g)
@@ -392,23 +408,25 @@ func buildAttentionBench(o AttentionBenchOptions, dt tensor.Dtype, c config.Comp
 		vals[i] = rng.NormFloat64()
 	}
 	if err := graph.SetValues(x, vals); err != nil {
-		return nil, 0, nil, err
+		return nil, benchLayer{}, nil, err
 	}
-	out, err := a.Forward(layers.NewScope(b).Sub("attn"), x, layers.Context{Shape: sh, Causal: o.Causal})
+	cores := &layers.CoreLog{}
+	out, err := a.Forward(layers.NewScope(b).Sub("attn"), x, layers.Context{Shape: sh, Causal: o.Causal, Cores: cores})
 	if err != nil {
-		return nil, 0, nil, notApplicable{err}
+		return nil, benchLayer{}, nil, notApplicable{err}
 	}
-	params := store.NumElements()
+	built := benchLayer{params: store.NumElements()}
+	built.scores, built.flashScores = cores.Scores()
 	if !backward {
-		return G.NewTapeMachine(g), params, func() {}, nil
+		return G.NewTapeMachine(g), built, func() {}, nil
 	}
 	loss, err := G.Sum(out)
 	if err != nil {
-		return nil, 0, nil, fmt.Errorf("building the loss: %w", err)
+		return nil, benchLayer{}, nil, fmt.Errorf("building the loss: %w", err)
 	}
 	wrt := append([]*G.Node{x}, b.Nodes()...)
 	if _, err := G.Grad(loss, wrt...); err != nil {
-		return nil, 0, nil, fmt.Errorf("building the backward graph: %w", err)
+		return nil, benchLayer{}, nil, fmt.Errorf("building the backward graph: %w", err)
 	}
 	vm := G.NewTapeMachine(g, G.BindDualValues(wrt...))
 	zero := func() {
@@ -416,7 +434,7 @@ func buildAttentionBench(o AttentionBenchOptions, dt tensor.Dtype, c config.Comp
 			ZeroGradients(grads)
 		}
 	}
-	return vm, params, zero, nil
+	return vm, built, zero, nil
 }
 
 // fullGC collects twice: objects with finalizers (Gorgonia's tape

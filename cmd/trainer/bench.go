@@ -575,7 +575,7 @@ func printAttentionBench(w io.Writer, res *attentionBench) {
 	fmt.Fprintf(w, "attention bench: batch %d, %d heads x %d (d_model %d), %s, %s; %d warm-up + %d timed reps; %d threads (GOMAXPROCS), BLAS %s%s\n",
 		res.Batch, res.Heads, res.HeadDim, res.DModel, causal, res.DType, res.Warmup, res.Reps, res.Threads, res.BLAS, optionsNote(res.Rows))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KIND\tT\tPASS\tMEDIAN MS\tMIN MS\tMAX MS\tALLOC/REP\tOBJECTS/REP\tPEAK HEAP GROWTH")
+	fmt.Fprintln(tw, "KIND\tT\tPASS\tMEDIAN MS\tMIN MS\tMAX MS\tALLOC/REP\tOBJECTS/REP\tPEAK HEAP GROWTH\tSCORES (x FLASH)")
 	for i := 0; i < len(res.Rows); i++ {
 		r := res.Rows[i]
 		if r.Skipped != "" { // one line for a run of the same refusal
@@ -587,8 +587,8 @@ func printAttentionBench(w io.Writer, res *attentionBench) {
 			fmt.Fprintf(tw, "%s\t%s\t-\tn/a: %s\n", r.Kind, strings.Join(ts, ","), r.Skipped)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.2f\t%.2f\t%.2f\t%s\t%d\t%s\n", r.Kind, r.T, passLabel[r.Pass], r.MsMed, r.MsMin, r.MsMax,
-			humanBytes(float64(r.Alloc)), r.Allocs, humanBytes(float64(r.Peak)))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.2f\t%.2f\t%.2f\t%s\t%d\t%s\t%s (%.4f)\n", r.Kind, r.T, passLabel[r.Pass], r.MsMed, r.MsMin, r.MsMax,
+			humanBytes(float64(r.Alloc)), r.Allocs, humanBytes(float64(r.Peak)), humanCount(r.Scores), r.FlashShare)
 	}
 	tw.Flush()
 	if len(res.Slopes) > 0 {
@@ -660,4 +660,18 @@ func humanBytes(b float64) string {
 		return fmt.Sprintf("%.1f KiB", b/(1<<10))
 	}
 	return fmt.Sprintf("%.0f B", b)
+}
+
+// humanCount is n with a metric suffix: 1.23M.
+func humanCount(n int64) string {
+	x := float64(n)
+	switch {
+	case x >= 1e9:
+		return fmt.Sprintf("%.2fG", x/1e9)
+	case x >= 1e6:
+		return fmt.Sprintf("%.2fM", x/1e6)
+	case x >= 1e3:
+		return fmt.Sprintf("%.1fk", x/1e3)
+	}
+	return fmt.Sprintf("%d", n)
 }

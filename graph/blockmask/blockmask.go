@@ -46,6 +46,12 @@ type Mask struct {
 	// true everywhere in Full tiles and false everywhere outside listed
 	// tiles; cores evaluate it only in Partial tiles.
 	Visible func(q, k int) bool
+	// Interval, if not nil, says the same as Visible for patterns where
+	// each query sees one contiguous run of keys: query q sees exactly the
+	// keys [lo, hi) (lo >= hi: none). Cores then mask a Partial tile row by
+	// row instead of element by element (a causal or windowed diagonal
+	// tile costs O(block) calls, not O(block^2)).
+	Interval func(q int) (lo, hi int)
 
 	// Per query tile qt: the key tiles rows[qt] (ascending), with their
 	// kinds, as CSR: rowStart[qt]..rowStart[qt+1] index rowTiles/rowKinds.
@@ -169,14 +175,16 @@ func kindBytes(k []Kind) []byte {
 
 // Dense is the full pattern: every query sees every key.
 func Dense(q, k, block int) *Mask {
-	return New("dense", q, k, block, func(int, int) bool { return true }, allTiles((k+block-1)/block), func(int, int) Kind { return Full })
+	m := New("dense", q, k, block, func(int, int) bool { return true }, allTiles((k+block-1)/block), func(int, int) Kind { return Full })
+	m.Interval = func(int) (int, int) { return 0, k }
+	return m
 }
 
 // Causal lets query i see keys j <= i + k - q: the queries are the last q
 // of the k positions (q == k for self-attention).
 func Causal(q, k, block int) *Mask {
 	shift := k - q
-	return New("causal", q, k, block, func(i, j int) bool { return j <= i+shift },
+	m := New("causal", q, k, block, func(i, j int) bool { return j <= i+shift },
 		func(qt int) []int {
 			_, q1 := span(qt, block, q)
 			last := q1 - 1 + shift // the last key the tile's last query sees
@@ -193,6 +201,8 @@ func Causal(q, k, block int) *Mask {
 			}
 			return Partial // the diagonal tiles (tiles past the last query's keys are not candidates)
 		})
+	m.Interval = func(i int) (int, int) { return 0, min(i+shift+1, k) }
+	return m
 }
 
 // And is the pattern visible where both a and b are (the same sizes and
@@ -204,7 +214,7 @@ func And(a, b *Mask) *Mask {
 	}
 	va, vb := a.Visible, b.Visible
 	kinds := map[[2]int]Kind{}
-	return New(a.Name+"&"+b.Name, a.Q, a.K, a.Block, func(q, k int) bool { return va(q, k) && vb(q, k) },
+	m := New(a.Name+"&"+b.Name, a.Q, a.K, a.Block, func(q, k int) bool { return va(q, k) && vb(q, k) },
 		func(qt int) []int {
 			ta, ka := a.Row(qt)
 			tb, kb := b.Row(qt)
@@ -229,6 +239,14 @@ func And(a, b *Mask) *Mask {
 			return out
 		},
 		func(qt, kt int) Kind { return kinds[[2]int{qt, kt}] })
+	if ia, ib := a.Interval, b.Interval; ia != nil && ib != nil {
+		m.Interval = func(q int) (int, int) {
+			lo, hi := ia(q)
+			lo2, hi2 := ib(q)
+			return max(lo, lo2), min(hi, hi2)
+		}
+	}
+	return m
 }
 
 // SlidingWindow lets query i see keys i-window..i when causal, |i-j| <=
@@ -249,7 +267,7 @@ func SlidingWindow(t, block, window int, causal bool) *Mask {
 	if !causal {
 		dir = "bidirectional"
 	}
-	return New(fmt.Sprintf("sliding_window(window=%d,%s)", window, dir), t, t, block, visible,
+	m := New(fmt.Sprintf("sliding_window(window=%d,%s)", window, dir), t, t, block, visible,
 		func(qt int) []int {
 			q0, q1 := span(qt, block, t)
 			return seq(lo(q0)/block, hi(q1-1)/block+1)
@@ -271,6 +289,8 @@ func SlidingWindow(t, block, window int, causal bool) *Mask {
 			}
 			return Partial
 		})
+	m.Interval = func(q int) (int, int) { return lo(q), hi(q) + 1 }
+	return m
 }
 
 // WithGlobal adds global positions to a self-attention pattern (Q == K):

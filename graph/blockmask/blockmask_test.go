@@ -46,6 +46,16 @@ func checkMask(t *testing.T, name string, m *Mask, tight bool) {
 	if n != len(kinds) || n != m.Tiles() {
 		t.Fatalf("%s: %d pairs in the rows, %d in the columns, Tiles %d", name, len(kinds), n, m.Tiles())
 	}
+	if m.Interval != nil { // it must say what Visible says
+		for q := 0; q < m.Q; q++ {
+			lo, hi := m.Interval(q)
+			for k := 0; k < m.K; k++ {
+				if in := k >= lo && k < hi; in != m.Visible(q, k) {
+					t.Fatalf("%s: query %d key %d: Interval [%d, %d) and Visible %v disagree", name, q, k, lo, hi, m.Visible(q, k))
+				}
+			}
+		}
+	}
 	for qt := 0; qt < m.QueryTiles(); qt++ {
 		for kt := 0; kt < m.KeyTiles(); kt++ {
 			q0, q1 := span(qt, m.Block, m.Q)

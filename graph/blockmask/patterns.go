@@ -37,7 +37,7 @@ func Segments(t, block, length int) *Mask {
 	}
 	// The segments the positions [lo, hi) of a tile touch: first and last.
 	segs := func(lo, hi int) (int, int) { return lo / length, (hi - 1) / length }
-	return New(fmt.Sprintf("segments(length=%d)", length), t, t, block,
+	m := New(fmt.Sprintf("segments(length=%d)", length), t, t, block,
 		func(q, k int) bool { return q/length == k/length },
 		func(qt int) []int {
 			s0, s1 := segs(span(qt, block, t))
@@ -58,6 +58,8 @@ func Segments(t, block, length int) *Mask {
 			// A segment in common, and a query and a key in different ones.
 			return Partial
 		})
+	m.Interval = func(q int) (int, int) { s := q / length * length; return s, min(s+length, t) }
+	return m
 }
 
 // Summary is the second part A2 of the Sparse Transformer's "fixed"
