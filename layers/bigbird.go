@@ -144,3 +144,6 @@ func earlierRandomBlocks(nb, window, global, random int, rng *rand.Rand) [][]int
 	}
 	return out
 }
+
+// KVCacheElems implements KVCache: a key and a value of D per token.
+func (a *BigBird) KVCacheElems() int { return 2 * a.spec.DModel }

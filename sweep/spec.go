@@ -466,8 +466,9 @@ func parseValue(file, where, key string, n *yaml.Node) (Value, error) {
 		v := Value{component: true, options: map[string]string{}, line: n.Line}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
-			if k.Kind != yaml.ScalarNode || k.Value == "" || val.Kind != yaml.ScalarNode || isNull(val) {
-				return Value{}, specError(file, k.Line, "%s: want {kind: NAME, option: value, ...} with scalar values", where)
+			text, ok := optionText(val)
+			if k.Kind != yaml.ScalarNode || k.Value == "" || !ok {
+				return Value{}, specError(file, k.Line, "%s: want {kind: NAME, option: value, ...} with scalar values or lists of scalars", where)
 			}
 			if _, dup := v.options[k.Value]; dup || (k.Value == "kind" && v.kind != "") {
 				return Value{}, specError(file, k.Line, "%s: duplicate key %q", where, k.Value)
@@ -476,7 +477,7 @@ func parseValue(file, where, key string, n *yaml.Node) (Value, error) {
 				v.kind = val.Value
 				continue
 			}
-			v.options[k.Value] = val.Value
+			v.options[k.Value] = text
 		}
 		if v.kind == "" {
 			return Value{}, specError(file, n.Line, "%s: a mapping value needs a kind, e.g. {kind: gqa, kv_heads: 1}", where)
@@ -488,6 +489,25 @@ func parseValue(file, where, key string, n *yaml.Node) (Value, error) {
 		return v, nil
 	}
 	return Value{}, specError(file, n.Line, "%s: want a value, got %s", where, describe(n))
+}
+
+// optionText is a component option's value as YAML text: a scalar as
+// written, a list of scalars as [a,b,c] (list options: dilated's segments).
+func optionText(n *yaml.Node) (string, bool) {
+	switch {
+	case n.Kind == yaml.ScalarNode && !isNull(n):
+		return n.Value, true
+	case n.Kind == yaml.SequenceNode && len(n.Content) > 0:
+		parts := make([]string, len(n.Content))
+		for i, e := range n.Content {
+			if e.Kind != yaml.ScalarNode || isNull(e) {
+				return "", false
+			}
+			parts[i] = e.Value
+		}
+		return "[" + strings.Join(parts, ",") + "]", true
+	}
+	return "", false
 }
 
 // apply assigns v to key in e, through Experiment.Set (type-checked), so the

@@ -116,6 +116,31 @@ grid:
 	}
 }
 
+// A component value may hold lists of scalars (dilated's segments), given
+// to the option as a YAML list.
+func TestComponentListOptions(t *testing.T) {
+	s := mustParse(t, `base: {name: b, seed: 7, model: {d_model: 16, n_heads: 4, d_ff: 32, n_layers: 1},
+  task: {kind: assoc_recall, seq_len: 16, vocab: 32, kv_pairs: 2}, train: {steps: 2, warmup_steps: 1}}
+grid:
+  model.attention: [{kind: dilated, segments: [4, 16], dilations: [1, 4]}]
+`)
+	runs, err := s.Expand(build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Grid[0].Values[0].Label; got != "dilated+dilations=[1,4]+segments=[4,16]" {
+		t.Errorf("label %q", got)
+	}
+	opts := runs[0].Exp.Model.Attention.Options
+	if fmt.Sprint(opts["segments"]) != "[4 16]" || fmt.Sprint(opts["dilations"]) != "[1 4]" {
+		t.Errorf("options %v", opts)
+	}
+	nested := "base: {name: b, task: {kind: assoc_recall, seq_len: 16, vocab: 32, kv_pairs: 2}}\ngrid:\n  model.attention: [{kind: dilated, segments: [[1]]}]\n"
+	if _, err := Parse("s.yaml", []byte(nested), nil); err == nil || !strings.Contains(err.Error(), "lists of scalars") {
+		t.Errorf("a nested list: %v", err)
+	}
+}
+
 func TestParseErrors(t *testing.T) {
 	base := "base: {name: b, task: {kind: assoc_recall, seq_len: 16, vocab: 32, kv_pairs: 2}, model: {d_model: 16, n_heads: 2, d_ff: 32, n_layers: 1}, train: {steps: 2, warmup_steps: 1}}\n"
 	cases := []struct {
