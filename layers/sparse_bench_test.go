@@ -37,6 +37,7 @@ func BenchmarkSparseCores(b *testing.B) {
 	}{
 		{"flash", []PatternFunc{nil}},
 		{"sliding_window(256)", []PatternFunc{SlidingWindowPattern(256, 0)}},
+		{"sliding_window(0)", []PatternFunc{SlidingWindowPattern(0, 0)}},
 		{"bigbird(64,3,3,2)", []PatternFunc{BigBirdPattern(3, 2, random)}},
 		{"strided(32)", []PatternFunc{StridedPattern(H, false, 32, 8)}},
 		{"strided(128)", []PatternFunc{StridedPattern(H, false, 128, 32)}},
