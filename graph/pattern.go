@@ -72,7 +72,7 @@ func (st Stream) gathered(n int) int {
 	if st.Offset >= n {
 		return 0
 	}
-	return (n - st.Offset + st.Stride - 1) / st.Stride
+	return (n-1-st.Offset)/st.Stride + 1 // no overflow for a huge stride
 }
 
 // check reports a pattern that does not fit the shape.
@@ -186,6 +186,21 @@ func (p *Pattern) maxBlock() int {
 		}
 	}
 	return b
+}
+
+// tileBounds are the most query and key rows a tile of the pattern has:
+// the block, or the masks' sizes when those are shorter (a block larger
+// than the sequence is one tile of the sequence), which size the kernels'
+// scratch buffers.
+func (p *Pattern) tileBounds() (rows, cols int) {
+	rows, cols = 1, 1
+	for _, streams := range p.Heads {
+		for _, st := range streams {
+			rows = max(rows, min(st.Mask.Block, st.Mask.Q))
+			cols = max(cols, min(st.Mask.Block, st.Mask.K))
+		}
+	}
+	return rows, cols
 }
 
 // positionIndex maps each of n positions to its stream of head h and its

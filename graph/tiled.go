@@ -272,13 +272,13 @@ func tiledForward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, out, lse
 	dv := s.VDim()
 	scale := T(s.scale())
 	slopes := s.slopes()
-	block := p.maxBlock()
+	rows, cols := p.tileBounds()
 	clear(out) // rows outside every stream stay 0
 	parallelFor(s.Batch*s.Heads, p.work(s), func(lo, hi int) {
-		st := make([]T, block*block)
-		acc := make([]T, block*dv)
-		m := make([]float64, block)
-		l := make([]float64, block)
+		st := make([]T, rows*cols)
+		acc := make([]T, rows*dv)
+		m := make([]float64, rows)
+		l := make([]float64, rows)
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/s.Heads, bh%s.Heads
 			slope := 0.0
@@ -348,15 +348,15 @@ func tiledBackward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, o, lse,
 	group := s.Heads / s.KVHeads
 	scale := T(s.scale())
 	slopes := s.slopes()
-	block := p.maxBlock()
+	rows, cols := p.tileBounds()
 	clear(dqOut)
 	clear(dkOut)
 	clear(dvOut)
 	// One worker per (sequence, key/value head): it owns the dK and dV rows
 	// of that head and the dQ rows of the query heads of its group.
 	parallelFor(s.Batch*s.KVHeads, group*p.work(s)*2, func(lo, hi int) {
-		pt := make([]T, block*block)
-		dp := make([]T, block*block)
+		pt := make([]T, rows*cols)
+		dp := make([]T, rows*cols)
 		dsum := make([]T, s.QLen)
 		for bk := lo; bk < hi; bk++ {
 			b, kh := bk/s.KVHeads, bk%s.KVHeads

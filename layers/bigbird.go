@@ -93,19 +93,20 @@ func (a *BigBird) randomBlocks(s Scope, t, tile int, causal bool) ([][]int32, er
 	if a.random == 0 {
 		return nil, nil
 	}
-	buf, err := s.Binder().Store().Buffer(s.Name("random_blocks"), []int{nb, a.random}, func(rng *rand.Rand, vals []float64) {
+	width := min(a.random, nb) // no block has more candidates than there are blocks
+	buf, err := s.Binder().Store().Buffer(s.Name("random_blocks"), []int{nb, width}, func(rng *rand.Rand, vals []float64) {
 		var rows [][]int32
 		if causal {
-			rows = earlierRandomBlocks(nb, a.window, a.global, a.random, rng)
+			rows = earlierRandomBlocks(nb, a.window, a.global, width, rng)
 		} else {
-			rows = blockmask.RandomBlocks(nb, a.window, a.global, a.random, rng)
+			rows = blockmask.RandomBlocks(nb, a.window, a.global, width, rng)
 		}
 		for i := range vals {
 			vals[i] = -1
 		}
 		for qt, row := range rows {
 			for j, kt := range row {
-				vals[qt*a.random+j] = float64(kt)
+				vals[qt*width+j] = float64(kt)
 			}
 		}
 	})
@@ -115,7 +116,7 @@ func (a *BigBird) randomBlocks(s Scope, t, tile int, causal bool) ([][]int32, er
 	vals := buf.Value.Data().([]float64)
 	out := make([][]int32, nb)
 	for qt := range out {
-		for _, v := range vals[qt*a.random : (qt+1)*a.random] {
+		for _, v := range vals[qt*width : (qt+1)*width] {
 			if v >= 0 {
 				out[qt] = append(out[qt], int32(v))
 			}

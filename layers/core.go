@@ -103,6 +103,7 @@ func (c Context) Attend(q, k, v *G.Node, cs CoreSpec) (out, lse *G.Node, err err
 	if tile == 0 {
 		tile = graph.DefaultFlashBlock
 	}
+	tile = min(tile, max(s.QLen, s.KLen)) // a larger tile is one tile of the sequence
 	var p, mapPattern *graph.Pattern
 	if cs.Pattern != nil {
 		if s.QLen != s.KLen {

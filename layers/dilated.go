@@ -108,13 +108,16 @@ func DilatedPattern(heads, w, r int) PatternFunc {
 			if off >= t {
 				off = 0 // more offsets than positions: the head reads from 0
 			}
+			// A dilation of T or more keeps one position per head, as a
+			// dilation of T does (and the rows' stride must not overflow).
+			stride := min(r, t)
 			m, ok := masks[off]
 			if !ok {
-				n := (t - off + r - 1) / r
-				m = blockmask.Segments(n, tile, w/r)
+				n := (t-1-off)/stride + 1
+				m = blockmask.Segments(n, tile, max(w/r, 1))
 				masks[off] = m
 			}
-			p.Heads[h] = []graph.Stream{{Offset: off, Stride: r, Mask: m}}
+			p.Heads[h] = []graph.Stream{{Offset: off, Stride: stride, Mask: m}}
 		}
 		return p, nil
 	}

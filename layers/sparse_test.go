@@ -1,6 +1,7 @@
 package layers
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -128,5 +129,29 @@ func TestEarlierRandomBlocks(t *testing.T) {
 				t.Errorf("block %d: random blocks %v: want ascending in [%d, %d)", qt, row, global, qt-window/2)
 			}
 		}
+	}
+}
+
+// Options far beyond the sequence (a window or stride of MaxInt, a block
+// larger than T, more random blocks than there are) compute what the
+// largest meaningful value computes, without overflow or huge buffers.
+func TestSparseExtremeOptions(t *testing.T) {
+	const huge = math.MaxInt
+	st := CheckSetting{Name: "causal-padded", Causal: true, Padded: true, Batch: 2, SeqLen: 9, DModel: 8, Heads: 2}
+	for _, c := range []struct {
+		name      string
+		got, want config.Component
+	}{
+		{"window", config.Component{Kind: "sliding_window", Options: map[string]any{"window": huge, "global_tokens": huge}}, config.Component{Kind: "sliding_window", Options: map[string]any{"window": 9}}},
+		{"stride", config.Component{Kind: "strided", Options: map[string]any{"stride": huge}}, config.Component{Kind: "strided", Options: map[string]any{"stride": 9}}},
+		{"dilation", config.Component{Kind: "dilated", Options: map[string]any{"segments": []any{huge}, "dilations": []any{huge}}}, config.Component{Kind: "dilated", Options: map[string]any{"segments": []any{9}, "dilations": []any{9}}}},
+		{"bigbird", config.Component{Kind: "bigbird", Options: map[string]any{"block": 100000, "random_blocks": 1 << 40, "global_blocks": huge}}, config.Component{Kind: "standard"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, want := runLayer(t, c.got, st, 1), runLayer(t, c.want, st, 1)
+			if d := relDiff(got.out, want.out); !(d <= 1e-10) {
+				t.Errorf("output differs from %s by %g", c.want.Kind, d)
+			}
+		})
 	}
 }

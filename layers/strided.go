@@ -86,9 +86,13 @@ func stridedPattern(heads int, fixed bool, l, c, t, tile int) *graph.Pattern {
 		first = []graph.Stream{{Offset: 0, Stride: 1, Mask: blockmask.Segments(t, tile, l)}}
 		second = []graph.Stream{{Offset: 0, Stride: 1, Mask: blockmask.Summary(t, tile, l, c)}}
 	} else {
+		// A stride of T or more sees the same keys as a stride of T (the
+		// window covers everything, the residues only the query itself),
+		// and keeps the gathered rows' leading dimension from overflowing.
+		l = min(l, t)
 		first = []graph.Stream{{Offset: 0, Stride: 1, Mask: blockmask.SlidingWindow(t, tile, l-1, false)}}
 		for o := 0; o < min(l, t); o++ {
-			n := (t - o + l - 1) / l // positions o, o+l, ...: every key of the same residue
+			n := (t-1-o)/l + 1 // positions o, o+l, ...: every key of the same residue
 			second = append(second, graph.Stream{Offset: o, Stride: l, Mask: blockmask.Dense(n, n, tile)})
 		}
 	}

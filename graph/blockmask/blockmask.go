@@ -255,6 +255,7 @@ func SlidingWindow(t, block, window int, causal bool) *Mask {
 	if window < 0 {
 		panic("blockmask: negative window")
 	}
+	window = min(window, t) // a wider window sees no more, and q+window must not overflow
 	visible := func(q, k int) bool { return k <= q && q-k <= window || !causal && k > q && k-q <= window }
 	lo := func(q int) int { return max(q-window, 0) }
 	hi := func(q int) int { // the last visible key of query q
