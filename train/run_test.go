@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -246,5 +247,47 @@ func TestFinalEvaluationRunsOnce(t *testing.T) {
 		if n := strings.Count(log.String(), "eval step 6:"); n != 1 {
 			t.Errorf("resume %v: the last step evaluated %d times:\n%s", resume, n, log.String())
 		}
+	}
+}
+
+// EvaluateTensors lists what the store loaded from the checkpoint: every
+// parameter and buffer, by its checkpoint name, with the loaded values
+// (scripts/check-safetensors.py compares them with Python's reading).
+func TestEvaluateTensors(t *testing.T) {
+	exp := tinyExperiment(t, "model.attention.kind=bigbird", "model.attention.block=4", "model.attention.random_blocks=1")
+	dir := t.TempDir()
+	if _, err := Run(context.Background(), exp, Options{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := EvaluateTensors(exp, filepath.Join(dir, CheckpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := readCheckpoint(filepath.Join(dir, CheckpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buffers := 0
+	for _, ts := range res.Tensors {
+		ct, ok := f.Get(ts.Name)
+		if !ok {
+			t.Fatalf("%s is not in the checkpoint", ts.Name)
+		}
+		var first float64
+		switch d := ct.Data.(type) {
+		case []float32:
+			first = float64(d[0])
+		case []float64:
+			first = d[0]
+		}
+		if !slices.Equal(ct.Shape, ts.Shape) || len(ts.First) == 0 || ts.First[0] != first {
+			t.Errorf("%s: shape %v first %v, the file has %v and %v", ts.Name, ts.Shape, ts.First, ct.Shape, first)
+		}
+		if strings.HasPrefix(ts.Name, bufferPrefix) {
+			buffers++
+		}
+	}
+	if buffers != 1 || len(res.Tensors) < 10 {
+		t.Errorf("%d tensors, %d buffers: want every parameter and bigbird's buffer", len(res.Tensors), buffers)
 	}
 }

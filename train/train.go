@@ -553,11 +553,45 @@ type EvalResult struct {
 	Examples     int     `json:"examples"`
 	EvalLoss     float64 `json:"eval_loss"`
 	EvalAccuracy float64 `json:"eval_accuracy"`
+	// Tensors, with EvaluateTensors, are the model's parameters and
+	// buffers as loaded from the checkpoint, in store order.
+	Tensors []TensorSummary `json:"tensors,omitempty"`
+}
+
+// TensorSummary describes one loaded tensor, for checking a checkpoint
+// from another reader (scripts/check-safetensors.py): its checkpoint
+// name, shape and dtype, the sum of its values and its first few.
+type TensorSummary struct {
+	Name  string    `json:"name"`
+	Shape []int     `json:"shape"`
+	DType string    `json:"dtype"`
+	Sum   float64   `json:"sum"`
+	First []float64 `json:"first"`
+}
+
+func summarize(name string, v G.Value) TensorSummary {
+	vals := graph.Float64s(v)
+	t := TensorSummary{Name: name, Shape: slices.Clone([]int(v.Shape())), DType: v.Dtype().String()}
+	for _, x := range vals {
+		t.Sum += x
+	}
+	t.First = slices.Clone(vals[:min(4, len(vals))])
+	return t
+}
+
+// EvaluateTensors is Evaluate that also returns every parameter and
+// buffer as loaded (EvalResult.Tensors).
+func EvaluateTensors(exp config.Experiment, path string) (*EvalResult, error) {
+	return evaluateCheckpoint(exp, path, true)
 }
 
 // Evaluate loads the checkpoint at path into the model exp describes and
 // evaluates it on exp.Train.EvalExamples held-out examples.
 func Evaluate(exp config.Experiment, path string) (*EvalResult, error) {
+	return evaluateCheckpoint(exp, path, false)
+}
+
+func evaluateCheckpoint(exp config.Experiment, path string, tensors bool) (*EvalResult, error) {
 	s, err := Build(exp)
 	if err != nil {
 		return nil, err
@@ -572,5 +606,14 @@ func Evaluate(exp config.Experiment, path string) (*EvalResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &EvalResult{Step: st.Step, Examples: exp.Train.EvalExamples, EvalLoss: l, EvalAccuracy: a}, nil
+	res := &EvalResult{Step: st.Step, Examples: exp.Train.EvalExamples, EvalLoss: l, EvalAccuracy: a}
+	if tensors {
+		for _, p := range s.Store.Params() {
+			res.Tensors = append(res.Tensors, summarize(p.Name, p.Value))
+		}
+		for _, b := range s.Store.Buffers() {
+			res.Tensors = append(res.Tensors, summarize(bufferPrefix+b.Name, b.Value))
+		}
+	}
+	return res, nil
 }

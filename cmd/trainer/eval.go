@@ -15,12 +15,13 @@ import (
 func newEvalCmd() *cobra.Command {
 	var dir string
 	var examples int
-	var asJSON bool
+	var asJSON, tensors bool
 	cmd := &cobra.Command{
 		Use:   "eval",
 		Short: "Evaluate a run's checkpoint on held-out examples",
 		Example: `  trainer eval --run runs/quickstart-20261123-101500
-  trainer eval --run runs/quickstart-20261123-101500 --examples 4096 --json`,
+  trainer eval --run runs/quickstart-20261123-101500 --examples 4096 --json
+  trainer eval --run runs/quickstart-20261123-101500 --tensors --json   # what scripts/check-safetensors.py compares`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
 				return usageError{fmt.Errorf("eval: --run DIR is required")}
@@ -35,7 +36,11 @@ func newEvalCmd() *cobra.Command {
 				}
 				exp.Train.EvalExamples = examples
 			}
-			res, err := train.Evaluate(exp, filepath.Join(dir, train.CheckpointFile))
+			evaluate := train.Evaluate
+			if tensors {
+				evaluate = train.EvaluateTensors
+			}
+			res, err := evaluate(exp, filepath.Join(dir, train.CheckpointFile))
 			if err != nil {
 				return err
 			}
@@ -50,11 +55,15 @@ func newEvalCmd() *cobra.Command {
 			}
 			fmt.Fprintf(w, "%s at step %d: eval_accuracy %.4f eval_loss %.4f over %d held-out examples\n",
 				dir, res.Step, res.EvalAccuracy, res.EvalLoss, res.Examples)
+			for _, t := range res.Tensors {
+				fmt.Fprintf(w, "  %s %v %s sum %.6g first %.6g\n", t.Name, t.Shape, t.DType, t.Sum, t.First)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "run", "", "run folder")
 	cmd.Flags().IntVar(&examples, "examples", 0, "held-out examples (default: the run's eval_examples)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&tensors, "tensors", false, "also list every loaded parameter and buffer: checkpoint name, shape, dtype, sum, first values")
 	return cmd
 }
