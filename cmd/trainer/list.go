@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -102,7 +104,7 @@ func newListCmd() *cobra.Command {
 						fmt.Fprintf(tw, "  \t    supports: %s\n", l.Support.text)
 					}
 					for _, o := range l.Options {
-						fmt.Fprintf(tw, "  \t    %s: %s (%s, default %v)\n", o.Name, o.Help, o.Type, o.Default)
+						fmt.Fprintf(tw, "  \t    %s: %s (%s, default %s)\n", o.Name, o.Help, o.Type, defaultText(o.Default))
 					}
 				}
 			}
@@ -114,4 +116,17 @@ func newListCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// defaultText is an option's default as a config would spell it: a list
+// as [64,256,1024], which --set takes back.
+func defaultText(v any) string {
+	if xs, ok := v.([]int); ok {
+		parts := make([]string, len(xs))
+		for i, x := range xs {
+			parts[i] = strconv.Itoa(x)
+		}
+		return "[" + strings.Join(parts, ",") + "]"
+	}
+	return fmt.Sprint(v)
 }
