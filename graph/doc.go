@@ -1,7 +1,11 @@
 // Package graph holds what the models need from Gorgonia and Gorgonia lacks:
 // custom ops with their own forward and backward (layer and RMS norms, GELU,
-// the embedding lookup, the fused linear layer, the attention core with causal
+// the embedding lookup, the fused linear layer, the attention cores with causal
 // and key-padding masks, softmax cross-entropy over scored positions), the
+// block-sparse patterns the attention cores consume (pattern.go, over the
+// masks of package blockmask: the dense core evaluates a pattern at every
+// score and is the oracle; the tiled core, tiled.go, visits only the tiles
+// it lists and returns each row's logsumexp, which merge.go merges), the
 // parameter store that training and evaluation graphs share, the choice of
 // BLAS, the float32 matrix multiply (sgemm.go, with Go-assembly
 // micro-kernels), AVX-512 loops for the softmax, GELU, norm statistics and
