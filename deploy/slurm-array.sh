@@ -27,7 +27,10 @@
 #   SWEEP    the sweep file (an embedded name like sweeps/mqar-mini.yaml works too)
 #   OUT      the shared sweep folder, on a file system every node sees
 #   TRAINER  the trainer binary
-#   WORKERS  runs at a time per task (each gets GOMAXPROCS = cpus-per-task / WORKERS)
+#   WORKERS  runs at a time per task (each gets GOMAXPROCS = cpus-per-task / WORKERS,
+#            passed as --threads: where Slurm does not bind a task to its
+#            CPUs (TaskPlugin=task/none, no cgroups) the trainer would see
+#            the whole node)
 #
 # --signal=B:TERM@300: Slurm signals the batch shell (which exec makes the
 # trainer) 300 s before the time limit. The trainer gives its runs up to 2
@@ -64,7 +67,14 @@ if ! [[ "$SHARDS" =~ ^[1-9][0-9]*$ ]] || ((SLURM_ARRAY_TASK_ID >= SHARDS)); then
 fi
 shard=$SLURM_ARRAY_TASK_ID
 
+# Each run's GOMAXPROCS from the task's CPU allocation (0: the trainer's
+# default, the CPUs it may run on).
+threads=0
+if [[ -n "${SLURM_CPUS_PER_TASK:-}" && "$WORKERS" =~ ^[1-9][0-9]*$ ]]; then
+	threads=$((SLURM_CPUS_PER_TASK / WORKERS > 0 ? SLURM_CPUS_PER_TASK / WORKERS : 1))
+fi
+
 mkdir -p "$OUT"
 echo "attnlab sweep $SWEEP: shard $shard/$SHARDS on $(hostname), ${SLURM_CPUS_PER_TASK:-?} CPUs, into $OUT"
 # exec: the trainer receives Slurm's signals itself and forwards them to its runs.
-exec "$TRAINER" compare --config "$SWEEP" --out "$OUT" --workers "$WORKERS" --shard "$shard/$SHARDS"
+exec "$TRAINER" compare --config "$SWEEP" --out "$OUT" --workers "$WORKERS" --threads "$threads" --shard "$shard/$SHARDS"
