@@ -68,6 +68,9 @@ type MapSpec struct {
 	// Pattern is the core's visibility pattern (nil: none), drawn as
 	// graph.DenseAttention applies it.
 	Pattern *graph.Pattern
+	// EmptyRows says a row of Weights may be all zeros (a query whose
+	// features meet no key's in linear attention); a Pattern implies it.
+	EmptyRows bool
 	// Weights, if not nil, is the map itself, [Batch*Heads*QLen, KLen], for
 	// a core whose weights are not softmax(scale Q K^T + masks) (a linear or
 	// low-rank form, say); Q and K are then not used.
@@ -107,7 +110,7 @@ func (c Context) RecordMap(m MapSpec) (*AttentionMap, error) {
 		}
 	}
 	return c.Maps.Add(AttentionMap{Layer: c.Layer, Label: m.Label, Note: m.Note, Rows: m.Rows, Cols: m.Cols,
-		Shape: m.Shape, Sparse: m.Pattern != nil, Weights: w, RowMask: m.RowMask, ColMask: m.KeyMask})
+		Shape: m.Shape, Sparse: m.Pattern != nil || m.EmptyRows, Weights: w, RowMask: m.RowMask, ColMask: m.KeyMask})
 }
 
 // WithMapLabel returns c with the label and note that SelfAttention gives

@@ -155,3 +155,23 @@ func TestSparseExtremeOptions(t *testing.T) {
 		})
 	}
 }
+
+// Linear attention's chunk is an implementation choice: chunks of 1, 3 and
+// more than T give the same outputs and gradients (float64, 1e-10).
+func TestLinearChunksAgree(t *testing.T) {
+	for _, causal := range []bool{true, false} {
+		st := CheckSetting{Name: "padded", Causal: causal, Padded: true, Batch: 2, SeqLen: 11, DModel: 8, Heads: 2}
+		want := runLayer(t, config.Component{Kind: "linear", Options: map[string]any{"chunk": 64}}, st, 3)
+		for _, chunk := range []int{1, 3} {
+			got := runLayer(t, config.Component{Kind: "linear", Options: map[string]any{"chunk": chunk}}, st, 3)
+			if d := relDiff(got.out, want.out); !(d <= 1e-10) {
+				t.Errorf("causal %v chunk %d: output differs by %g", causal, chunk, d)
+			}
+			for name, w := range want.dparams {
+				if d := relDiff(got.dparams[name], w); !(d <= 1e-10) {
+					t.Errorf("causal %v chunk %d: gradient of %s differs by %g", causal, chunk, name, d)
+				}
+			}
+		}
+	}
+}

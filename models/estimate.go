@@ -329,6 +329,12 @@ func attentionCost(kind string, o config.Values, s layers.Spec) (layerCost, erro
 		c.params = 4 * proj(D, D, b)
 		c.perRow = 3*D + rot*2*D + pairs*(D+H) + 2*D
 		c.width, c.weight = D, w("wq", D, D)
+	case "linear":
+		// projections; the op keeps float64 copies of q, k, v and features per head in flight
+		b := bias()
+		c.params = 4 * proj(D, D, b)
+		c.perRow = 3*D + 2*D
+		c.width, c.weight = D, w("wq", D, D)
 	case "standard", "flash", "gqa", "mqa", "sliding_window", "bigbird", "strided":
 		g := H
 		switch kind {

@@ -108,8 +108,8 @@ func TestEstimateParamsMatchEveryVariant(t *testing.T) {
 		for _, setting := range []struct {
 			name, norm, positional string
 		}{{"layernorm-learned", "layernorm", "learned"}, {"rmsnorm-rope", "rmsnorm", "rope"}, {"layernorm-sinusoidal", "layernorm", "sinusoidal"}} {
-			if v.kind == "latent" && setting.positional == "rope" {
-				continue // latent refuses rotary positions
+			if sup, err := layers.SupportOf(v.kind); err == nil && sup.Allows(layers.Setting{Causal: !bidirectional, Positional: setting.positional}) != nil {
+				continue // a position scheme the variant refuses (latent, linear: rope)
 			}
 			t.Run(fmt.Sprintf("%s%v/%s", v.kind, v.opts, setting.name), func(t *testing.T) {
 				cfg := config.Default().Model

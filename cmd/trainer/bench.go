@@ -587,8 +587,12 @@ func printAttentionBench(w io.Writer, res *attentionBench) {
 			fmt.Fprintf(tw, "%s\t%s\t-\tn/a: %s\n", r.Kind, strings.Join(ts, ","), r.Skipped)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.2f\t%.2f\t%.2f\t%s\t%d\t%s\t%s (%.4f)\n", r.Kind, r.T, passLabel[r.Pass], r.MsMed, r.MsMin, r.MsMax,
-			humanBytes(float64(r.Alloc)), r.Allocs, humanBytes(float64(r.Peak)), humanCount(r.Scores), r.FlashShare)
+		scores := "- (no softmax core)"
+		if r.Scores > 0 {
+			scores = fmt.Sprintf("%s (%.4f)", humanCount(r.Scores), r.FlashShare)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.2f\t%.2f\t%.2f\t%s\t%d\t%s\t%s\n", r.Kind, r.T, passLabel[r.Pass], r.MsMed, r.MsMin, r.MsMax,
+			humanBytes(float64(r.Alloc)), r.Allocs, humanBytes(float64(r.Peak)), scores)
 	}
 	tw.Flush()
 	if len(res.Slopes) > 0 {
