@@ -32,6 +32,13 @@ func runLayer(t *testing.T, c config.Component, st CheckSetting, seed uint64) la
 // runLayerWith is runLayer with the context changed by edit first.
 func runLayerWith(t *testing.T, c config.Component, st CheckSetting, seed uint64, edit func(*Context)) layerRun {
 	t.Helper()
+	return runLayerFixed(t, c, st, seed, edit, nil)
+}
+
+// runLayerFixed is runLayerWith with fix applied to each parameter after
+// the random fill (to pin some to chosen values).
+func runLayerFixed(t *testing.T, c config.Component, st CheckSetting, seed uint64, edit func(*Context), fix func(*graph.Param)) layerRun {
+	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 3))
 	store, err := graph.NewStore(tensor.Float64, seed)
 	if err != nil {
@@ -73,6 +80,9 @@ func runLayerWith(t *testing.T, c config.Component, st CheckSetting, seed uint64
 		d := p.Value.Data().([]float64)
 		for i := range d {
 			d[i] = prng.Float64() - 0.5
+		}
+		if fix != nil {
+			fix(p)
 		}
 	}
 	prod, err := G.HadamardProd(out, graph.Variable(g, "r", r))

@@ -3,10 +3,12 @@ package layers
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/attnlab/attnlab/config"
+	"github.com/attnlab/attnlab/graph"
 )
 
 // sparseVariants are the fixed-pattern variants, with options that make
@@ -171,6 +173,39 @@ func TestLinearChunksAgree(t *testing.T) {
 				if d := relDiff(got.dparams[name], w); !(d <= 1e-10) {
 					t.Errorf("causal %v chunk %d: gradient of %s differs by %g", causal, chunk, name, d)
 				}
+			}
+		}
+	}
+}
+
+// Linformer with k = T and identity projections E = F = I is standard
+// attention (bidirectional, unpadded: with padding the zeroed keys still
+// take a softmax weight), outputs and the gradients of the input and of
+// the shared parameters to 1e-10.
+func TestLinformerIdentityIsStandard(t *testing.T) {
+	const T = 7
+	st := CheckSetting{Name: "bidirectional", Batch: 2, SeqLen: T, DModel: 8, Heads: 2}
+	identity := func(p *graph.Param) {
+		if strings.HasSuffix(p.Name, "proj_e") || strings.HasSuffix(p.Name, "proj_f") {
+			d := p.Value.Data().([]float64)
+			clear(d)
+			for i := 0; i < T; i++ {
+				d[i*T+i] = 1
+			}
+		}
+	}
+	for _, share := range []bool{false, true} {
+		got := runLayerFixed(t, config.Component{Kind: "linformer", Options: map[string]any{"k": T, "share_kv": share}}, st, 4, nil, identity)
+		want := runLayer(t, config.Component{Kind: "standard"}, st, 4)
+		if d := relDiff(got.out, want.out); !(d <= 1e-10) {
+			t.Errorf("share_kv %v: output differs by %g", share, d)
+		}
+		if d := relDiff(got.dx, want.dx); !(d <= 1e-10) {
+			t.Errorf("share_kv %v: input gradient differs by %g", share, d)
+		}
+		for name, w := range want.dparams {
+			if d := relDiff(got.dparams[name], w); !(d <= 1e-10) {
+				t.Errorf("share_kv %v: gradient of %s differs by %g", share, name, d)
 			}
 		}
 	}

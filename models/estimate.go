@@ -158,7 +158,7 @@ func EstimateCost(cfg config.Model, task data.Task, bytesPerElem, batch, evalBat
 	if err != nil {
 		return Estimate{}, err
 	}
-	lc, err := attentionCost(cfg.Attention.Kind, opts, spec)
+	lc, err := attentionCost(cfg.Attention.Kind, opts, spec, float64(task.SeqLen()))
 	if err != nil {
 		return Estimate{}, err
 	}
@@ -252,7 +252,7 @@ func AttentionLayerEstimate(kind string, heads, headDim int, causal bool, batch,
 	if err != nil {
 		return 0, 0, Tensor{}, err
 	}
-	lc, err := attentionCost(kind, opts, spec)
+	lc, err := attentionCost(kind, opts, spec, float64(seqLen))
 	if err != nil {
 		return 0, 0, Tensor{}, err
 	}
@@ -310,7 +310,7 @@ var errUnknownVariant = errors.New("no estimate for this attention variant")
 // attentionCost mirrors each variant's Forward (layers/*.go): the
 // projections it makes, and the values its forward pass keeps per position
 // and per sequence. A variant added to layers needs its case here.
-func attentionCost(kind string, o config.Values, s layers.Spec) (layerCost, error) {
+func attentionCost(kind string, o config.Values, s layers.Spec, T float64) (layerCost, error) {
 	D, H := float64(s.DModel), float64(s.Heads)
 	d := D / H
 	rot := 0.0 // rotations add a rotated copy of queries and keys
@@ -328,6 +328,17 @@ func attentionCost(kind string, o config.Values, s layers.Spec) (layerCost, erro
 		pairs, b := float64(len(o.Ints("segments"))), bias()
 		c.params = 4 * proj(D, D, b)
 		c.perRow = 3*D + rot*2*D + pairs*(D+H) + 2*D
+		c.width, c.weight = D, w("wq", D, D)
+	case "linformer":
+		// projections, E and F [k, T], the projected keys and values per sequence
+		kp, b := float64(o.Int("k")), bias()
+		nproj := 2.0
+		if o.Bool("share_kv") {
+			nproj = 1
+		}
+		c.params = 4*proj(D, D, b) + nproj*kp*T
+		c.perRow = 3*D + rot*2*D + 2*H*kp + D
+		c.perSeq = 2 * kp * D
 		c.width, c.weight = D, w("wq", D, D)
 	case "linear":
 		// projections; the op keeps float64 copies of q, k, v and features per head in flight
