@@ -81,6 +81,14 @@ type KVCache interface {
 	KVCacheElems() int
 }
 
+// RecurrentState is implemented by variants that decode with a state of
+// fixed size instead of a KV cache (linear attention's d x d per head):
+// StateElems is the number of elements one layer keeps per sequence,
+// whatever its length.
+type RecurrentState interface {
+	StateElems() int
+}
+
 // HeadDim is DModel / Heads.
 func (s Spec) HeadDim() int { return s.DModel / s.Heads }
 

@@ -50,6 +50,13 @@ func init() {
 		})
 }
 
+// StateElems implements RecurrentState: per head the d x d sum S and the
+// d-vector z of the causal recurrence.
+func (a *Linear) StateElems() int {
+	d := a.spec.HeadDim()
+	return a.spec.Heads * (d*d + d)
+}
+
 // Forward implements Attention.
 func (a *Linear) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 	d, H := a.spec.DModel, a.spec.Heads

@@ -210,3 +210,19 @@ func TestLinformerIdentityIsStandard(t *testing.T) {
 		}
 	}
 }
+
+// Linear attention reports its recurrent state (S and z per head), and
+// keeps no KV cache.
+func TestLinearState(t *testing.T) {
+	a, err := NewAttention(config.Component{Kind: "linear"}, Spec{DModel: 64, Heads: 4, NLayers: 2, Causal: true, Pos: Position{Kind: "learned"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, ok := a.(RecurrentState)
+	if !ok || st.StateElems() != 4*(16*16+16) {
+		t.Fatalf("state %v (%v), want 4 x (16 x 16 + 16)", ok, st)
+	}
+	if _, kv := a.(KVCache); kv {
+		t.Error("linear attention claims a KV cache")
+	}
+}

@@ -86,6 +86,8 @@ type Estimate struct {
 	Largest Tensor
 	// KVCacheElems is one layer's KV cache per token, -1 without one.
 	KVCacheElems int
+	// StateElems is one layer's recurrent state per sequence, -1 without one.
+	StateElems int
 }
 
 // Tensor names one tensor of an estimate: what it is, its shape, and the
@@ -202,13 +204,16 @@ func EstimateCost(cfg config.Model, task data.Task, bytesPerElem, batch, evalBat
 		TrainActivationBytes: trainFactor * bpe * forward(batch),
 		RuntimeBytes:         runtimeBytes,
 		Batch:                batch, EvalBatch: evalBatch, SeqLen: task.SeqLen(), Layers: cfg.NLayers,
-		BytesPerElem: bytesPerElem, KVCacheElems: -1,
+		BytesPerElem: bytesPerElem, KVCacheElems: -1, StateElems: -1,
 	}
 	if evalBatch > 0 {
 		e.EvalActivationBytes = evalFactor * bpe * forward(evalBatch)
 	}
 	if kv, ok := attn.(layers.KVCache); ok {
 		e.KVCacheElems = kv.KVCacheElems()
+	}
+	if st, ok := attn.(layers.RecurrentState); ok {
+		e.StateElems = st.StateElems()
 	}
 	rows := float64(max(batch, evalBatch)) * T
 	cands := []Tensor{

@@ -42,6 +42,9 @@ type Model struct {
 	// KVCacheElems is the number of elements one layer caches per token
 	// when decoding, or -1 when the attention variant has no KV cache.
 	KVCacheElems int
+	// StateElems is the number of elements one layer's recurrent state
+	// holds per sequence (layers.RecurrentState), or -1 without one.
+	StateElems int
 }
 
 // Build makes the graph of the model cfg describes for batch examples of
@@ -76,9 +79,12 @@ func BuildRecording(cfg config.Model, task data.Task, store *graph.Store, batch 
 	b := store.Bind(g)
 	root := layers.NewScope(b)
 	sh := layers.Shape{Batch: batch, SeqLen: task.SeqLen(), DModel: cfg.DModel}
-	m := &Model{Graph: g, Batch: batch, SeqLen: sh.SeqLen, KVCacheElems: -1}
+	m := &Model{Graph: g, Batch: batch, SeqLen: sh.SeqLen, KVCacheElems: -1, StateElems: -1}
 	if kv, ok := attn.(layers.KVCache); ok {
 		m.KVCacheElems = kv.KVCacheElems()
+	}
+	if st, ok := attn.(layers.RecurrentState); ok {
+		m.StateElems = st.StateElems()
 	}
 
 	m.Inputs = b.Input("inputs", sh.Rows())

@@ -172,4 +172,9 @@ type Summary struct {
 	// information.
 	Version string `json:"version"`
 	Commit  string `json:"commit,omitempty"`
+	// StateBytesPerSequence is what one layer's recurrent state holds per
+	// sequence, whatever its length (variants decoding with a fixed-size
+	// state instead of a KV cache: linear); absent otherwise. Last, so
+	// that the results tables keep their columns.
+	StateBytesPerSequence *int `json:"state_bytes_per_sequence,omitempty"`
 }

@@ -149,6 +149,17 @@ func (s *Setup) KVCacheBytesPerToken() *int {
 	return &b
 }
 
+// StateBytesPerSequence is the bytes one layer's recurrent state holds per
+// sequence (linear attention's d x d per head), or nil when the variant
+// keeps none.
+func (s *Setup) StateBytesPerSequence() *int {
+	if s.Train.StateElems < 0 {
+		return nil
+	}
+	b := s.Train.StateElems * int(s.Store.Dtype().Size())
+	return &b
+}
+
 // Run trains exp, writing the run folder o.Dir. It returns the summary, or
 // ErrInterrupted (with a checkpoint written) when ctx is cancelled.
 func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error) {
@@ -331,6 +342,7 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 		StepMsMedian: st.Stats.stepMsMedian(), PeakRSSBytes: peakRSS(), WallSeconds: wall(), Resumed: o.Resume,
 	}
 	sum.KVCacheBytesPerToken = s.KVCacheBytesPerToken()
+	sum.StateBytesPerSequence = s.StateBytesPerSequence()
 	if m := sum.StepMsMedian; m > 0 {
 		// From the median step, like StepMsMedian: a few steps slowed by
 		// another process must not move the figure a sweep compares.

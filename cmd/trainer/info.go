@@ -21,9 +21,12 @@ type modelInfo struct {
 	Params    int64  `json:"params"`
 	// KV cache per token: one layer, and all layers; absent when the
 	// attention variant has no KV cache.
-	KVCacheBytesPerToken          *int       `json:"kv_cache_bytes_per_token,omitempty"`
-	KVCacheBytesPerTokenAllLayers *int       `json:"kv_cache_bytes_per_token_all_layers,omitempty"`
-	Memory                        memoryInfo `json:"memory"`
+	KVCacheBytesPerToken          *int `json:"kv_cache_bytes_per_token,omitempty"`
+	KVCacheBytesPerTokenAllLayers *int `json:"kv_cache_bytes_per_token_all_layers,omitempty"`
+	// Recurrent state per sequence, one layer (linear attention); absent
+	// when the variant keeps none.
+	StateBytesPerSequence *int       `json:"state_bytes_per_sequence,omitempty"`
+	Memory                memoryInfo `json:"memory"`
 }
 
 // memoryInfo is the estimated peak memory of training the config
@@ -78,6 +81,10 @@ still exits 0, so that it can size runs for a larger machine.`,
 			if est.KVCacheElems >= 0 {
 				b := est.KVCacheElems * est.BytesPerElem
 				in.KVCacheBytesPerToken = &b
+			}
+			if est.StateElems >= 0 {
+				b := est.StateElems * est.BytesPerElem
+				in.StateBytesPerSequence = &b
 			}
 			if est.Refusal == nil { // it fits: build it, as train would
 				s, err := train.Build(exp)
@@ -136,6 +143,9 @@ func printInfo(w io.Writer, in *modelInfo, est *train.ResourceEstimate) {
 	} else {
 		fmt.Fprintf(w, "kv cache: %d bytes per token per layer, %d per token over %d layers\n",
 			*in.KVCacheBytesPerToken, *in.KVCacheBytesPerTokenAllLayers, in.Layers)
+	}
+	if b := in.StateBytesPerSequence; b != nil {
+		fmt.Fprintf(w, "recurrent state: %d bytes per sequence per layer, %d over %d layers, whatever the length\n", *b, *b*in.Layers, in.Layers)
 	}
 	// From the estimate's float64s: the JSON's int64s saturate at 8 EiB.
 	fmt.Fprintf(w, "training memory: about %s (parameters %s with gradients and AdamW moments, activations %s at batch %d x T %d, evaluation batch %d)\n",
