@@ -134,62 +134,18 @@ func denseAttention(q, k, v, keyMask *G.Node, s AttentionShape, p *Pattern) (out
 	if p != nil {
 		name = fmt.Sprintf("Attention(%+v,scale=%g,masked=%t,pattern=%s)", s, s.scale(), masked, opID(p.id()))
 	}
-	children := G.Nodes{q, k, v}
-	typ := fnType(2, 2, 2, 1)
-	diff := []bool{true, true, true}
-	if masked {
-		children = append(children, keyMask)
-		typ = fnType(2, 2, 2, 1, 1)
-		diff = append(diff, false)
-	}
-	nOut := s.Batch * s.QLen * s.Heads * s.VDim()
-	nLSE := s.Batch * s.Heads * s.QLen
-	packed, err := apply(&op{
-		name:  name,
-		arity: len(children),
-		typ:   typ,
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
-			if err := s.checkShapes(in); err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			return tensor.Shape{nOut + nLSE}, nil
+	return applyCore(name, s, q, k, v, keyMask, denseFuncs[float32](s, p), denseFuncs[float64](s, p))
+}
+
+// denseFuncs are the dense core's kernels (its backward recomputes the
+// probabilities and needs no logsumexp).
+func denseFuncs[T Float](s AttentionShape, p *Pattern) coreFuncs[T] {
+	return coreFuncs[T]{
+		forward: func(q, k, v, mask, out, lse []T) { attentionForward(s, p, q, k, v, mask, out, lse) },
+		backward: func(q, k, v, mask, o, _, do, dlse, dq, dk, dv []T) {
+			attentionBackward(s, p, q, k, v, mask, o, do, dlse, dq, dk, dv)
 		},
-		do: func(in []G.Value) (G.Value, error) {
-			f32, err := checkDtype(name, in...)
-			if err != nil {
-				return nil, err
-			}
-			out := newTensor(in[0].Dtype(), nOut+nLSE)
-			if f32 {
-				d := data[float32](out)
-				attentionForward(s, p, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in, 3), d[:nOut], d[nOut:])
-			} else {
-				d := data[float64](out)
-				attentionForward(s, p, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in, 3), d[:nOut], d[nOut:])
-			}
-			return out, nil
-		},
-		diffWRT: diff,
-		symDiff: func(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
-			args := append(G.Nodes{}, in...)
-			args = append(args, out, grad)
-			packedGrad, err := apply(attentionGradOp(s, p, name, masked, nOut), args...)
-			if err != nil {
-				return nil, err
-			}
-			return s.unpackGrads(packedGrad, masked)
-		},
-	}, children...)
-	if err != nil {
-		return nil, nil, err
 	}
-	if out, err = Slice(packed, 0, s.Batch*s.QLen, s.Heads*s.VDim()); err != nil {
-		return nil, nil, err
-	}
-	if lse, err = Slice(packed, nOut, s.Batch*s.Heads, s.QLen); err != nil {
-		return nil, nil, err
-	}
-	return out, lse, nil
 }
 
 // gradSizes are the element counts of dq, dk and dv.
@@ -238,43 +194,6 @@ func maskData[T Float](in []G.Value, i int) []T {
 		return nil
 	}
 	return data[T](in[i])
-}
-
-// attentionGradOp maps (q, k, v, [mask,] packed O|L, d(packed O|L)) to
-// dq, dk and dv packed one after the other in a flat vector.
-func attentionGradOp(s AttentionShape, p *Pattern, fwdName string, masked bool, nOut int) *op {
-	name := "Grad" + fwdName
-	typ := fnType(2, 2, 2, 1, 1, 1)
-	arity := 5
-	if masked {
-		typ = fnType(2, 2, 2, 1, 1, 1, 1)
-		arity = 6
-	}
-	nq, nk, nv := s.gradSizes()
-	return &op{
-		name:  name,
-		arity: arity,
-		typ:   typ,
-		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{nq + nk + nv}, nil },
-		do: func(in []G.Value) (G.Value, error) {
-			f32, err := checkDtype(name, in...)
-			if err != nil {
-				return nil, err
-			}
-			out := newTensor(in[0].Dtype(), nq+nk+nv)
-			pk, dpk := in[arity-2], in[arity-1]
-			if f32 {
-				d, o, do := data[float32](out), data[float32](pk), data[float32](dpk)
-				attentionBackward(s, p, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in[:arity-2], 3),
-					o[:nOut], do[:nOut], do[nOut:], d[:nq], d[nq:nq+nk], d[nq+nk:])
-			} else {
-				d, o, do := data[float64](out), data[float64](pk), data[float64](dpk)
-				attentionBackward(s, p, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in[:arity-2], 3),
-					o[:nOut], do[:nOut], do[nOut:], d[:nq], d[nq:nq+nk], d[nq+nk:])
-			}
-			return out, nil
-		},
-	}
 }
 
 // maskTile applies the causal and key-padding masks and the ALiBi bias to

@@ -1,0 +1,117 @@
+package graph
+
+import (
+	"fmt"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// coreFuncs are an attention core's kernels for one dtype: the forward
+// fills the output and each row's logsumexp; the backward maps the inputs,
+// the forward's O and L and their gradients to dq, dk and dv.
+type coreFuncs[T Float] struct {
+	forward  func(q, k, v, mask, out, lse []T)
+	backward func(q, k, v, mask, o, lse, do, dlse, dq, dk, dv []T)
+}
+
+// applyCore builds an attention core op over q, k, v and the optional key
+// mask: its output packs O [Batch*QLen, Heads*VDim] and the logsumexp
+// [Batch*Heads, QLen] into one vector, so that the backward op (named
+// "Grad" + name) reads both from the forward's result rather than hidden
+// state and takes the gradients of both; O and L are returned as copies
+// (see Slice). The dense and the tiled cores differ only in their kernels.
+func applyCore(name string, s AttentionShape, q, k, v, keyMask *G.Node, f32 coreFuncs[float32], f64 coreFuncs[float64]) (out, lse *G.Node, err error) {
+	masked := keyMask != nil
+	children := G.Nodes{q, k, v}
+	typ := fnType(2, 2, 2, 1)
+	diff := []bool{true, true, true}
+	if masked {
+		children = append(children, keyMask)
+		typ = fnType(2, 2, 2, 1, 1)
+		diff = append(diff, false)
+	}
+	nOut := s.Batch * s.QLen * s.Heads * s.VDim()
+	nLSE := s.Batch * s.Heads * s.QLen
+	packed, err := apply(&op{
+		name:  name,
+		arity: len(children),
+		typ:   typ,
+		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+			if err := s.checkShapes(in); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			return tensor.Shape{nOut + nLSE}, nil
+		},
+		do: func(in []G.Value) (G.Value, error) {
+			is32, err := checkDtype(name, in...)
+			if err != nil {
+				return nil, err
+			}
+			out := newTensor(in[0].Dtype(), nOut+nLSE)
+			if is32 {
+				d := data[float32](out)
+				f32.forward(data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in, 3), d[:nOut], d[nOut:])
+			} else {
+				d := data[float64](out)
+				f64.forward(data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in, 3), d[:nOut], d[nOut:])
+			}
+			return out, nil
+		},
+		diffWRT: diff,
+		symDiff: func(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
+			args := append(append(G.Nodes{}, in...), out, grad)
+			packedGrad, err := apply(coreGradOp(name, s, masked, nOut, f32, f64), args...)
+			if err != nil {
+				return nil, err
+			}
+			return s.unpackGrads(packedGrad, masked)
+		},
+	}, children...)
+	if err != nil {
+		return nil, nil, err
+	}
+	if out, err = Slice(packed, 0, s.Batch*s.QLen, s.Heads*s.VDim()); err != nil {
+		return nil, nil, err
+	}
+	if lse, err = Slice(packed, nOut, s.Batch*s.Heads, s.QLen); err != nil {
+		return nil, nil, err
+	}
+	return out, lse, nil
+}
+
+// coreGradOp maps (q, k, v, [mask,] packed O|L, d(packed O|L)) to dq|dk|dv.
+func coreGradOp(fwdName string, s AttentionShape, masked bool, nOut int, f32 coreFuncs[float32], f64 coreFuncs[float64]) *op {
+	name := "Grad" + fwdName
+	typ := fnType(2, 2, 2, 1, 1, 1)
+	arity := 5
+	if masked {
+		typ = fnType(2, 2, 2, 1, 1, 1, 1)
+		arity = 6
+	}
+	nq, nk, nv := s.gradSizes()
+	return &op{
+		name:  name,
+		arity: arity,
+		typ:   typ,
+		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{nq + nk + nv}, nil },
+		do: func(in []G.Value) (G.Value, error) {
+			is32, err := checkDtype(name, in...)
+			if err != nil {
+				return nil, err
+			}
+			out := newTensor(in[0].Dtype(), nq+nk+nv)
+			pk, dpk := in[arity-2], in[arity-1]
+			if is32 {
+				d, o, do := data[float32](out), data[float32](pk), data[float32](dpk)
+				f32.backward(data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in[:arity-2], 3),
+					o[:nOut], o[nOut:], do[:nOut], do[nOut:], d[:nq], d[nq:nq+nk], d[nq+nk:])
+			} else {
+				d, o, do := data[float64](out), data[float64](pk), data[float64](dpk)
+				f64.backward(data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in[:arity-2], 3),
+					o[:nOut], o[nOut:], do[:nOut], do[nOut:], d[:nq], d[nq:nq+nk], d[nq+nk:])
+			}
+			return out, nil
+		},
+	}
+}
