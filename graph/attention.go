@@ -156,20 +156,11 @@ func (s AttentionShape) gradSizes() (nq, nk, nv int) {
 // unpackGrads splits the packed dq|dk|dv of a backward op into views; the
 // key mask, if any, gets no gradient.
 func (s AttentionShape) unpackGrads(packed *G.Node, masked bool) (G.Nodes, error) {
-	nq, nk, _ := s.gradSizes()
-	dq, err := View(packed, 0, s.Batch*s.QLen, s.Heads*s.HeadDim)
+	grads, err := Views(packed, [2]int{s.Batch * s.QLen, s.Heads * s.HeadDim},
+		[2]int{s.Batch * s.KLen, s.KVHeads * s.HeadDim}, [2]int{s.Batch * s.KLen, s.KVHeads * s.VDim()})
 	if err != nil {
 		return nil, err
 	}
-	dk, err := View(packed, nq, s.Batch*s.KLen, s.KVHeads*s.HeadDim)
-	if err != nil {
-		return nil, err
-	}
-	dv, err := View(packed, nq+nk, s.Batch*s.KLen, s.KVHeads*s.VDim())
-	if err != nil {
-		return nil, err
-	}
-	grads := G.Nodes{dq, dk, dv}
 	if masked {
 		grads = append(grads, nil)
 	}
@@ -402,6 +393,22 @@ func dot[T Float](a, b []T) T {
 		s += a[i] * b[i]
 	}
 	return s
+}
+
+// Views splits the flat vector packed into consecutive matrices of the
+// given shapes ({rows, cols} each, from offset 0 on), as View does: the
+// several gradients one backward op computes together.
+func Views(packed *G.Node, shapes ...[2]int) (G.Nodes, error) {
+	out := make(G.Nodes, len(shapes))
+	offset := 0
+	for i, sh := range shapes {
+		var err error
+		if out[i], err = View(packed, offset, sh[0], sh[1]); err != nil {
+			return nil, err
+		}
+		offset += sh[0] * sh[1]
+	}
+	return out, nil
 }
 
 // View returns the rows x cols matrix stored in the flat vector packed from

@@ -140,20 +140,25 @@ func BenchmarkSoftmaxCrossEntropy(b *testing.B) {
 	}
 }
 
+// normals32 returns a maker of float32 slices of standard normal values
+// drawn from rng.
+func normals32(rng *rand.Rand) func(n int) []float32 {
+	return func(n int) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		return x
+	}
+}
+
 // BenchmarkFlash times the flash kernels themselves, forward and backward
 // separately (batch 1, 4 heads of 32, causal, float32, default tiles),
 // without a graph around them.
 func BenchmarkFlash(b *testing.B) {
 	for _, T := range []int{256, 1024} {
 		s := AttentionShape{Batch: 1, QLen: T, KLen: T, Heads: 4, KVHeads: 4, HeadDim: 32, Causal: true}
-		rng := rand.New(rand.NewPCG(1, 2))
-		rnd := func(n int) []float32 {
-			x := make([]float32, n)
-			for i := range x {
-				x[i] = float32(rng.NormFloat64())
-			}
-			return x
-		}
+		rnd := normals32(rand.New(rand.NewPCG(1, 2)))
 		nq, nk, nv := s.gradSizes()
 		q, k, v := rnd(nq), rnd(nk), rnd(nv)
 		nOut := s.Batch * s.QLen * s.Heads * s.VDim()
@@ -192,14 +197,7 @@ func BenchmarkFlash(b *testing.B) {
 func BenchmarkTiledKernel(b *testing.B) {
 	const T, block = 8192, 64
 	s := AttentionShape{Batch: 1, QLen: T, KLen: T, Heads: 4, KVHeads: 4, HeadDim: 32, Causal: true}
-	rng := rand.New(rand.NewPCG(1, 2))
-	rnd := func(n int) []float32 {
-		x := make([]float32, n)
-		for i := range x {
-			x[i] = float32(rng.NormFloat64())
-		}
-		return x
-	}
+	rnd := normals32(rand.New(rand.NewPCG(1, 2)))
 	nq, nk, nv := s.gradSizes()
 	q, k, v := rnd(nq), rnd(nk), rnd(nv)
 	nOut := T * s.Heads * s.HeadDim

@@ -141,19 +141,10 @@ func LinearAttention(q, k, v, keyMask *G.Node, s LinearShape) (*G.Node, error) {
 			if err != nil {
 				return nil, err
 			}
-			gq, err := View(packed, 0, rows, dq)
+			grads, err := Views(packed, [2]int{rows, dq}, [2]int{rows, dq}, [2]int{rows, dvv})
 			if err != nil {
 				return nil, err
 			}
-			gk, err := View(packed, rows*dq, rows, dq)
-			if err != nil {
-				return nil, err
-			}
-			gv, err := View(packed, 2*rows*dq, rows, dvv)
-			if err != nil {
-				return nil, err
-			}
-			grads := G.Nodes{gq, gk, gv}
 			if masked {
 				grads = append(grads, nil)
 			}

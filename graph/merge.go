@@ -69,17 +69,11 @@ func MergeAttention(outs, lses []*G.Node, s AttentionShape) (*G.Node, error) {
 			if err != nil {
 				return nil, err
 			}
-			grads := make(G.Nodes, 2*n)
-			nO, nL := wantO.TotalSize(), wantL.TotalSize()
+			shapes := make([][2]int, 2*n) // the n d outs, then the n d lses
 			for i := range n {
-				if grads[i], err = View(packed, i*nO, wantO[0], wantO[1]); err != nil {
-					return nil, err
-				}
-				if grads[n+i], err = View(packed, n*nO+i*nL, wantL[0], wantL[1]); err != nil {
-					return nil, err
-				}
+				shapes[i], shapes[n+i] = [2]int{wantO[0], wantO[1]}, [2]int{wantL[0], wantL[1]}
 			}
-			return grads, nil
+			return Views(packed, shapes...)
 		},
 	}, children...)
 }

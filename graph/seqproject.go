@@ -85,15 +85,10 @@ func SeqProject(e, x, mask *G.Node, batch, seqLen int) (*G.Node, error) {
 			if err != nil {
 				return nil, err
 			}
-			de, err := View(packed, 0, k, seqLen)
+			grads, err := Views(packed, [2]int{k, seqLen}, [2]int{batch * seqLen, d})
 			if err != nil {
 				return nil, err
 			}
-			dx, err := View(packed, k*seqLen, batch*seqLen, d)
-			if err != nil {
-				return nil, err
-			}
-			grads := G.Nodes{de, dx}
 			if masked {
 				grads = append(grads, nil)
 			}
