@@ -12,6 +12,22 @@ import (
 const (
 	FeatureELU1 = "elu1" // elu(x) + 1 (Katharopoulos et al. 2020)
 	FeatureReLU = "relu" // max(x, 0)
+	// FeatureIdentity takes q and k as the features already (phi(x) = x):
+	// for callers that compute their own, such as Performer's random
+	// features or Latte's latent weights.
+	FeatureIdentity = "identity"
+)
+
+// Normalizations of linear attention's output.
+const (
+	// NormEps divides by sum_j a_ij + LinearEps (the paper's).
+	NormEps = ""
+	// NormExact divides by sum_j a_ij exactly, a row whose sum is 0
+	// outputting 0 (with positive features only rows that see no key).
+	NormExact = "exact"
+	// NormNone does not divide: out_i = sum_j a_ij v_j, for features that
+	// carry their own normalization (Latte's).
+	NormNone = "none"
 )
 
 // LinearEps is added to linear attention's normalizer, as the paper's
@@ -21,12 +37,15 @@ const LinearEps = 1e-6
 
 // LinearShape describes linear attention's inputs: Batch sequences of
 // SeqLen positions, Heads heads of HeadDim query/key dimensions and ValueDim
-// value dimensions (0: HeadDim), causal or not, in chunks of Chunk positions.
+// value dimensions (0: HeadDim), causal or not, in chunks of Chunk
+// positions, with feature map Feature and normalization Norm (NormEps,
+// NormExact or NormNone).
 type LinearShape struct {
 	Batch, SeqLen, Heads, HeadDim, ValueDim int
 	Causal                                  bool
 	Feature                                 string
 	Chunk                                   int
+	Norm                                    string
 }
 
 func (s LinearShape) vdim() int {
@@ -40,14 +59,19 @@ func (s LinearShape) validate() error {
 	switch {
 	case s.Batch < 1 || s.SeqLen < 1 || s.Heads < 1 || s.HeadDim < 1 || s.ValueDim < 0 || s.Chunk < 1:
 		return fmt.Errorf("linear attention: sizes must be positive: %+v", s)
-	case s.Feature != FeatureELU1 && s.Feature != FeatureReLU:
-		return fmt.Errorf("linear attention: unknown feature map %q (want %s or %s)", s.Feature, FeatureELU1, FeatureReLU)
+	case s.Feature != FeatureELU1 && s.Feature != FeatureReLU && s.Feature != FeatureIdentity:
+		return fmt.Errorf("linear attention: unknown feature map %q (want %s, %s or %s)", s.Feature, FeatureELU1, FeatureReLU, FeatureIdentity)
+	case s.Norm != NormEps && s.Norm != NormExact && s.Norm != NormNone:
+		return fmt.Errorf("linear attention: unknown normalization %q (want %q, %s or %s)", s.Norm, NormEps, NormExact, NormNone)
 	}
 	return nil
 }
 
 // feature and featureGrad are phi and phi' of the feature map.
 func (s LinearShape) feature(x float64) float64 {
+	if s.Feature == FeatureIdentity {
+		return x
+	}
 	if s.Feature == FeatureReLU {
 		return math.Max(x, 0)
 	}
@@ -58,7 +82,7 @@ func (s LinearShape) feature(x float64) float64 {
 }
 
 func (s LinearShape) featureGrad(x float64) float64 {
-	if x > 0 {
+	if x > 0 || s.Feature == FeatureIdentity {
 		return 1
 	}
 	if s.Feature == FeatureReLU {
@@ -306,15 +330,29 @@ func (w *linearWork[E]) fromStates(s LinearShape, S, z []E, i0, i1 int) {
 	n := i1 - i0
 	gemm(false, false, n, dv, d, 1, w.fq[i0*d:], d, S, dv, 0, w.out[i0*dv:], dv)
 	gemm(false, false, n, 1, d, 1, w.fq[i0*d:], d, z, 1, 0, w.den[i0:], 1)
-	for i := i0; i < i1; i++ {
-		w.den[i] += LinearEps
+	if s.Norm == NormEps {
+		for i := i0; i < i1; i++ {
+			w.den[i] += LinearEps
+		}
 	}
+}
+
+// inv is the factor row i's output is multiplied by: 1 / den, 0 for an
+// exact normalizer of 0, 1 without normalization.
+func (w *linearWork[E]) inv(s LinearShape, i int) E {
+	switch {
+	case s.Norm == NormNone:
+		return 1
+	case s.Norm == NormExact && w.den[i] == 0:
+		return 0
+	}
+	return 1 / w.den[i]
 }
 
 func (w *linearWork[E]) normalize(s LinearShape, i0, i1 int) {
 	dv := s.vdim()
 	for i := i0; i < i1; i++ {
-		inv := 1 / w.den[i]
+		inv := w.inv(s, i)
 		for e := i * dv; e < (i+1)*dv; e++ {
 			w.out[e] *= inv
 		}
@@ -360,9 +398,12 @@ func (w *linearWork[E]) backward(s LinearShape) {
 	u := make([]E, T*dv)
 	g := make([]E, T)
 	for i := 0; i < T; i++ {
-		g[i] = -dot(w.do[i*dv:(i+1)*dv], w.out[i*dv:(i+1)*dv]) / w.den[i]
+		inv := w.inv(s, i)
+		if s.Norm != NormNone {
+			g[i] = -dot(w.do[i*dv:(i+1)*dv], w.out[i*dv:(i+1)*dv]) * inv
+		}
 		for e := 0; e < dv; e++ {
-			u[i*dv+e] = w.do[i*dv+e] / w.den[i]
+			u[i*dv+e] = w.do[i*dv+e] * inv
 		}
 	}
 	S := make([]E, d*dv)
@@ -443,7 +484,8 @@ func (w *linearWork[E]) backward(s LinearShape) {
 // LinearAttentionWeights are the weights linear attention applies, for
 // attention maps (no gradient): [Batch*Heads*SeqLen, SeqLen], row (b*Heads
 // + h)*SeqLen + i holding a_ij / sum_j a_ij over the visible unpadded keys
-// (the op divides by the sum + LinearEps; a row whose sum is 0 is zeros).
+// (NormEps divides by the sum + LinearEps; a row whose sum is 0 is zeros),
+// or a_ij itself with NormNone.
 // It forms the T x T matrix: for inspection only.
 func LinearAttentionWeights(q, k, keyMask *G.Node, s LinearShape) (*G.Node, error) {
 	if err := s.validate(); err != nil {
@@ -494,7 +536,10 @@ func LinearAttentionWeights(q, k, keyMask *G.Node, s LinearShape) (*G.Node, erro
 							sum += row[j]
 						}
 						for j := range row {
-							if sum > 0 {
+							if s.Norm == NormNone {
+								break
+							}
+							if sum != 0 {
 								row[j] /= sum
 							} else {
 								row[j] = 0

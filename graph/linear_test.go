@@ -2,6 +2,7 @@ package graph
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -13,7 +14,8 @@ import (
 // every (query, key) pair: a_ij = phi(q_i) . phi(k_j) for the unpadded,
 // visible keys, out_i = sum_j a_ij v_j / (sum_j a_ij + eps); and the
 // gradients of sum(out * R) from the same pairs (G_ij = u_i . v_j + g_i,
-// u_i = R_i / den_i, g_i = -(R_i . out_i) / den_i).
+// u_i = R_i / den_i, g_i = -(R_i . out_i) / den_i); NormExact drops the
+// eps, NormNone the division (den_i = 1, g_i = 0).
 func naiveLinear(s LinearShape, q, k, v, mask, R []float64) (out, dq, dk, dv []float64) {
 	T, d, e := s.SeqLen, s.HeadDim, s.vdim()
 	H := s.Heads
@@ -33,7 +35,9 @@ func naiveLinear(s LinearShape, q, k, v, mask, R []float64) (out, dq, dk, dv []f
 			}
 			den := make([]float64, T)
 			for i := 0; i < T; i++ {
-				den[i] = LinearEps
+				if s.Norm == NormEps {
+					den[i] = LinearEps
+				}
 				for j := 0; j < T; j++ {
 					if sees(i, j) {
 						a := dot(phi(q, i), phi(k, j))
@@ -43,13 +47,21 @@ func naiveLinear(s LinearShape, q, k, v, mask, R []float64) (out, dq, dk, dv []f
 						}
 					}
 				}
-				for c := 0; c < e; c++ {
-					out[vi(i, c)] /= den[i]
+				if s.Norm == NormNone {
+					den[i] = 1
 				}
+				inv := 1 / den[i]
+				if den[i] == 0 { // NormExact: a row that sees no key outputs 0
+					inv = 0
+				}
+				for c := 0; c < e; c++ {
+					out[vi(i, c)] *= inv
+				}
+				den[i] = 1 / inv // +Inf for an empty row: its gradients are 0
 			}
 			for i := 0; i < T; i++ {
 				g := 0.0
-				for c := 0; c < e; c++ {
+				for c := 0; c < e && s.Norm != NormNone; c++ {
 					g -= R[vi(i, c)] * out[vi(i, c)] / den[i]
 				}
 				for j := 0; j < T; j++ {
@@ -83,21 +95,35 @@ func linearCases() []struct {
 		s      LinearShape
 		padded bool
 	}
-	for _, feature := range []string{FeatureELU1, FeatureReLU} {
+	// identity features (positive inputs: see positiveInputs) with the
+	// normalizations Performer and Latte use
+	for _, fn := range [][2]string{{FeatureELU1, NormEps}, {FeatureReLU, NormEps}, {FeatureIdentity, NormExact}, {FeatureIdentity, NormNone}} {
 		for _, causal := range []bool{true, false} {
 			for _, padded := range []bool{false, true} {
 				for _, c := range []struct{ T, chunk int }{{11, 4}, {8, 8}, {5, 16}, {13, 1}} {
-					s := LinearShape{Batch: 2, SeqLen: c.T, Heads: 2, HeadDim: 3, ValueDim: 2, Causal: causal, Feature: feature, Chunk: c.chunk}
+					s := LinearShape{Batch: 2, SeqLen: c.T, Heads: 2, HeadDim: 3, ValueDim: 2, Causal: causal, Feature: fn[0], Chunk: c.chunk, Norm: fn[1]}
 					cases = append(cases, struct {
 						name   string
 						s      LinearShape
 						padded bool
-					}{fmt.Sprintf("%s-causal=%v-padded=%v-T%d-chunk%d", feature, causal, padded, c.T, c.chunk), s, padded})
+					}{fmt.Sprintf("%s-norm=%s-causal=%v-padded=%v-T%d-chunk%d", fn[0], fn[1], causal, padded, c.T, c.chunk), s, padded})
 				}
 			}
 		}
 	}
 	return cases
+}
+
+// positiveInputs makes the entries of ts positive (|x| + 0.1), as the
+// features identity-feature callers pass are, so that normalizers stay away
+// from 0.
+func positiveInputs(ts ...tensor.Tensor) {
+	for _, t := range ts {
+		d := t.Data().([]float64)
+		for i, x := range d {
+			d[i] = math.Abs(x) + 0.1
+		}
+	}
 }
 
 // TestLinearMatchesQuadraticForm: the chunked op computes what the
@@ -113,6 +139,9 @@ func TestLinearMatchesQuadraticForm(t *testing.T) {
 			rows := s.Batch * s.SeqLen
 			qt := RandomTensor(rng, 1, rows, s.Heads*s.HeadDim)
 			kt := RandomTensor(rng, 1, rows, s.Heads*s.HeadDim)
+			if s.Feature == FeatureIdentity {
+				positiveInputs(qt, kt)
+			}
 			vt := RandomTensor(rng, 1, rows, s.Heads*s.vdim())
 			rt := RandomTensor(rng, 1, rows, s.Heads*s.vdim())
 			var mask []float64
@@ -124,6 +153,9 @@ func TestLinearMatchesQuadraticForm(t *testing.T) {
 				for i := range mask {
 					if i%s.SeqLen == 0 || rng.Float64() < 0.6 {
 						mask[i] = 1
+					}
+					if s.Norm == NormExact && i == 0 {
+						mask[i] = 0 // causal, row 0 of sequence 0 sees no key
 					}
 				}
 				m = Variable(g, "mask", tensor.New(tensor.WithShape(rows), tensor.WithBacking(mask)))

@@ -46,6 +46,10 @@ type AttentionMap struct {
 	// Sparse says the core ran a pattern: a row whose query the pattern
 	// shows no key (or none but padding) is all zeros.
 	Sparse bool
+	// Unnormalized says the weights are not a distribution over the
+	// visible keys: rows need not sum to 1, and weights may be negative (a
+	// signed or unnormalized form; Note says which).
+	Unnormalized bool
 	// Weights is [Batch*Heads*QLen, KLen]: row (b*Heads + h)*QLen + i holds
 	// the weights query i of sequence b puts on each key under head h.
 	Weights *G.Node
@@ -71,6 +75,9 @@ type MapSpec struct {
 	// EmptyRows says a row of Weights may be all zeros (a query whose
 	// features meet no key's in linear attention); a Pattern implies it.
 	EmptyRows bool
+	// Unnormalized marks Weights as not summing to 1 per row (see
+	// AttentionMap.Unnormalized).
+	Unnormalized bool
 	// Weights, if not nil, is the map itself, [Batch*Heads*QLen, KLen], for
 	// a core whose weights are not softmax(scale Q K^T + masks) (a linear or
 	// low-rank form, say); Q and K are then not used.
@@ -110,7 +117,7 @@ func (c Context) RecordMap(m MapSpec) (*AttentionMap, error) {
 		}
 	}
 	return c.Maps.Add(AttentionMap{Layer: c.Layer, Label: m.Label, Note: m.Note, Rows: m.Rows, Cols: m.Cols,
-		Shape: m.Shape, Sparse: m.Pattern != nil || m.EmptyRows, Weights: w, RowMask: m.RowMask, ColMask: m.KeyMask})
+		Shape: m.Shape, Sparse: m.Pattern != nil || m.EmptyRows, Unnormalized: m.Unnormalized, Weights: w, RowMask: m.RowMask, ColMask: m.KeyMask})
 }
 
 // WithMapLabel returns c with the label and note that SelfAttention gives
@@ -180,6 +187,7 @@ type MapValues struct {
 	QLen, KLen       int
 	Causal           bool
 	Sparse           bool      // a row may be all zeros (AttentionMap.Sparse)
+	Unnormalized     bool      // rows need not sum to 1 (AttentionMap.Unnormalized)
 	Weights          []float64 // [Heads][QLen][KLen]
 	RowMask, ColMask []float64 // [QLen] and [KLen], 1 real, 0 padding; nil: all real
 }
@@ -207,7 +215,7 @@ func (r *MapRecorder) Read(b int) ([]MapValues, error) {
 		n := s.Heads * s.QLen * s.KLen
 		v := MapValues{Layer: m.Layer, Label: m.Label, Note: m.Note, Rows: m.Rows, Cols: m.Cols,
 			Heads: s.Heads, KVHeads: s.KVHeads, QLen: s.QLen, KLen: s.KLen, Causal: s.Causal, Sparse: m.Sparse,
-			Weights: graph.Float64s(m.vals[0])[b*n : (b+1)*n]}
+			Unnormalized: m.Unnormalized, Weights: graph.Float64s(m.vals[0])[b*n : (b+1)*n]}
 		if m.vals[1] != nil {
 			v.RowMask = graph.Float64s(m.vals[1])[b*s.QLen : (b+1)*s.QLen]
 		}

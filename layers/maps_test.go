@@ -157,7 +157,13 @@ func checkMap(t *testing.T, setting string, example int, m MapValues) {
 					}
 					continue
 				}
+				if math.IsNaN(p) || math.IsInf(p, 0) {
+					t.Errorf("%s: example %d, %s map, head %d: weight %g at row %d, column %d", setting, example, m.Label, h, p, i, j)
+				}
 				sum += p
+			}
+			if m.Unnormalized {
+				continue // a signed or unnormalized form: only what it hides is checked
 			}
 			if math.Abs(sum-1) > 1e-9 && !(m.Sparse && sum == 0) {
 				t.Errorf("%s: example %d, %s map, head %d: row %d sums to %v over its visible columns", setting, example, m.Label, h, i, sum)
