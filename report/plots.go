@@ -369,6 +369,13 @@ func bubbleRadius(p *Point, maxRSS float64) vg.Length {
 // accThroughput is LRA's figure: accuracy against training tokens/s, bubble
 // area proportional to peak RSS, each bubble labelled with its variant.
 func accThroughput(t *Task, pts []*Point) (*chart, error) {
+	return accBubbles(t.Title()+": accuracy vs throughput", "training throughput (tokens/s)", pts,
+		func(p *Point) float64 { return p.TokensPerSec })
+}
+
+// accBubbles draws accuracy against x(p), bubble area proportional to
+// peak RSS, each bubble labelled with its variant.
+func accBubbles(title, xlabel string, pts []*Point, x func(*Point) float64) (*chart, error) {
 	maxRSS := 0.0
 	minRSS := math.Inf(1)
 	minX, maxX := math.Inf(1), math.Inf(-1)
@@ -377,18 +384,18 @@ func accThroughput(t *Task, pts []*Point) (*chart, error) {
 			maxRSS = math.Max(maxRSS, p.RSS)
 			minRSS = math.Min(minRSS, p.RSS)
 		}
-		minX, maxX = math.Min(minX, p.TokensPerSec), math.Max(maxX, p.TokensPerSec)
+		minX, maxX = math.Min(minX, x(p)), math.Max(maxX, x(p))
 	}
 	mem := "peak RSS not measured"
 	if maxRSS > 0 {
 		mem = fmt.Sprintf("bubble area proportional to peak RSS, %s to %s MiB", tickLabel(math.Round(minRSS)), tickLabel(math.Round(maxRSS)))
 	}
-	ch := newPlot(fmt.Sprintf("%s: accuracy vs throughput\n(%s)", t.Title(), mem), "training throughput (tokens/s)", "eval accuracy (fraction correct)")
+	ch := newPlot(fmt.Sprintf("%s\n(%s)", title, mem), xlabel, "eval accuracy (fraction correct)")
 	ch.Y.Tick.Marker = fractionTicks{}
 	labels := &pointLabels{}
 	for i, p := range pts {
 		radius := bubbleRadius(p, maxRSS)
-		xy := plotter.XYs{{X: p.TokensPerSec, Y: p.AccMean}}
+		xy := plotter.XYs{{X: x(p), Y: p.AccMean}}
 		s, err := plotter.NewScatter(xy)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p.Label, err)
@@ -407,7 +414,7 @@ func accThroughput(t *Task, pts []*Point) (*chart, error) {
 		}
 		// Labels go on the side with more room: left of the bubbles in
 		// the right half.
-		labels.add(xy[0], radius, p.Label, col, p.TokensPerSec > (minX+maxX)/2)
+		labels.add(xy[0], radius, p.Label, col, x(p) > (minX+maxX)/2)
 	}
 	ch.add(labels)
 	return ch, nil

@@ -50,6 +50,7 @@ type Point struct {
 	StepMs, TokensPerSec, RSS  float64 // medians over seeds; RSS in MiB
 	NumParams                  int
 	KVBytes                    *int
+	StateBytes                 *int // one layer's recurrent state per sequence (summary's state_bytes_per_sequence)
 	DModel, SeqLen             int
 	Attention                  string
 	accs, steps, tps, rss      []float64
@@ -159,6 +160,7 @@ func (p *Point) aggregate() {
 		}
 		p.NumParams = s.Params
 		p.KVBytes = s.KVCacheBytesPerToken
+		p.StateBytes = s.StateBytesPerSequence
 	}
 	if p.OK == 0 {
 		return
@@ -208,13 +210,22 @@ type Written struct {
 // report that this one does not draw are removed, so plots/ never shows a
 // figure of other data.
 func Write(dir string, c *sweep.Collection) (*Written, error) {
+	return WriteWith(dir, c, Options{})
+}
+
+// WriteWith is Write with the additions opts asks for (the accuracy runs of
+// the relative-speed figure).
+func WriteWith(dir string, c *sweep.Collection, opts Options) (*Written, error) {
 	tasks := Group(c.Rows)
+	rels := relativeTables(tasks)
 	w := &Written{}
 	pdir := filepath.Join(dir, PlotsDir)
 	if err := os.MkdirAll(pdir, 0o755); err != nil {
 		return nil, err
 	}
 	figs, skipped := planFigures(c, tasks)
+	sf, ss := speedFigures(rels, opts)
+	figs, skipped = append(figs, sf...), append(skipped, ss...)
 	w.Skipped = skipped
 	var drawn []figureResult
 	for _, f := range figs {
@@ -228,7 +239,7 @@ func Write(dir string, c *sweep.Collection) (*Written, error) {
 		return nil, err
 	}
 	err := atomicfile.WriteFile(filepath.Join(dir, ReportFile), 0o644, func(out io.Writer) error {
-		return writeMarkdown(out, c, tasks, drawn, skipped)
+		return writeMarkdown(out, c, tasks, rels, drawn, skipped)
 	})
 	if err != nil {
 		return nil, err
@@ -260,7 +271,7 @@ func removeStalePlots(pdir string, keep []string) error {
 }
 
 // writeMarkdown writes report.md.
-func writeMarkdown(w io.Writer, c *sweep.Collection, tasks []*Task, figs []figureResult, skipped []string) error {
+func writeMarkdown(w io.Writer, c *sweep.Collection, tasks []*Task, rels []*relative, figs []figureResult, skipped []string) error {
 	var b strings.Builder
 	name := "sweep"
 	if c.Info != nil {
@@ -296,7 +307,7 @@ func writeMarkdown(w io.Writer, c *sweep.Collection, tasks []*Task, figs []figur
 	}
 	b.WriteString("Accuracy is the held-out `eval_accuracy` of the final weights: mean ± sample standard deviation over the seeds, and min–max. " +
 		"Step time (training step, median over the run's steps), tokens/s (training tokens per second at the median step time) and peak RSS (the run's own process) " +
-		"are medians over the seeds. KV B/token is one layer's KV cache per token in bytes (- for variants without one).\n\n")
+		"are medians over the seeds. KV B/token is one layer's KV cache per token in bytes (- for variants without one); `state B/seq` is instead one layer's recurrent state per sequence, whatever its length, for variants that decode with one.\n\n")
 
 	for _, t := range tasks {
 		fmt.Fprintf(&b, "## %s\n\n", t.Title())
@@ -305,7 +316,7 @@ func writeMarkdown(w io.Writer, c *sweep.Collection, tasks []*Task, figs []figur
 		if len(head) == 0 {
 			head = []string{"attention"}
 		}
-		head = append(head, "runs ok", "accuracy", "min–max", "step ms", "tokens/s", "peak RSS MiB", "params", "KV B/token")
+		head = append(head, "runs ok", "accuracy", "min–max", "step ms", "tokens/s", "peak RSS MiB", "params", "KV B/token", "state B/seq")
 		b.WriteString("| " + strings.Join(head, " | ") + " |\n|")
 		b.WriteString(strings.Repeat("---|", len(head)) + "\n")
 		for _, p := range t.Points {
@@ -324,7 +335,7 @@ func writeMarkdown(w io.Writer, c *sweep.Collection, tasks []*Task, figs []figur
 			}
 			cells = append(cells, fmt.Sprintf("%d/%d", p.OK, len(p.Rows)))
 			if p.OK == 0 {
-				cells = append(cells, "-", "-", "-", "-", "-", "-", "-")
+				cells = append(cells, "-", "-", "-", "-", "-", "-", "-", "-")
 			} else {
 				acc := fmt.Sprintf("%.4f", p.AccMean)
 				if p.OK > 1 {
@@ -334,9 +345,13 @@ func writeMarkdown(w io.Writer, c *sweep.Collection, tasks []*Task, figs []figur
 				if p.KVBytes != nil {
 					kv = strconv.Itoa(*p.KVBytes)
 				}
+				state := "-"
+				if p.StateBytes != nil {
+					state = strconv.Itoa(*p.StateBytes)
+				}
 				cells = append(cells, acc, fmt.Sprintf("%.4f–%.4f", p.AccMin, p.AccMax),
 					orDash(p.hasStep, "%.1f", p.StepMs), orDash(p.hasTPS, "%.0f", p.TokensPerSec), orDash(p.hasMemory, "%.0f", p.RSS),
-					strconv.Itoa(p.NumParams), kv)
+					strconv.Itoa(p.NumParams), kv, state)
 			}
 			b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
 		}
@@ -347,6 +362,7 @@ func writeMarkdown(w io.Writer, c *sweep.Collection, tasks []*Task, figs []figur
 	}
 
 	writeScaling(&b, tasks)
+	writeRelative(&b, rels)
 
 	var fails []sweep.Row
 	for _, r := range c.Rows {

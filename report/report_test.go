@@ -161,6 +161,7 @@ func TestWriteAllFigures(t *testing.T) {
 	md, _ := os.ReadFile(filepath.Join(dir, ReportFile))
 	for _, s := range []string{"## assoc_recall, T = 64", "## assoc_recall, T = 128",
 		"| model.attention.kind | model.d_model | runs ok | accuracy |", "| standard | 16 | 2/2 | 0.7000 ± 0.0707 |",
+		"| params | KV B/token | state B/seq |", "| 16000 | 128 | - |",
 		"## Scaling with T, assoc_recall", "| kind=standard, d_model=16 | 64, 128 | 2.00 |", "plots/step-time-vs-T_assoc_recall.png"} {
 		if !strings.Contains(string(md), s) {
 			t.Errorf("report.md lacks %q:\n%s", s, md)
@@ -378,6 +379,79 @@ func TestLogTicksShortRange(t *testing.T) {
 		got := labelsOf((logTicks{}).Ticks(c[0], c[1]))
 		if len(got) < 3 {
 			t.Errorf("[%v, %v]: labels %q, want three or more", c[0], c[1], got)
+		}
+	}
+}
+
+// The relative tables divide by standard's figures at the same T and
+// d_model, and --accuracy joins another sweep's accuracies by variant.
+func TestRelativeSpeed(t *testing.T) {
+	var rows []sweep.Row
+	for _, r := range grid() {
+		if r.Attention == "flash" {
+			s := *r.Summary
+			s.StepMsMedian /= 4 // four times standard's steps per second
+			s.PeakRSSBytes /= 2
+			r.Summary = &s
+		}
+		rows = append(rows, r)
+	}
+	rels := relativeTables(Group(rows))
+	if len(rels) != 1 || !slices.Equal(rels[0].seqLens, []int{64, 128}) || len(rels[0].rows) != 4 {
+		t.Fatalf("relative tables %+v", rels)
+	}
+	for _, row := range rels[0].rows {
+		want := 1.0
+		if strings.Contains(row.label, "flash") {
+			want = 4
+		}
+		if row.speed[64] != want || row.speed[128] != want {
+			t.Errorf("%s: speed %v", row.label, row.speed)
+		}
+		if wantRSS := map[bool]float64{true: 0.5, false: 1}[want == 4]; row.rss[64] != wantRSS {
+			t.Errorf("%s: rss ratio %v, want %v", row.label, row.rss[64], wantRSS)
+		}
+	}
+	// Without standard at two lengths there is no table.
+	var one []sweep.Row
+	for _, r := range rows {
+		if r.SeqLen == 64 {
+			one = append(one, r)
+		}
+	}
+	if rels := relativeTables(Group(one)); len(rels) != 0 {
+		t.Errorf("a table from one sequence length: %+v", rels)
+	}
+
+	// The figure: speeds of d_model 16 (grid: kind and T), accuracies of
+	// another sweep (grid: kind), joined by attention kind.
+	var speed []sweep.Row
+	for _, r := range rows {
+		if r.DModel == 16 {
+			r.Params = []sweep.Param{r.Params[0], r.Params[2]}
+			speed = append(speed, r)
+		}
+	}
+	dir := t.TempDir()
+	var acc []sweep.Row
+	for _, r := range rows {
+		if r.SeqLen == 64 && r.DModel == 16 && r.Seed == 1 {
+			r.TaskKind, r.Params = "listops", r.Params[:1]
+			acc = append(acc, r)
+		}
+	}
+	w, err := WriteWith(dir, &sweep.Collection{Rows: speed}, Options{Accuracy: &sweep.Collection{Rows: acc}, AccuracyFrom: "runs/acc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(w.Files, "plots/acc-vs-relative-speed_assoc_recall_T128.png") {
+		t.Errorf("no relative-speed figure: %v (skipped %v)", w.Files, w.Skipped)
+	}
+	md, _ := os.ReadFile(filepath.Join(dir, ReportFile))
+	for _, s := range []string{"## Speed and memory relative to standard, assoc_recall", "| flash | 4.00× | 4.00× |",
+		"| standard | 1.00× | 1.00× |", "(0.50×)", "Accuracy of listops, T = 64 from runs/acc"} {
+		if !strings.Contains(string(md), s) {
+			t.Errorf("report.md lacks %q:\n%s", s, md)
 		}
 	}
 }

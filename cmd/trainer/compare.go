@@ -94,7 +94,7 @@ At the end DIR gets results.jsonl, results.csv, report.md and plots/.`,
 			if err != nil && !interrupted {
 				return err
 			}
-			if rerr := writeReport(stdout, dir, []string{dir}); rerr != nil && !interrupted {
+			if rerr := writeReport(stdout, dir, []string{dir}, ""); rerr != nil && !interrupted {
 				return rerr
 			}
 			if interrupted {
@@ -134,35 +134,50 @@ At the end DIR gets results.jsonl, results.csv, report.md and plots/.`,
 }
 
 func newReportCmd() *cobra.Command {
-	var out string
+	var out, accuracy string
 	cmd := &cobra.Command{
 		Use:   "report DIR...",
 		Short: "Merge the results of sweep folders (e.g. the shards') into results.jsonl, results.csv, report.md and plots/",
 		Long: `report reads the run folders (DIR/runs/*/: run.json, config.yaml, summary.json)
 of one or more sweep folders, keeps each run once (by name: a finished copy
 before a failed one), and writes results.jsonl, results.csv, report.md and
-plots/ into the first DIR or --out. Nothing is trained.`,
+plots/ into the first DIR or --out. Nothing is trained.
+
+When the baseline (standard) ran at two or more sequence lengths, report.md
+gets the speed and memory of every variant relative to it at each length,
+as Long Range Arena's table gives them. --accuracy names another sweep
+folder (of one task) whose accuracies are then drawn against those speeds
+(LRA's figure), variant by variant.`,
 		Example: `  trainer report runs/mqar-mini
-  trainer report shard-0 shard-1 shard-2 --out merged`,
+  trainer report shard-0 shard-1 shard-2 --out merged
+  trainer report runs/lra-speed --accuracy runs/lra-listops`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dest := out
 			if dest == "" {
 				dest = args[0]
 			}
-			return writeReport(cmd.OutOrStdout(), dest, args)
+			return writeReport(cmd.OutOrStdout(), dest, args, accuracy)
 		},
 	}
 	cmd.Flags().StringVar(&out, "out", "", "folder to write into (default: the first DIR)")
+	cmd.Flags().StringVar(&accuracy, "accuracy", "", "a sweep folder of one task whose accuracies the relative-speed figure plots (LRA's figure)")
 	return cmd
 }
 
 // writeReport collects the runs of dirs and writes the result files and the
-// report into dest.
-func writeReport(w io.Writer, dest string, dirs []string) error {
+// report into dest; accuracy, if not empty, is the sweep folder whose
+// accuracies the relative-speed figure draws.
+func writeReport(w io.Writer, dest string, dirs []string, accuracy string) error {
 	c, err := sweep.Collect(dirs...)
 	if err != nil {
 		return err
+	}
+	opts := report.Options{AccuracyFrom: accuracy}
+	if accuracy != "" {
+		if opts.Accuracy, err = sweep.Collect(accuracy); err != nil {
+			return fmt.Errorf("--accuracy: %w", err)
+		}
 	}
 	if err := os.MkdirAll(dest, 0o755); err != nil {
 		return &train.BadInputError{Err: fmt.Errorf("--out: %w", err)}
@@ -170,7 +185,7 @@ func writeReport(w io.Writer, dest string, dirs []string) error {
 	if err := sweep.WriteResults(dest, c.Rows); err != nil {
 		return err
 	}
-	wr, err := report.Write(dest, c)
+	wr, err := report.WriteWith(dest, c, opts)
 	if err != nil {
 		return err
 	}
