@@ -212,7 +212,7 @@ func speedFigures(rels []*relative, opts Options) (figs []figure, skipped []stri
 		if len(unmatched) > 0 {
 			note += " Without an accuracy run: " + strings.Join(unmatched, ", ") + "."
 		}
-		title := fmt.Sprintf("%s accuracy against speed relative to %s, %s at T = %d", at.Title(), baseline, rel.kind, T)
+		title := fmt.Sprintf("Accuracy (%s) against speed relative to %s (%s, T = %d)", at.Title(), baseline, rel.kind, T)
 		figs = append(figs, figure{
 			file:  fmt.Sprintf("acc-vs-relative-speed_%s_T%d", fileSafe(rel.kind), T),
 			title: title,
