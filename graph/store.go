@@ -72,6 +72,11 @@ func NewStore(dtype tensor.Dtype, seed uint64) (*Store, error) {
 // Dtype is the element type of every parameter.
 func (s *Store) Dtype() tensor.Dtype { return s.dtype }
 
+// Seed is the seed the store's initializers (and anything else a layer
+// draws from the store's randomness, such as Performer's random features)
+// are seeded from.
+func (s *Store) Seed() uint64 { return s.seed }
+
 // Params returns the parameters in creation order.
 func (s *Store) Params() []*Param { return s.params }
 

@@ -54,6 +54,14 @@ type Context struct {
 	// Cores, if not nil, logs every core call Attend makes (trainer bench
 	// attention reports the scores computed).
 	Cores *CoreLog
+	// Steps, if not nil, collects the layer's step inputs (see StepInput):
+	// graph inputs whose value changes as training advances, such as
+	// Performer's redrawn random features, which the model refills before
+	// each step (models.Model.SetStep). A layer adds each through
+	// AddStepInput, which fills it for step 0 at once; with Steps nil
+	// (layer tests, gradient checks, trainer bench attention) that step-0
+	// value is the input's for good.
+	Steps *StepInputs
 
 	oracle bool // tests: run every pattern on the dense core (graph.DenseAttention)
 

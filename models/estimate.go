@@ -351,6 +351,28 @@ func attentionCost(kind string, o config.Values, s layers.Spec, T float64) (laye
 		c.params = 4 * proj(D, D, b)
 		c.perRow = 3*D + 2*D
 		c.width, c.weight = D, w("wq", D, D)
+	case "latte":
+		// q, k [H L], v; softmax, exp, prefix sums, query features [H L]; output, wo; maxima per sequence
+		hl, b := H*float64(o.Int("latents")), bias()
+		c.params = 2*proj(D, hl, b) + 2*proj(D, D, b)
+		c.perRow = 2*hl + D + 4*hl + 2*D
+		c.perSeq = hl
+		c.width, c.weight = math.Max(D, hl), w("wv", D, D)
+		if hl > D {
+			c.weight = w("wq", D, hl)
+		}
+	case "performer":
+		// projections, the query and key features (H*m each), the output and its projection
+		hm, b := H*float64(layers.PerformerFeatures(s.HeadDim(), o.Int("features"))), bias()
+		c.params = 4 * proj(D, D, b)
+		c.perRow = 3*D + 2*hm + 2*D
+		c.width, c.weight = math.Max(D, hm), w("wq", D, D)
+	case "tost":
+		// the projection w, the temperatures [H]; w, the op's output and wo's per position
+		b := bias()
+		c.params = 2*proj(D, D, b) + H
+		c.perRow = 3 * D
+		c.width, c.weight = D, w("wu", D, D)
 	case "standard", "flash", "gqa", "mqa", "sliding_window", "bigbird", "strided":
 		g := H
 		switch kind {

@@ -45,6 +45,12 @@ type Model struct {
 	// StateElems is the number of elements one layer's recurrent state
 	// holds per sequence (layers.RecurrentState), or -1 without one.
 	StateElems int
+
+	// StepInputs are the graph's inputs that change with the training step
+	// (layers.StepInput: Performer's redrawn random features), empty for
+	// most variants. Build leaves them filled for step 0; SetStep refills
+	// them.
+	StepInputs *layers.StepInputs
 }
 
 // Build makes the graph of the model cfg describes for batch examples of
@@ -79,7 +85,7 @@ func BuildRecording(cfg config.Model, task data.Task, store *graph.Store, batch 
 	b := store.Bind(g)
 	root := layers.NewScope(b)
 	sh := layers.Shape{Batch: batch, SeqLen: task.SeqLen(), DModel: cfg.DModel}
-	m := &Model{Graph: g, Batch: batch, SeqLen: sh.SeqLen, KVCacheElems: -1, StateElems: -1}
+	m := &Model{Graph: g, Batch: batch, SeqLen: sh.SeqLen, KVCacheElems: -1, StateElems: -1, StepInputs: &layers.StepInputs{}}
 	if kv, ok := attn.(layers.KVCache); ok {
 		m.KVCacheElems = kv.KVCacheElems()
 	}
@@ -102,7 +108,7 @@ func BuildRecording(cfg config.Model, task data.Task, store *graph.Store, batch 
 	if x, err = layers.AddPositions(root.Sub("embed"), aspec.Pos, x, sh); err != nil {
 		return nil, err
 	}
-	ctx := layers.Context{Shape: sh, Causal: cfg.Kind == "decoder", KeyMask: m.KeyMask, Maps: maps}
+	ctx := layers.Context{Shape: sh, Causal: cfg.Kind == "decoder", KeyMask: m.KeyMask, Maps: maps, Steps: m.StepInputs}
 	spec := layers.BlockSpec{DModel: cfg.DModel, DFF: cfg.DFF, NLayers: cfg.NLayers, Norm: cfg.Norm,
 		Activation: graph.Activation(cfg.Activation), Attention: attn}
 	for i := 0; i < cfg.NLayers; i++ {
@@ -144,7 +150,25 @@ func BuildRecording(cfg config.Model, task data.Task, store *graph.Store, batch 
 		return nil, err
 	}
 	m.Params = b.Nodes()
+	// Every step input holds its step-0 value (layers fill them as they
+	// add them); setting step 0 again makes that Build's contract rather
+	// than each layer's.
+	if err := m.SetStep(0); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// SetStep fills the model's step inputs (StepInputs) with their values for
+// training step step: call it before the forward pass of training step
+// step (the training loop numbers steps from 1) and before evaluating the
+// weights of step step, so that the evaluation sees the draw training
+// used. Each value is a pure function of the step (layers.StepInput), so a
+// model loaded from a checkpoint at step s and set to s computes what the
+// model of the uninterrupted run computed. Models without step inputs
+// ignore it.
+func (m *Model) SetStep(step int) error {
+	return m.StepInputs.Set(step)
 }
 
 // Position is the position scheme a model config names.

@@ -25,10 +25,11 @@ type AttentionMaps struct {
 
 // LoadAttentionMaps builds the model exp describes for one sequence, with
 // every layer's attention maps recorded (models.BuildRecording), loads the
-// checkpoint at path into it as Evaluate does, runs example `example` of
-// stream s through it, and returns the maps. The training graph is not
-// involved: only this inspection graph materializes the maps. Errors from
-// the config or the checkpoint are bad-input errors.
+// checkpoint at path into it as Evaluate does (step inputs, such as
+// Performer's features, set for the checkpoint's step), runs example
+// `example` of stream s through it, and returns the maps. The training
+// graph is not involved: only this inspection graph materializes the
+// maps. Errors from the config or the checkpoint are bad-input errors.
 func LoadAttentionMaps(exp config.Experiment, path string, s data.Stream, example uint64) (*AttentionMaps, error) {
 	task, store, err := prepare(exp)
 	if err != nil {
@@ -42,6 +43,9 @@ func LoadAttentionMaps(exp config.Experiment, path string, s data.Stream, exampl
 	st, err := loadCheckpoint(path, store, NewAdamW(store, 0, 0, 0, 0), tokenizerSpec(task))
 	if err != nil {
 		return nil, badInput(err)
+	}
+	if err := m.SetStep(st.Step); err != nil { // the draw of the checkpoint's step
+		return nil, err
 	}
 	b := data.NewBatch(task, 1)
 	task.Fill(b, s, example)

@@ -89,6 +89,9 @@ func Bench(exp config.Experiment, warmup, steps int) (*BenchResult, error) {
 		if err := s.Train.Feed(batch); err != nil {
 			return nil, fmt.Errorf("bench step %d: %w", step, err)
 		}
+		if err := s.Train.SetStep(step); err != nil { // as Run does, off the clock
+			return nil, fmt.Errorf("bench step %d: %w", step, err)
+		}
 		timed := step > warmup
 		if step == warmup+1 {
 			runtime.GC() // the warm-up's garbage is not the timed steps' to collect

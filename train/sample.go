@@ -55,7 +55,8 @@ func (t shapeTask) Fill(*data.Batch, data.Stream, uint64) {
 }
 
 // LoadSampler builds the model exp describes for one sequence and loads the
-// checkpoint at path into it. The tokenizer comes from the checkpoint's
+// checkpoint at path into it, with its step inputs (Performer's features)
+// set for the checkpoint's step. The tokenizer comes from the checkpoint's
 // metadata (saved by Run), so the corpus need not exist any more; a
 // checkpoint without one gets the task's own, and a task without one is
 // ErrNoTokenizer. Every error is a bad-input error.
@@ -100,6 +101,9 @@ func LoadSampler(exp config.Experiment, path string) (*Sampler, error) {
 	st, err := restoreCheckpoint(f, path, store, NewAdamW(store, 0, 0, 0, 0), tok.Spec())
 	if err != nil {
 		return nil, badInput(err)
+	}
+	if err := m.SetStep(st.Step); err != nil { // the draw of the checkpoint's step
+		return nil, err
 	}
 	return &Sampler{Tokenizer: tok, SeqLen: seqLen, Step: st.Step, model: m,
 		vm: G.NewTapeMachine(m.Graph), inputs: make([]int, seqLen)}, nil

@@ -253,6 +253,12 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 		if err := s.Train.Feed(batch); err != nil {
 			return nil, err
 		}
+		// Step inputs (Performer's random features) for this step: a pure
+		// function of the step, so a resumed run sees what an
+		// uninterrupted one does.
+		if err := s.Train.SetStep(step); err != nil {
+			return nil, err
+		}
 		lr := sched.At(step)
 		logged := step%tr.LogEvery == 0 || step == tr.Steps || step == firstStep+1
 		var accBatch *data.Batch
@@ -294,6 +300,9 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 		}
 		evalNow := (tr.EvalEvery > 0 && step%tr.EvalEvery == 0) || step == tr.Steps
 		if evalNow {
+			if err := s.Eval.SetStep(step); err != nil { // the draw this step trained with
+				return nil, err
+			}
 			r, err := evaluateAfterTraining(s, evm)
 			if err != nil {
 				return nil, err
@@ -325,6 +334,9 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 	// already complete when resumed (or was killed during that evaluation,
 	// after its last checkpoint) evaluates the checkpoint's weights here.
 	if final == nil {
+		if err := s.Eval.SetStep(st.Step); err != nil {
+			return nil, err
+		}
 		r, err := evaluateAfterTraining(s, evm)
 		if err != nil {
 			return nil, err
@@ -598,7 +610,8 @@ func EvaluateTensors(exp config.Experiment, path string) (*EvalResult, error) {
 }
 
 // Evaluate loads the checkpoint at path into the model exp describes and
-// evaluates it on exp.Train.EvalExamples held-out examples.
+// evaluates it on exp.Train.EvalExamples held-out examples, with the step
+// inputs (Performer's features) of the checkpoint's step.
 func Evaluate(exp config.Experiment, path string) (*EvalResult, error) {
 	return evaluateCheckpoint(exp, path, false)
 }
@@ -611,6 +624,9 @@ func evaluateCheckpoint(exp config.Experiment, path string, tensors bool) (*Eval
 	st, err := loadCheckpoint(path, s.Store, NewAdamW(s.Store, 0, 0, 0, 0), tokenizerSpec(s.Task))
 	if err != nil {
 		return nil, badInput(err)
+	}
+	if err := s.Eval.SetStep(st.Step); err != nil { // the checkpoint's draw
+		return nil, err
 	}
 	vm := G.NewTapeMachine(s.Eval.Graph)
 	defer vm.Close()
