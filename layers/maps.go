@@ -15,6 +15,7 @@ const (
 	AxisPosition = "position" // positions of the sequence (queries or keys)
 	AxisAgent    = "agent"    // agent tokens (agent attention)
 	AxisLatent   = "latent"   // learned latents (Perceiver latent attention)
+	AxisHead     = "head"     // the heads a token is softly assigned to (ToST's membership)
 )
 
 // DefaultMapLabel labels the map of a layer with a single attention core.
