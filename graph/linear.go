@@ -104,10 +104,12 @@ func (s LinearShape) featureGrad(x float64) float64 {
 // phi(k_j) once; causal, it scans chunks of Chunk positions, each chunk's
 // output its queries times the state carried from the earlier chunks plus
 // the causally masked Chunk x Chunk product within the chunk (the chunked
-// form of flash-linear-attention). The backward recomputes the chunk
-// boundary states from q, k and v, then scans the chunks in reverse with the
-// transposed state. Time O(T Chunk d + T d dv), memory O(T d) plus
-// O(T / Chunk x d x dv) for the boundary states during the backward.
+// form of flash-linear-attention). Every chunk's products run in parallel,
+// over (sequence, head, chunk), and only a scan over the chunks' d x dv
+// states is sequential. The backward recomputes the forward (the chunk
+// states and the outputs) from q, k and v, then scans the chunks in
+// reverse with the queries' transposed states. Time O(T Chunk d + T d dv),
+// memory O(T d) plus O(T / Chunk x d x dv) for the chunk states.
 func LinearAttention(q, k, v, keyMask *G.Node, s LinearShape) (*G.Node, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
@@ -199,286 +201,320 @@ func linearRun(s LinearShape, in []G.Value, out G.Value, grad G.Value) {
 }
 
 func linearRunT[E Float](s LinearShape, in []G.Value, out G.Value, grad G.Value) {
-	q, k, v := data[E](in[0]), data[E](in[1]), data[E](in[2])
-	var mask []E
-	if len(in) > 3 {
-		mask = data[E](in[3])
-	}
-	rows, d, dv := s.Batch*s.SeqLen, s.HeadDim, s.vdim()
-	dq, dvv := s.Heads*d, s.Heads*dv
+	p := newLinearPass[E](s, in)
 	res := data[E](out)
-	var g []E
-	if grad != nil {
-		g = data[E](grad)
-	}
-	parallelFor(s.Batch*s.Heads, s.SeqLen*(s.Chunk+dv)*d*4, func(lo, hi int) {
-		w := newLinearWork[E](s)
-		for bh := lo; bh < hi; bh++ {
-			b, h := bh/s.Heads, bh%s.Heads
-			w.load(s, q, k, v, mask, b, h)
-			if g == nil {
-				w.forward(s)
-				w.store(s, res, b, h, 0, dvv, w.out, dv)
-				continue
-			}
-			w.loadGrad(s, g, b, h)
-			w.backward(s)
-			w.store(s, res, b, h, 0, dq, w.gq, d)
-			w.store(s, res, b, h, rows*dq, dq, w.gk, d)
-			w.store(s, res, b, h, 2*rows*dq, dvv, w.gv, dv)
-		}
-	})
-}
-
-// linearWork holds one (sequence, head)'s rows: the raw and
-// featured queries and keys (keys of padding zeroed), values, and results.
-type linearWork[E Float] struct {
-	xq, xk, fq, fk, v, keep []E // [T*d], [T*d], [T*d], [T*d], [T*dv], [T]
-	out, den                []E // [T*dv], [T]: output and normalizer (with eps)
-	do, gq, gk, gv          []E
-}
-
-func newLinearWork[E Float](s LinearShape) *linearWork[E] {
-	T, d, dv := s.SeqLen, s.HeadDim, s.vdim()
-	return &linearWork[E]{
-		xq: make([]E, T*d), xk: make([]E, T*d), fq: make([]E, T*d), fk: make([]E, T*d),
-		v: make([]E, T*dv), keep: make([]E, T), out: make([]E, T*dv), den: make([]E, T),
-		do: make([]E, T*dv), gq: make([]E, T*d), gk: make([]E, T*d), gv: make([]E, T*dv),
-	}
-}
-
-func (w *linearWork[E]) load(s LinearShape, q, k, v, mask []E, b, h int) {
-	T, d, dv := s.SeqLen, s.HeadDim, s.vdim()
-	dq, dvv := s.Heads*d, s.Heads*dv
-	for t := 0; t < T; t++ {
-		r := b*T + t
-		w.keep[t] = 1
-		if mask != nil && mask[r] == 0 {
-			w.keep[t] = 0
-		}
-		for c := 0; c < d; c++ {
-			w.xq[t*d+c] = q[r*dq+h*d+c]
-			w.xk[t*d+c] = k[r*dq+h*d+c]
-			w.fq[t*d+c] = E(s.feature(float64(w.xq[t*d+c])))
-			w.fk[t*d+c] = E(s.feature(float64(w.xk[t*d+c]))) * w.keep[t]
-		}
-		copy(w.v[t*dv:(t+1)*dv], v[r*dvv+h*dv:r*dvv+(h+1)*dv])
-	}
-}
-
-func (w *linearWork[E]) loadGrad(s LinearShape, g []E, b, h int) {
-	T, dv := s.SeqLen, s.vdim()
-	dvv := s.Heads * dv
-	for t := 0; t < T; t++ {
-		r := b*T + t
-		copy(w.do[t*dv:(t+1)*dv], g[r*dvv+h*dv:r*dvv+(h+1)*dv])
-	}
-}
-
-// store writes rows of x (width n) into res from offset on, at head h's
-// columns of rows of width ld.
-func (w *linearWork[E]) store(s LinearShape, res []E, b, h, offset, ld int, x []E, n int) {
-	for t := 0; t < s.SeqLen; t++ {
-		r := b*s.SeqLen + t
-		copy(res[offset+r*ld+h*n:offset+r*ld+(h+1)*n], x[t*n:(t+1)*n])
-	}
-}
-
-// chunks calls fn for each chunk [c0, c1) of the sequence, in order.
-func (s LinearShape) chunks(fn func(c0, c1 int)) {
-	for c0 := 0; c0 < s.SeqLen; c0 += s.Chunk {
-		fn(c0, min(c0+s.Chunk, s.SeqLen))
-	}
-}
-
-// forward fills out and den. Bidirectional: S = phi(K)^T V and z = the
-// column sums of phi(K) over every key, out = phi(Q) S / (phi(Q) z + eps).
-// Causal, per chunk n of rows: out_n = phi(Q_n) S + A_n V_n over
-// phi(Q_n) z + rowsum(A_n) + eps, with A_n = phi(Q_n) phi(K_n)^T masked to
-// j <= i, then S += phi(K_n)^T V_n and z += colsum(phi(K_n)): every step a
-// matrix product.
-func (w *linearWork[E]) forward(s LinearShape) {
-	T, d, dv := s.SeqLen, s.HeadDim, s.vdim()
-	S := make([]E, d*dv)
-	z := make([]E, d)
-	if !s.Causal {
-		w.addKeys(s, S, z, 0, T)
-		w.fromStates(s, S, z, 0, T)
-		w.normalize(s, 0, T)
+	if grad == nil {
+		p.forward(func(hd *linearHead[E]) ([]E, int) { return res[p.vOff(hd):], p.dvv })
 		return
 	}
-	A := make([]E, s.Chunk*s.Chunk)
-	s.chunks(func(c0, c1 int) {
-		C := c1 - c0
-		w.fromStates(s, S, z, c0, c1)
-		w.chunkScores(s, c0, c1, A)
-		gemm(false, false, C, dv, C, 1, A, C, w.v[c0*dv:], dv, 1, w.out[c0*dv:], dv)
-		for i := 0; i < C; i++ {
-			for _, a := range A[i*C : (i+1)*C] {
-				w.den[c0+i] += a
-			}
+	p.backward(data[E](grad), res)
+}
+
+// linearPass is one call's work over every (sequence, head) at once, in
+// phases that are each parallel over (sequence, head, chunk) (all matrix
+// products of one chunk's rows), with short scans over the chunk states in
+// between: so that a few heads of long sequences still use every core.
+type linearPass[E Float] struct {
+	s                    LinearShape
+	T, d, dv, dq, dvv    int
+	nc                   int // chunks per sequence
+	q, k, v, mask        []E
+	heads                []*linearHead[E]
+	scratchA, scratchG   int // C x C scratch per worker
+	chunkCost, stateCost int
+}
+
+// linearHead holds one (sequence, head)'s features and per-chunk states;
+// queries, keys, values, gradients and results are read and written in
+// place, through the rows' leading dimension.
+type linearHead[E Float] struct {
+	b, h   int
+	fq, fk []E // [T*d]: phi of queries and keys (keys of padding zeroed)
+	keep   []E // [T]: 1 for a real key, 0 for padding
+	den    []E // [T]: the normalizer (with eps for NormEps)
+	S, z   []E // per chunk n: the keys' state before it (causal) or of all keys (slot 0)
+	out, u []E // backward: the normalized output and U = dO / den, [T*dv]
+	gs     []E // backward: g_i = -(dO_i . out_i) / den_i, [T]
+	R, r   []E // backward: per chunk, the queries' state after it (causal) or of all (slot 0)
+	dS, dR []E // per chunk: its own keys' and queries' contributions before the scans
+	dz, dr []E
+}
+
+func newLinearPass[E Float](s LinearShape, in []G.Value) *linearPass[E] {
+	p := &linearPass[E]{s: s, T: s.SeqLen, d: s.HeadDim, dv: s.vdim()}
+	p.dq, p.dvv = s.Heads*p.d, s.Heads*p.dv
+	p.nc = (p.T + s.Chunk - 1) / s.Chunk
+	p.q, p.k, p.v = data[E](in[0]), data[E](in[1]), data[E](in[2])
+	if len(in) > 3 {
+		p.mask = data[E](in[3])
+	}
+	C := min(s.Chunk, p.T)
+	p.chunkCost = C * (C + p.dv) * p.d * 4
+	p.stateCost = p.nc * p.d * p.dv
+	p.heads = make([]*linearHead[E], s.Batch*s.Heads)
+	for bh := range p.heads {
+		p.heads[bh] = &linearHead[E]{b: bh / s.Heads, h: bh % s.Heads}
+	}
+	return p
+}
+
+// qOff and vOff are the offsets of head hd's first row in a [rows, H*d]
+// and a [rows, H*dv] matrix.
+func (p *linearPass[E]) qOff(hd *linearHead[E]) int { return hd.b*p.T*p.dq + hd.h*p.d }
+func (p *linearPass[E]) vOff(hd *linearHead[E]) int { return hd.b*p.T*p.dvv + hd.h*p.dv }
+
+// state is the slot of chunk n's state: its own causally, the one total
+// bidirectionally.
+func (p *linearPass[E]) state(n int) int {
+	if p.s.Causal {
+		return n
+	}
+	return 0
+}
+
+// eachChunk runs fn for every (head, chunk [c0, c1)) in parallel, with C x
+// C scratch matrices A and Gm per worker.
+func (p *linearPass[E]) eachChunk(fn func(hd *linearHead[E], n, c0, c1 int, A, Gm []E)) {
+	C := min(p.s.Chunk, p.T)
+	parallelFor(len(p.heads)*p.nc, p.chunkCost, func(lo, hi int) {
+		A, Gm := make([]E, C*C), make([]E, C*C)
+		for t := lo; t < hi; t++ {
+			n := t % p.nc
+			c0 := n * p.s.Chunk
+			fn(p.heads[t/p.nc], n, c0, min(c0+p.s.Chunk, p.T), A, Gm)
 		}
-		w.normalize(s, c0, c1)
-		w.addKeys(s, S, z, c0, c1)
 	})
 }
 
-// fromStates sets out and den of rows [i0, i1) to phi(Q) S and phi(Q) z +
-// eps.
-func (w *linearWork[E]) fromStates(s LinearShape, S, z []E, i0, i1 int) {
-	d, dv := s.HeadDim, s.vdim()
-	n := i1 - i0
-	gemm(false, false, n, dv, d, 1, w.fq[i0*d:], d, S, dv, 0, w.out[i0*dv:], dv)
-	gemm(false, false, n, 1, d, 1, w.fq[i0*d:], d, z, 1, 0, w.den[i0:], 1)
-	if s.Norm == NormEps {
-		for i := i0; i < i1; i++ {
-			w.den[i] += LinearEps
+// eachHead runs fn for every head in parallel (the scans over chunks).
+func (p *linearPass[E]) eachHead(fn func(hd *linearHead[E])) {
+	parallelFor(len(p.heads), p.stateCost, func(lo, hi int) {
+		for _, hd := range p.heads[lo:hi] {
+			fn(hd)
+		}
+	})
+}
+
+// scan turns per-chunk contributions x (nc slots of n values) into states:
+// causal, slot m gets the sum over the chunks before it (reverse: after
+// it); bidirectional, slot 0 gets the sum of all.
+func (p *linearPass[E]) scan(x []E, n int, reverse bool) {
+	if !p.s.Causal {
+		for m := 1; m < p.nc; m++ {
+			for i, y := range x[m*n : (m+1)*n] {
+				x[i] += y
+			}
+		}
+		return
+	}
+	run := make([]E, n)
+	for step := 0; step < p.nc; step++ {
+		m := step
+		if reverse {
+			m = p.nc - 1 - step
+		}
+		slot := x[m*n : (m+1)*n]
+		for i, y := range slot {
+			slot[i], run[i] = run[i], run[i]+y
+		}
+	}
+}
+
+// forward computes every head's output into the rows dst gives it (a
+// slice and its leading dimension) and den. Per chunk n of rows: the keys'
+// contribution dS_n = phi(K_n)^T V_n, dz_n = colsum(phi(K_n)); a scan
+// makes them the state S_n, z_n of the keys before the chunk (causal) or
+// of all keys (bidirectional); then out_n = phi(Q_n) S_n + A_n V_n over
+// phi(Q_n) z_n + rowsum(A_n) (+ eps), with A_n = phi(Q_n) phi(K_n)^T
+// masked to j <= i (causal only): every step a matrix product.
+func (p *linearPass[E]) forward(dst func(hd *linearHead[E]) ([]E, int)) {
+	s, T, d, dv := p.s, p.T, p.d, p.dv
+	slots := p.nc
+	p.eachHead(func(hd *linearHead[E]) {
+		hd.fq, hd.fk, hd.keep, hd.den = make([]E, T*d), make([]E, T*d), make([]E, T), make([]E, T)
+		hd.S, hd.z = make([]E, slots*d*dv), make([]E, slots*d)
+	})
+	p.eachChunk(func(hd *linearHead[E], n, c0, c1 int, _, _ []E) {
+		p.load(hd, c0, c1)
+		gemm(true, false, d, dv, c1-c0, 1, hd.fk[c0*d:], d, p.v[p.vOff(hd)+c0*p.dvv:], p.dvv, 0, hd.S[n*d*dv:], dv)
+		z := hd.z[n*d : (n+1)*d]
+		for j := c0; j < c1; j++ {
+			for c, x := range hd.fk[j*d : (j+1)*d] {
+				z[c] += x
+			}
+		}
+	})
+	p.eachHead(func(hd *linearHead[E]) {
+		p.scan(hd.S, d*dv, false)
+		p.scan(hd.z, d, false)
+	})
+	p.eachChunk(func(hd *linearHead[E], n, c0, c1 int, A, _ []E) {
+		o, ld := dst(hd)
+		C, m := c1-c0, p.state(n)
+		gemm(false, false, C, dv, d, 1, hd.fq[c0*d:], d, hd.S[m*d*dv:], dv, 0, o[c0*ld:], ld)
+		gemm(false, false, C, 1, d, 1, hd.fq[c0*d:], d, hd.z[m*d:], 1, 0, hd.den[c0:], 1)
+		if s.Causal {
+			p.chunkScores(hd, c0, c1, A)
+			gemm(false, false, C, dv, C, 1, A, C, p.v[p.vOff(hd)+c0*p.dvv:], p.dvv, 1, o[c0*ld:], ld)
+			for i := 0; i < C; i++ {
+				for _, a := range A[i*C : (i+1)*C] {
+					hd.den[c0+i] += a
+				}
+			}
+		}
+		for i := c0; i < c1; i++ {
+			if s.Norm == NormEps {
+				hd.den[i] += LinearEps
+			}
+			inv := p.inv(hd, i)
+			for e := range o[i*ld : i*ld+dv] {
+				o[i*ld+e] *= inv
+			}
+		}
+	})
+}
+
+// load fills head hd's features and keep flags for rows [c0, c1).
+func (p *linearPass[E]) load(hd *linearHead[E], c0, c1 int) {
+	d := p.d
+	off := p.qOff(hd)
+	for t := c0; t < c1; t++ {
+		keep := E(1)
+		if p.mask != nil && p.mask[hd.b*p.T+t] == 0 {
+			keep = 0
+		}
+		hd.keep[t] = keep
+		for c := 0; c < d; c++ {
+			hd.fq[t*d+c] = E(p.s.feature(float64(p.q[off+t*p.dq+c])))
+			hd.fk[t*d+c] = E(p.s.feature(float64(p.k[off+t*p.dq+c]))) * keep
 		}
 	}
 }
 
 // inv is the factor row i's output is multiplied by: 1 / den, 0 for an
 // exact normalizer of 0, 1 without normalization.
-func (w *linearWork[E]) inv(s LinearShape, i int) E {
+func (p *linearPass[E]) inv(hd *linearHead[E], i int) E {
 	switch {
-	case s.Norm == NormNone:
+	case p.s.Norm == NormNone:
 		return 1
-	case s.Norm == NormExact && w.den[i] == 0:
+	case p.s.Norm == NormExact && hd.den[i] == 0:
 		return 0
 	}
-	return 1 / w.den[i]
-}
-
-func (w *linearWork[E]) normalize(s LinearShape, i0, i1 int) {
-	dv := s.vdim()
-	for i := i0; i < i1; i++ {
-		inv := w.inv(s, i)
-		for e := i * dv; e < (i+1)*dv; e++ {
-			w.out[e] *= inv
-		}
-	}
+	return 1 / hd.den[i]
 }
 
 // chunkScores fills A (C x C) with phi(q_i) . phi(k_j) for the chunk's
 // rows, 0 above the diagonal.
-func (w *linearWork[E]) chunkScores(s LinearShape, c0, c1 int, A []E) {
-	d := s.HeadDim
-	C := c1 - c0
-	gemm(false, true, C, C, d, 1, w.fq[c0*d:], d, w.fk[c0*d:], d, 0, A, C)
+func (p *linearPass[E]) chunkScores(hd *linearHead[E], c0, c1 int, A []E) {
+	d, C := p.d, c1-c0
+	gemm(false, true, C, C, d, 1, hd.fq[c0*d:], d, hd.fk[c0*d:], d, 0, A, C)
 	for i := 0; i < C; i++ {
 		clear(A[i*C+i+1 : (i+1)*C])
 	}
 }
 
-// addKeys adds keys [j0, j1) to the state: S += phi(K)^T V, z += colsum
-// phi(K).
-func (w *linearWork[E]) addKeys(s LinearShape, S, z []E, j0, j1 int) {
-	d, dv := s.HeadDim, s.vdim()
-	n := j1 - j0
-	gemm(true, false, d, dv, n, 1, w.fk[j0*d:], d, w.v[j0*dv:], dv, 1, S, dv)
-	for j := j0; j < j1; j++ {
-		for c, x := range w.fk[j*d : (j+1)*d] {
-			z[c] += x
+// chunkGrads fills Gm (C x C) with the masked gradient of the chunk's
+// scores, G_ij = U_i . v_j + g_i for j <= i.
+func (p *linearPass[E]) chunkGrads(hd *linearHead[E], c0, c1 int, Gm []E) {
+	dv, C := p.dv, c1-c0
+	gemm(false, true, C, C, dv, 1, hd.u[c0*dv:], dv, p.v[p.vOff(hd)+c0*p.dvv:], p.dvv, 0, Gm, C)
+	for i := 0; i < C; i++ {
+		row := Gm[i*C : (i+1)*C]
+		for j := range row[:i+1] {
+			row[j] += hd.gs[c0+i]
 		}
+		clear(row[i+1:])
 	}
 }
 
-// backward fills gq, gk, gv. With U = dO / den (row-wise) and g_i = -(dO_i
-// . out_i) / den_i, the gradient of a_ij = phi(q_i) . phi(k_j) is G_ij =
-// U_i . v_j + g_i, so over the visible pairs dphi(Q) = G phi(K), dphi(K) =
-// G^T phi(Q) and dV = A^T U. Bidirectional that is dphi(Q) = U S^T + g z^T,
-// dphi(K) = V R^T + 1 r^T and dV = phi(K) R with R = phi(Q)^T U, r =
-// phi(Q)^T g. Causal, a forward scan over the chunks carries S, z (the
-// keys before the chunk) and adds the chunk's own masked G phi(K_n); a
-// reverse scan carries R, r (the queries after it) and adds the chunk's
-// G^T phi(Q_n) and A^T U_n.
-func (w *linearWork[E]) backward(s LinearShape) {
-	T, d, dv := s.SeqLen, s.HeadDim, s.vdim()
-	w.forward(s)
-	u := make([]E, T*dv)
-	g := make([]E, T)
-	for i := 0; i < T; i++ {
-		inv := w.inv(s, i)
-		if s.Norm != NormNone {
-			g[i] = -dot(w.do[i*dv:(i+1)*dv], w.out[i*dv:(i+1)*dv]) * inv
+// backward writes dq|dk|dv into res. With U = dO / den (row-wise) and g_i =
+// -(dO_i . out_i) / den_i, the gradient of a_ij = phi(q_i) . phi(k_j) is
+// G_ij = U_i . v_j + g_i, so over the visible pairs dphi(Q) = G phi(K),
+// dphi(K) = G^T phi(Q) and dV = A^T U. Through the states that is, per
+// chunk n, dphi(Q_n) = U_n S_n^T + g_n z_n^T (the keys before it) plus its
+// own masked G_n phi(K_n), and dphi(K_n) = V_n R_n^T + 1 r_n^T, dV_n =
+// phi(K_n) R_n with R_n = sum phi(Q)^T U, r_n = sum phi(Q)^T g over the
+// queries after it (a reverse scan), plus G_n^T phi(Q_n) and A_n^T U_n.
+// Bidirectional, S, z, R and r are the totals and there is no own term.
+// The forward is recomputed first (out and den), not stored.
+func (p *linearPass[E]) backward(grad, res []E) {
+	s, T, d, dv, dq := p.s, p.T, p.d, p.dv, p.dq
+	rows := s.Batch * T
+	p.eachHead(func(hd *linearHead[E]) { hd.out = make([]E, T*dv) })
+	p.forward(func(hd *linearHead[E]) ([]E, int) { return hd.out, dv })
+	slots := p.nc
+	p.eachHead(func(hd *linearHead[E]) {
+		hd.u, hd.gs = make([]E, T*dv), make([]E, T)
+		hd.R, hd.r = make([]E, slots*d*dv), make([]E, slots*d)
+	})
+	gq := func(hd *linearHead[E]) []E { return res[p.qOff(hd):] }
+	gk := func(hd *linearHead[E]) []E { return res[rows*dq+p.qOff(hd):] }
+	gv := func(hd *linearHead[E]) []E { return res[2*rows*dq+p.vOff(hd):] }
+	// U, g; dphi(Q); each chunk's queries' contribution to R, r.
+	p.eachChunk(func(hd *linearHead[E], n, c0, c1 int, _, Gm []E) {
+		C, m := c1-c0, p.state(n)
+		goff := p.vOff(hd)
+		for i := c0; i < c1; i++ {
+			do := grad[goff+i*p.dvv : goff+i*p.dvv+dv]
+			inv := p.inv(hd, i)
+			if s.Norm != NormNone {
+				hd.gs[i] = -dot(do, hd.out[i*dv:(i+1)*dv]) * inv
+			}
+			for e, x := range do {
+				hd.u[i*dv+e] = x * inv
+			}
 		}
-		for e := 0; e < dv; e++ {
-			u[i*dv+e] = w.do[i*dv+e] * inv
-		}
-	}
-	S := make([]E, d*dv)
-	z := make([]E, d)
-	R := make([]E, d*dv)
-	r := make([]E, d)
-	// fromS sets gq of rows [i0, i1) to U S^T + g z^T; fromR sets gk to
-	// V R^T + 1 r^T and gv to phi(K) R.
-	fromS := func(i0, i1 int) {
-		gemm(false, true, i1-i0, d, dv, 1, u[i0*dv:], dv, S, dv, 0, w.gq[i0*d:], d)
-		for i := i0; i < i1; i++ {
+		dQ := gq(hd)
+		gemm(false, true, C, d, dv, 1, hd.u[c0*dv:], dv, hd.S[m*d*dv:], dv, 0, dQ[c0*dq:], dq)
+		z := hd.z[m*d : (m+1)*d]
+		for i := c0; i < c1; i++ {
 			for c := 0; c < d; c++ {
-				w.gq[i*d+c] += g[i] * z[c]
+				dQ[i*dq+c] += hd.gs[i] * z[c]
 			}
 		}
-	}
-	fromR := func(j0, j1 int) {
-		gemm(false, true, j1-j0, d, dv, 1, w.v[j0*dv:], dv, R, dv, 0, w.gk[j0*d:], d)
-		for j := j0; j < j1; j++ {
+		if s.Causal {
+			p.chunkGrads(hd, c0, c1, Gm)
+			gemm(false, false, C, d, C, 1, Gm, C, hd.fk[c0*d:], d, 1, dQ[c0*dq:], dq)
+		}
+		qoff := p.qOff(hd)
+		for i := c0; i < c1; i++ {
 			for c := 0; c < d; c++ {
-				w.gk[j*d+c] += r[c]
+				dQ[i*dq+c] *= E(s.featureGrad(float64(p.q[qoff+i*dq+c])))
 			}
 		}
-		gemm(false, false, j1-j0, dv, d, 1, w.fk[j0*d:], d, R, dv, 0, w.gv[j0*dv:], dv)
-	}
-	addQueries := func(i0, i1 int) {
-		gemm(true, false, d, dv, i1-i0, 1, w.fq[i0*d:], d, u[i0*dv:], dv, 1, R, dv)
-		gemm(true, false, d, 1, i1-i0, 1, w.fq[i0*d:], d, g[i0:], 1, 1, r, 1)
-	}
-	if !s.Causal {
-		w.addKeys(s, S, z, 0, T)
-		addQueries(0, T)
-		fromS(0, T)
-		fromR(0, T)
-	} else {
-		A := make([]E, s.Chunk*s.Chunk)
-		Gm := make([]E, s.Chunk*s.Chunk)
-		// chunkGrads fills Gm (masked G) and A for a chunk.
-		chunkGrads := func(c0, c1 int) int {
-			C := c1 - c0
-			w.chunkScores(s, c0, c1, A)
-			gemm(false, true, C, C, dv, 1, u[c0*dv:], dv, w.v[c0*dv:], dv, 0, Gm, C)
-			for i := 0; i < C; i++ {
-				row := Gm[i*C : (i+1)*C]
-				for j := range row[:i+1] {
-					row[j] += g[c0+i]
-				}
-				clear(row[i+1:])
+		gemm(true, false, d, dv, C, 1, hd.fq[c0*d:], d, hd.u[c0*dv:], dv, 0, hd.R[n*d*dv:], dv)
+		gemm(true, false, d, 1, C, 1, hd.fq[c0*d:], d, hd.gs[c0:], 1, 0, hd.r[n*d:], 1)
+	})
+	p.eachHead(func(hd *linearHead[E]) {
+		p.scan(hd.R, d*dv, true)
+		p.scan(hd.r, d, true)
+	})
+	// dphi(K), dV.
+	p.eachChunk(func(hd *linearHead[E], n, c0, c1 int, A, Gm []E) {
+		C, m := c1-c0, p.state(n)
+		dK, dV := gk(hd), gv(hd)
+		vrows := p.v[p.vOff(hd)+c0*p.dvv:]
+		gemm(false, true, C, d, dv, 1, vrows, p.dvv, hd.R[m*d*dv:], dv, 0, dK[c0*dq:], dq)
+		r := hd.r[m*d : (m+1)*d]
+		for j := c0; j < c1; j++ {
+			for c := 0; c < d; c++ {
+				dK[j*dq+c] += r[c]
 			}
-			return C
 		}
-		s.chunks(func(c0, c1 int) {
-			fromS(c0, c1)
-			C := chunkGrads(c0, c1)
-			gemm(false, false, C, d, C, 1, Gm, C, w.fk[c0*d:], d, 1, w.gq[c0*d:], d)
-			w.addKeys(s, S, z, c0, c1)
-		})
-		var spans [][2]int
-		s.chunks(func(c0, c1 int) { spans = append(spans, [2]int{c0, c1}) })
-		for n := len(spans) - 1; n >= 0; n-- {
-			c0, c1 := spans[n][0], spans[n][1]
-			fromR(c0, c1)
-			C := chunkGrads(c0, c1)
-			gemm(true, false, C, d, C, 1, Gm, C, w.fq[c0*d:], d, 1, w.gk[c0*d:], d)
-			gemm(true, false, C, dv, C, 1, A, C, u[c0*dv:], dv, 1, w.gv[c0*dv:], dv)
-			addQueries(c0, c1)
+		gemm(false, false, C, dv, d, 1, hd.fk[c0*d:], d, hd.R[m*d*dv:], dv, 0, dV[c0*p.dvv:], p.dvv)
+		if s.Causal {
+			p.chunkScores(hd, c0, c1, A)
+			p.chunkGrads(hd, c0, c1, Gm)
+			gemm(true, false, C, d, C, 1, Gm, C, hd.fq[c0*d:], d, 1, dK[c0*dq:], dq)
+			gemm(true, false, C, dv, C, 1, A, C, hd.u[c0*dv:], dv, 1, dV[c0*p.dvv:], p.dvv)
 		}
-	}
-	// Through the feature map (padded keys get none).
-	for t := 0; t < T; t++ {
-		for c := 0; c < d; c++ {
-			w.gq[t*d+c] *= E(s.featureGrad(float64(w.xq[t*d+c])))
-			w.gk[t*d+c] *= E(s.featureGrad(float64(w.xk[t*d+c]))) * w.keep[t]
+		qoff := p.qOff(hd)
+		for j := c0; j < c1; j++ {
+			for c := 0; c < d; c++ {
+				dK[j*dq+c] *= E(s.featureGrad(float64(p.k[qoff+j*dq+c]))) * hd.keep[j]
+			}
 		}
-	}
+	})
 }
 
 // LinearAttentionWeights are the weights linear attention applies, for
@@ -509,41 +545,39 @@ func LinearAttentionWeights(q, k, keyMask *G.Node, s LinearShape) (*G.Node, erro
 			if _, err := checkDtype(name, in...); err != nil {
 				return nil, err
 			}
-			vals := []G.Value{in[0], in[1], in[0]} // v unused: any matrix of the right rows
-			if masked {
-				vals = append(vals, in[2])
-			}
 			ws := s
 			ws.ValueDim = s.HeadDim
-			f := func(v G.Value) []float64 { return Float64s(v) }
-			var mask []float64
-			if masked {
-				mask = f(in[2])
+			f64 := func(v G.Value) G.Value {
+				return tensor.New(tensor.WithShape(v.Shape().Clone()...), tensor.WithBacking(Float64s(v)))
 			}
+			vals := []G.Value{f64(in[0]), f64(in[1]), f64(in[0])} // v unused: any matrix of the right rows
+			if masked {
+				vals = append(vals, f64(in[2]))
+			}
+			p := newLinearPass[float64](ws, vals)
 			res := make([]float64, s.Batch*s.Heads*T*T)
-			w := newLinearWork[float64](ws)
-			for b := 0; b < s.Batch; b++ {
-				for h := 0; h < s.Heads; h++ {
-					w.load(ws, f(vals[0]), f(vals[1]), f(vals[2]), mask, b, h)
-					for i := 0; i < T; i++ {
-						row := res[((b*s.Heads+h)*T+i)*T : ((b*s.Heads+h)*T+i+1)*T]
-						sum := 0.0
-						for j := 0; j < T; j++ {
-							if s.Causal && j > i {
-								continue
-							}
-							row[j] = dot(w.fq[i*s.HeadDim:(i+1)*s.HeadDim], w.fk[j*s.HeadDim:(j+1)*s.HeadDim])
-							sum += row[j]
+			for _, w := range p.heads {
+				b, h := w.b, w.h
+				w.fq, w.fk, w.keep = make([]float64, T*s.HeadDim), make([]float64, T*s.HeadDim), make([]float64, T)
+				p.load(w, 0, T)
+				for i := 0; i < T; i++ {
+					row := res[((b*s.Heads+h)*T+i)*T : ((b*s.Heads+h)*T+i+1)*T]
+					sum := 0.0
+					for j := 0; j < T; j++ {
+						if s.Causal && j > i {
+							continue
 						}
-						for j := range row {
-							if s.Norm == NormNone {
-								break
-							}
-							if sum != 0 {
-								row[j] /= sum
-							} else {
-								row[j] = 0
-							}
+						row[j] = dot(w.fq[i*s.HeadDim:(i+1)*s.HeadDim], w.fk[j*s.HeadDim:(j+1)*s.HeadDim])
+						sum += row[j]
+					}
+					for j := range row {
+						if s.Norm == NormNone {
+							break
+						}
+						if sum != 0 {
+							row[j] /= sum
+						} else {
+							row[j] = 0
 						}
 					}
 				}

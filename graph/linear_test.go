@@ -100,7 +100,7 @@ func linearCases() []struct {
 	for _, fn := range [][2]string{{FeatureELU1, NormEps}, {FeatureReLU, NormEps}, {FeatureIdentity, NormExact}, {FeatureIdentity, NormNone}} {
 		for _, causal := range []bool{true, false} {
 			for _, padded := range []bool{false, true} {
-				for _, c := range []struct{ T, chunk int }{{11, 4}, {8, 8}, {5, 16}, {13, 1}} {
+				for _, c := range []struct{ T, chunk int }{{11, 4}, {8, 8}, {5, 16}, {13, 1}, {200, 16}} { // 200: enough chunks that the phases run in parallel
 					s := LinearShape{Batch: 2, SeqLen: c.T, Heads: 2, HeadDim: 3, ValueDim: 2, Causal: causal, Feature: fn[0], Chunk: c.chunk, Norm: fn[1]}
 					cases = append(cases, struct {
 						name   string
