@@ -1,0 +1,16 @@
+#!/bin/sh
+# LRA's speed and memory table on the lent machine's CPU (16 cores), one
+# run at a time; resumable (a second call continues), results tarred to $OUT.
+set -u
+B=$PWD/bin/trainer
+mkdir -p $OUT/r runs
+start=$(date +%s)
+timeout ${SPEED_LIMIT:-500} $B compare --config configs/paper/lra-speed.yaml --workers 1 --threads 16 --out runs/lra-speed > $OUT/r/speed.log 2>&1
+echo "speed: rc $? after $(( $(date +%s) - start ))s" >> $OUT/r/times
+if [ -n "${BENCH:-}" ]; then
+  GOMAXPROCS=16 $B bench attention --kinds linear,flash --T 16384 --reps 3 > $OUT/r/bench-16k.txt 2>&1
+  GOMAXPROCS=16 $B bench attention --kinds linear --T 1024,4096,16384,65536 --reps 3 > $OUT/r/bench-linear.txt 2>&1
+  GOMAXPROCS=16 $B bench attention --kinds linear --causal=false --T 1024,4096,16384,65536 --reps 3 >> $OUT/r/bench-linear.txt 2>&1
+  echo "bench after $(( $(date +%s) - start ))s" >> $OUT/r/times
+fi
+tar czf $OUT/speed.tgz --exclude='*.safetensors' runs/lra-speed
