@@ -3,6 +3,7 @@ package graph
 import (
 	"fmt"
 	"math"
+	"runtime"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -104,12 +105,13 @@ func (s LinearShape) featureGrad(x float64) float64 {
 // phi(k_j) once; causal, it scans chunks of Chunk positions, each chunk's
 // output its queries times the state carried from the earlier chunks plus
 // the causally masked Chunk x Chunk product within the chunk (the chunked
-// form of flash-linear-attention). Every chunk's products run in parallel,
-// over (sequence, head, chunk), and only a scan over the chunks' d x dv
-// states is sequential. The backward recomputes the forward (the chunk
-// states and the outputs) from q, k and v, then scans the chunks in
-// reverse with the queries' transposed states. Time O(T Chunk d + T d dv),
-// memory O(T d) plus O(T / Chunk x d x dv) for the chunk states.
+// form of flash-linear-attention). The (sequence, head) pairs run in waves
+// of GOMAXPROCS; a wave of fewer pairs than workers splits each sequence
+// into groups of chunks that run in parallel, with only a scan over the
+// groups' d x dv states in between. The backward recomputes the forward
+// from q, k and v, then scans the chunks in reverse with the queries'
+// transposed states. Time O(T Chunk d + T d dv), memory O(T d) per pair in
+// a wave plus O(GOMAXPROCS d dv) for the group states.
 func LinearAttention(q, k, v, keyMask *G.Node, s LinearShape) (*G.Node, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
@@ -203,28 +205,49 @@ func linearRun(s LinearShape, in []G.Value, out G.Value, grad G.Value) {
 func linearRunT[E Float](s LinearShape, in []G.Value, out G.Value, grad G.Value) {
 	p := newLinearPass[E](s, in)
 	res := data[E](out)
-	if grad == nil {
-		p.forward(func(hd *linearHead[E]) ([]E, int) { return res[p.vOff(hd):], p.dvv })
-		return
+	var g []E
+	if grad != nil {
+		g = data[E](grad)
 	}
-	p.backward(data[E](grad), res)
+	// Waves of at most GOMAXPROCS (sequence, head) pairs, so that the
+	// per-head buffers are those of one wave; a wave of fewer heads than
+	// workers splits each head's chunks into groups run in parallel.
+	workers := runtime.GOMAXPROCS(0)
+	BH := s.Batch * s.Heads
+	wave := min(BH, workers)
+	pool := make([]*linearHead[E], wave)
+	for i := range pool {
+		pool[i] = p.newHead(grad != nil)
+	}
+	for w0 := 0; w0 < BH; w0 += wave {
+		p.heads = pool[:min(wave, BH-w0)]
+		for i, hd := range p.heads {
+			hd.b, hd.h = (w0+i)/s.Heads, (w0+i)%s.Heads
+		}
+		p.setGroups(min(p.nc, (workers+len(p.heads)-1)/len(p.heads)))
+		if g == nil {
+			p.forward(func(hd *linearHead[E]) ([]E, int) { return res[p.vOff(hd):], p.dvv })
+			continue
+		}
+		p.backward(g, res)
+	}
 }
 
-// linearPass is one call's work over every (sequence, head) at once, in
-// phases that are each parallel over (sequence, head, chunk) (all matrix
-// products of one chunk's rows), with short scans over the chunk states in
-// between: so that a few heads of long sequences still use every core.
+// linearPass is one call's work over a wave of (sequence, head) pairs, in
+// phases each parallel over (head, group of chunks), with short scans over
+// the groups' states in between: so that a few heads of long sequences
+// still use every core. Within a group, the chunks run in order with a
+// running state, as a single-threaded scan would.
 type linearPass[E Float] struct {
-	s                    LinearShape
-	T, d, dv, dq, dvv    int
-	nc                   int // chunks per sequence
-	q, k, v, mask        []E
-	heads                []*linearHead[E]
-	scratchA, scratchG   int // C x C scratch per worker
-	chunkCost, stateCost int
+	s                 LinearShape
+	T, d, dv, dq, dvv int
+	nc                int // chunks per sequence
+	groups, perGroup  int // groups of chunks per head, chunks per group
+	q, k, v, mask     []E
+	heads             []*linearHead[E]
 }
 
-// linearHead holds one (sequence, head)'s features and per-chunk states;
+// linearHead holds one (sequence, head)'s features and per-group states;
 // queries, keys, values, gradients and results are read and written in
 // place, through the rows' leading dimension.
 type linearHead[E Float] struct {
@@ -232,12 +255,10 @@ type linearHead[E Float] struct {
 	fq, fk []E // [T*d]: phi of queries and keys (keys of padding zeroed)
 	keep   []E // [T]: 1 for a real key, 0 for padding
 	den    []E // [T]: the normalizer (with eps for NormEps)
-	S, z   []E // per chunk n: the keys' state before it (causal) or of all keys (slot 0)
+	S, z   []E // per group: the keys' state before it (causal) or of all keys (slot 0)
 	out, u []E // backward: the normalized output and U = dO / den, [T*dv]
 	gs     []E // backward: g_i = -(dO_i . out_i) / den_i, [T]
-	R, r   []E // backward: per chunk, the queries' state after it (causal) or of all (slot 0)
-	dS, dR []E // per chunk: its own keys' and queries' contributions before the scans
-	dz, dr []E
+	R, r   []E // backward: per group, the queries' state after it (causal) or of all (slot 0)
 }
 
 func newLinearPass[E Float](s LinearShape, in []G.Value) *linearPass[E] {
@@ -248,14 +269,34 @@ func newLinearPass[E Float](s LinearShape, in []G.Value) *linearPass[E] {
 	if len(in) > 3 {
 		p.mask = data[E](in[3])
 	}
-	C := min(s.Chunk, p.T)
-	p.chunkCost = C * (C + p.dv) * p.d * 4
-	p.stateCost = p.nc * p.d * p.dv
-	p.heads = make([]*linearHead[E], s.Batch*s.Heads)
-	for bh := range p.heads {
-		p.heads[bh] = &linearHead[E]{b: bh / s.Heads, h: bh % s.Heads}
-	}
 	return p
+}
+
+// newHead allocates one head's buffers (those of the backward too, with
+// grad).
+func (p *linearPass[E]) newHead(grad bool) *linearHead[E] {
+	T, d, dv := p.T, p.d, p.dv
+	hd := &linearHead[E]{fq: make([]E, T*d), fk: make([]E, T*d), keep: make([]E, T), den: make([]E, T)}
+	if grad {
+		hd.out, hd.u, hd.gs = make([]E, T*dv), make([]E, T*dv), make([]E, T)
+	}
+	return hd
+}
+
+// setGroups splits each head's chunks into n groups and sizes the heads'
+// group states.
+func (p *linearPass[E]) setGroups(n int) {
+	p.perGroup = (p.nc + n - 1) / n
+	p.groups = (p.nc + p.perGroup - 1) / p.perGroup
+	d, dv := p.d, p.dv
+	for _, hd := range p.heads {
+		if len(hd.S) != p.groups*d*dv {
+			hd.S, hd.z = make([]E, p.groups*d*dv), make([]E, p.groups*d)
+			if hd.out != nil {
+				hd.R, hd.r = make([]E, p.groups*d*dv), make([]E, p.groups*d)
+			}
+		}
+	}
 }
 
 // qOff and vOff are the offsets of head hd's first row in a [rows, H*d]
@@ -263,44 +304,67 @@ func newLinearPass[E Float](s LinearShape, in []G.Value) *linearPass[E] {
 func (p *linearPass[E]) qOff(hd *linearHead[E]) int { return hd.b*p.T*p.dq + hd.h*p.d }
 func (p *linearPass[E]) vOff(hd *linearHead[E]) int { return hd.b*p.T*p.dvv + hd.h*p.dv }
 
-// state is the slot of chunk n's state: its own causally, the one total
+// state is the slot of group g's state: its own causally, the one total
 // bidirectionally.
-func (p *linearPass[E]) state(n int) int {
+func (p *linearPass[E]) state(g int) int {
 	if p.s.Causal {
-		return n
+		return g
 	}
 	return 0
 }
 
-// eachChunk runs fn for every (head, chunk [c0, c1)) in parallel, with C x
-// C scratch matrices A and Gm per worker.
-func (p *linearPass[E]) eachChunk(fn func(hd *linearHead[E], n, c0, c1 int, A, Gm []E)) {
+// chunksOf calls fn for each chunk [c0, c1) of group g, in order (reverse:
+// last first).
+func (p *linearPass[E]) chunksOf(g int, reverse bool, fn func(c0, c1 int)) {
+	n0, n1 := g*p.perGroup, min((g+1)*p.perGroup, p.nc)
+	for i := n0; i < n1; i++ {
+		n := i
+		if reverse {
+			n = n1 - 1 - (i - n0)
+		}
+		c0 := n * p.s.Chunk
+		fn(c0, min(c0+p.s.Chunk, p.T))
+	}
+}
+
+// rowsOf is the rows [r0, r1) of group g.
+func (p *linearPass[E]) rowsOf(g int) (int, int) {
+	return g * p.perGroup * p.s.Chunk, min((g+1)*p.perGroup*p.s.Chunk, p.T)
+}
+
+// linearScratch is one worker's scratch: the C x C scores and their
+// gradient, and a running state.
+type linearScratch[E Float] struct {
+	A, Gm, S, z []E
+}
+
+// eachGroup runs fn for every (head, group) in parallel.
+func (p *linearPass[E]) eachGroup(fn func(hd *linearHead[E], g int, sc *linearScratch[E])) {
 	C := min(p.s.Chunk, p.T)
-	parallelFor(len(p.heads)*p.nc, p.chunkCost, func(lo, hi int) {
-		A, Gm := make([]E, C*C), make([]E, C*C)
+	cost := p.perGroup * C * (C + p.dv) * p.d * 4
+	parallelFor(len(p.heads)*p.groups, cost, func(lo, hi int) {
+		sc := &linearScratch[E]{A: make([]E, C*C), Gm: make([]E, C*C), S: make([]E, p.d*p.dv), z: make([]E, p.d)}
 		for t := lo; t < hi; t++ {
-			n := t % p.nc
-			c0 := n * p.s.Chunk
-			fn(p.heads[t/p.nc], n, c0, min(c0+p.s.Chunk, p.T), A, Gm)
+			fn(p.heads[t/p.groups], t%p.groups, sc)
 		}
 	})
 }
 
-// eachHead runs fn for every head in parallel (the scans over chunks).
+// eachHead runs fn for every head in parallel (the scans over groups).
 func (p *linearPass[E]) eachHead(fn func(hd *linearHead[E])) {
-	parallelFor(len(p.heads), p.stateCost, func(lo, hi int) {
+	parallelFor(len(p.heads), p.groups*p.d*p.dv, func(lo, hi int) {
 		for _, hd := range p.heads[lo:hi] {
 			fn(hd)
 		}
 	})
 }
 
-// scan turns per-chunk contributions x (nc slots of n values) into states:
-// causal, slot m gets the sum over the chunks before it (reverse: after
-// it); bidirectional, slot 0 gets the sum of all.
+// scan turns per-group contributions x (groups slots of n values) into
+// states: causal, slot m gets the sum over the groups before it (reverse:
+// after it); bidirectional, slot 0 gets the sum of all.
 func (p *linearPass[E]) scan(x []E, n int, reverse bool) {
 	if !p.s.Causal {
-		for m := 1; m < p.nc; m++ {
+		for m := 1; m < p.groups; m++ {
 			for i, y := range x[m*n : (m+1)*n] {
 				x[i] += y
 			}
@@ -308,10 +372,10 @@ func (p *linearPass[E]) scan(x []E, n int, reverse bool) {
 		return
 	}
 	run := make([]E, n)
-	for step := 0; step < p.nc; step++ {
+	for step := 0; step < p.groups; step++ {
 		m := step
 		if reverse {
-			m = p.nc - 1 - step
+			m = p.groups - 1 - step
 		}
 		slot := x[m*n : (m+1)*n]
 		for i, y := range slot {
@@ -320,49 +384,68 @@ func (p *linearPass[E]) scan(x []E, n int, reverse bool) {
 	}
 }
 
-// forward computes every head's output into the rows dst gives it (a
-// slice and its leading dimension) and den. Per chunk n of rows: the keys'
-// contribution dS_n = phi(K_n)^T V_n, dz_n = colsum(phi(K_n)); a scan
-// makes them the state S_n, z_n of the keys before the chunk (causal) or
-// of all keys (bidirectional); then out_n = phi(Q_n) S_n + A_n V_n over
-// phi(Q_n) z_n + rowsum(A_n) (+ eps), with A_n = phi(Q_n) phi(K_n)^T
-// masked to j <= i (causal only): every step a matrix product.
-func (p *linearPass[E]) forward(dst func(hd *linearHead[E]) ([]E, int)) {
-	s, T, d, dv := p.s, p.T, p.d, p.dv
-	slots := p.nc
-	p.eachHead(func(hd *linearHead[E]) {
-		hd.fq, hd.fk, hd.keep, hd.den = make([]E, T*d), make([]E, T*d), make([]E, T), make([]E, T)
-		hd.S, hd.z = make([]E, slots*d*dv), make([]E, slots*d)
-	})
-	p.eachChunk(func(hd *linearHead[E], n, c0, c1 int, _, _ []E) {
-		p.load(hd, c0, c1)
-		gemm(true, false, d, dv, c1-c0, 1, hd.fk[c0*d:], d, p.v[p.vOff(hd)+c0*p.dvv:], p.dvv, 0, hd.S[n*d*dv:], dv)
-		z := hd.z[n*d : (n+1)*d]
-		for j := c0; j < c1; j++ {
-			for c, x := range hd.fk[j*d : (j+1)*d] {
-				z[c] += x
-			}
+// addKeys adds rows [j0, j1)'s keys to the state S, z (beta 0: sets it).
+func (p *linearPass[E]) addKeys(hd *linearHead[E], j0, j1 int, beta E, S, z []E) {
+	d, dv := p.d, p.dv
+	gemm(true, false, d, dv, j1-j0, 1, hd.fk[j0*d:], d, p.v[p.vOff(hd)+j0*p.dvv:], p.dvv, beta, S, dv)
+	if beta == 0 {
+		clear(z)
+	}
+	for j := j0; j < j1; j++ {
+		for c, x := range hd.fk[j*d : (j+1)*d] {
+			z[c] += x
 		}
+	}
+}
+
+// forward computes the wave's outputs into the rows dst gives each head
+// (a slice and its leading dimension) and den. Per group of rows: its keys'
+// contribution phi(K)^T V and colsum(phi(K)); a scan over the groups makes
+// them the state of the keys before each group (causal) or of all keys
+// (bidirectional). Then, bidirectionally, out = phi(Q) S / (phi(Q) z (+
+// eps)); causally, per chunk n of the group in order, out_n = phi(Q_n) S +
+// A_n V_n over phi(Q_n) z + rowsum(A_n) (+ eps) with A_n = phi(Q_n)
+// phi(K_n)^T masked to j <= i, then S += phi(K_n)^T V_n, z += colsum
+// phi(K_n): every step a matrix product.
+func (p *linearPass[E]) forward(dst func(hd *linearHead[E]) ([]E, int)) {
+	s, d, dv := p.s, p.d, p.dv
+	p.eachGroup(func(hd *linearHead[E], g int, _ *linearScratch[E]) {
+		r0, r1 := p.rowsOf(g)
+		p.load(hd, r0, r1)
+		p.addKeys(hd, r0, r1, 0, hd.S[g*d*dv:(g+1)*d*dv], hd.z[g*d:(g+1)*d])
 	})
 	p.eachHead(func(hd *linearHead[E]) {
 		p.scan(hd.S, d*dv, false)
 		p.scan(hd.z, d, false)
 	})
-	p.eachChunk(func(hd *linearHead[E], n, c0, c1 int, A, _ []E) {
+	p.eachGroup(func(hd *linearHead[E], g int, sc *linearScratch[E]) {
 		o, ld := dst(hd)
-		C, m := c1-c0, p.state(n)
-		gemm(false, false, C, dv, d, 1, hd.fq[c0*d:], d, hd.S[m*d*dv:], dv, 0, o[c0*ld:], ld)
-		gemm(false, false, C, 1, d, 1, hd.fq[c0*d:], d, hd.z[m*d:], 1, 0, hd.den[c0:], 1)
-		if s.Causal {
-			p.chunkScores(hd, c0, c1, A)
-			gemm(false, false, C, dv, C, 1, A, C, p.v[p.vOff(hd)+c0*p.dvv:], p.dvv, 1, o[c0*ld:], ld)
-			for i := 0; i < C; i++ {
-				for _, a := range A[i*C : (i+1)*C] {
-					hd.den[c0+i] += a
-				}
-			}
+		m := p.state(g)
+		S, z := hd.S[m*d*dv:(m+1)*d*dv], hd.z[m*d:(m+1)*d]
+		fromState := func(c0, c1 int, S, z []E) {
+			gemm(false, false, c1-c0, dv, d, 1, hd.fq[c0*d:], d, S, dv, 0, o[c0*ld:], ld)
+			gemm(false, false, c1-c0, 1, d, 1, hd.fq[c0*d:], d, z, 1, 0, hd.den[c0:], 1)
 		}
-		for i := c0; i < c1; i++ {
+		r0, r1 := p.rowsOf(g)
+		if !s.Causal {
+			fromState(r0, r1, S, z)
+		} else {
+			copy(sc.S, S)
+			copy(sc.z, z)
+			p.chunksOf(g, false, func(c0, c1 int) {
+				C := c1 - c0
+				fromState(c0, c1, sc.S, sc.z)
+				p.chunkScores(hd, c0, c1, sc.A)
+				gemm(false, false, C, dv, C, 1, sc.A, C, p.v[p.vOff(hd)+c0*p.dvv:], p.dvv, 1, o[c0*ld:], ld)
+				for i := 0; i < C; i++ {
+					for _, a := range sc.A[i*C : (i+1)*C] {
+						hd.den[c0+i] += a
+					}
+				}
+				p.addKeys(hd, c0, c1, 1, sc.S, sc.z)
+			})
+		}
+		for i := r0; i < r1; i++ {
 			if s.Norm == NormEps {
 				hd.den[i] += LinearEps
 			}
@@ -427,34 +510,26 @@ func (p *linearPass[E]) chunkGrads(hd *linearHead[E], c0, c1 int, Gm []E) {
 	}
 }
 
-// backward writes dq|dk|dv into res. With U = dO / den (row-wise) and g_i =
-// -(dO_i . out_i) / den_i, the gradient of a_ij = phi(q_i) . phi(k_j) is
-// G_ij = U_i . v_j + g_i, so over the visible pairs dphi(Q) = G phi(K),
-// dphi(K) = G^T phi(Q) and dV = A^T U. Through the states that is, per
-// chunk n, dphi(Q_n) = U_n S_n^T + g_n z_n^T (the keys before it) plus its
-// own masked G_n phi(K_n), and dphi(K_n) = V_n R_n^T + 1 r_n^T, dV_n =
-// phi(K_n) R_n with R_n = sum phi(Q)^T U, r_n = sum phi(Q)^T g over the
-// queries after it (a reverse scan), plus G_n^T phi(Q_n) and A_n^T U_n.
+// backward writes dq|dk|dv of the wave's heads into res. With U = dO / den
+// (row-wise) and g_i = -(dO_i . out_i) / den_i, the gradient of a_ij =
+// phi(q_i) . phi(k_j) is G_ij = U_i . v_j + g_i, so over the visible pairs
+// dphi(Q) = G phi(K), dphi(K) = G^T phi(Q) and dV = A^T U. Through the
+// states that is, per chunk n, dphi(Q_n) = U_n S_n^T + g_n z_n^T (the keys
+// before it) plus its own masked G_n phi(K_n), and dphi(K_n) = V_n R_n^T +
+// 1 r_n^T, dV_n = phi(K_n) R_n with R_n = sum phi(Q)^T U, r_n = sum
+// phi(Q)^T g over the queries after it (per group, a reverse scan; within a
+// group, the chunks last first), plus G_n^T phi(Q_n) and A_n^T U_n.
 // Bidirectional, S, z, R and r are the totals and there is no own term.
 // The forward is recomputed first (out and den), not stored.
 func (p *linearPass[E]) backward(grad, res []E) {
-	s, T, d, dv, dq := p.s, p.T, p.d, p.dv, p.dq
-	rows := s.Batch * T
-	p.eachHead(func(hd *linearHead[E]) { hd.out = make([]E, T*dv) })
+	s, d, dv, dq := p.s, p.d, p.dv, p.dq
+	rows := s.Batch * p.T
 	p.forward(func(hd *linearHead[E]) ([]E, int) { return hd.out, dv })
-	slots := p.nc
-	p.eachHead(func(hd *linearHead[E]) {
-		hd.u, hd.gs = make([]E, T*dv), make([]E, T)
-		hd.R, hd.r = make([]E, slots*d*dv), make([]E, slots*d)
-	})
-	gq := func(hd *linearHead[E]) []E { return res[p.qOff(hd):] }
-	gk := func(hd *linearHead[E]) []E { return res[rows*dq+p.qOff(hd):] }
-	gv := func(hd *linearHead[E]) []E { return res[2*rows*dq+p.vOff(hd):] }
-	// U, g; dphi(Q); each chunk's queries' contribution to R, r.
-	p.eachChunk(func(hd *linearHead[E], n, c0, c1 int, _, Gm []E) {
-		C, m := c1-c0, p.state(n)
+	// U, g; dphi(Q); each group's queries' contribution to R, r.
+	p.eachGroup(func(hd *linearHead[E], g int, sc *linearScratch[E]) {
+		r0, r1 := p.rowsOf(g)
 		goff := p.vOff(hd)
-		for i := c0; i < c1; i++ {
+		for i := r0; i < r1; i++ {
 			do := grad[goff+i*p.dvv : goff+i*p.dvv+dv]
 			inv := p.inv(hd, i)
 			if s.Norm != NormNone {
@@ -464,57 +539,87 @@ func (p *linearPass[E]) backward(grad, res []E) {
 				hd.u[i*dv+e] = x * inv
 			}
 		}
-		dQ := gq(hd)
-		gemm(false, true, C, d, dv, 1, hd.u[c0*dv:], dv, hd.S[m*d*dv:], dv, 0, dQ[c0*dq:], dq)
-		z := hd.z[m*d : (m+1)*d]
-		for i := c0; i < c1; i++ {
-			for c := 0; c < d; c++ {
-				dQ[i*dq+c] += hd.gs[i] * z[c]
+		dQ := res[p.qOff(hd):]
+		m := p.state(g)
+		fromState := func(c0, c1 int, S, z []E) {
+			gemm(false, true, c1-c0, d, dv, 1, hd.u[c0*dv:], dv, S, dv, 0, dQ[c0*dq:], dq)
+			for i := c0; i < c1; i++ {
+				for c := 0; c < d; c++ {
+					dQ[i*dq+c] += hd.gs[i] * z[c]
+				}
 			}
 		}
-		if s.Causal {
-			p.chunkGrads(hd, c0, c1, Gm)
-			gemm(false, false, C, d, C, 1, Gm, C, hd.fk[c0*d:], d, 1, dQ[c0*dq:], dq)
+		S, z := hd.S[m*d*dv:(m+1)*d*dv], hd.z[m*d:(m+1)*d]
+		if !s.Causal {
+			fromState(r0, r1, S, z)
+		} else {
+			copy(sc.S, S)
+			copy(sc.z, z)
+			p.chunksOf(g, false, func(c0, c1 int) {
+				C := c1 - c0
+				fromState(c0, c1, sc.S, sc.z)
+				p.chunkGrads(hd, c0, c1, sc.Gm)
+				gemm(false, false, C, d, C, 1, sc.Gm, C, hd.fk[c0*d:], d, 1, dQ[c0*dq:], dq)
+				p.addKeys(hd, c0, c1, 1, sc.S, sc.z)
+			})
 		}
 		qoff := p.qOff(hd)
-		for i := c0; i < c1; i++ {
+		for i := r0; i < r1; i++ {
 			for c := 0; c < d; c++ {
 				dQ[i*dq+c] *= E(s.featureGrad(float64(p.q[qoff+i*dq+c])))
 			}
 		}
-		gemm(true, false, d, dv, C, 1, hd.fq[c0*d:], d, hd.u[c0*dv:], dv, 0, hd.R[n*d*dv:], dv)
-		gemm(true, false, d, 1, C, 1, hd.fq[c0*d:], d, hd.gs[c0:], 1, 0, hd.r[n*d:], 1)
+		p.addQueries(hd, r0, r1, 0, hd.R[g*d*dv:(g+1)*d*dv], hd.r[g*d:(g+1)*d])
 	})
 	p.eachHead(func(hd *linearHead[E]) {
 		p.scan(hd.R, d*dv, true)
 		p.scan(hd.r, d, true)
 	})
 	// dphi(K), dV.
-	p.eachChunk(func(hd *linearHead[E], n, c0, c1 int, A, Gm []E) {
-		C, m := c1-c0, p.state(n)
-		dK, dV := gk(hd), gv(hd)
-		vrows := p.v[p.vOff(hd)+c0*p.dvv:]
-		gemm(false, true, C, d, dv, 1, vrows, p.dvv, hd.R[m*d*dv:], dv, 0, dK[c0*dq:], dq)
-		r := hd.r[m*d : (m+1)*d]
-		for j := c0; j < c1; j++ {
-			for c := 0; c < d; c++ {
-				dK[j*dq+c] += r[c]
+	p.eachGroup(func(hd *linearHead[E], g int, sc *linearScratch[E]) {
+		dK, dV := res[rows*dq+p.qOff(hd):], res[2*rows*dq+p.vOff(hd):]
+		fromState := func(c0, c1 int, R, r []E) {
+			gemm(false, true, c1-c0, d, dv, 1, p.v[p.vOff(hd)+c0*p.dvv:], p.dvv, R, dv, 0, dK[c0*dq:], dq)
+			for j := c0; j < c1; j++ {
+				for c := 0; c < d; c++ {
+					dK[j*dq+c] += r[c]
+				}
 			}
+			gemm(false, false, c1-c0, dv, d, 1, hd.fk[c0*d:], d, R, dv, 0, dV[c0*p.dvv:], p.dvv)
 		}
-		gemm(false, false, C, dv, d, 1, hd.fk[c0*d:], d, hd.R[m*d*dv:], dv, 0, dV[c0*p.dvv:], p.dvv)
-		if s.Causal {
-			p.chunkScores(hd, c0, c1, A)
-			p.chunkGrads(hd, c0, c1, Gm)
-			gemm(true, false, C, d, C, 1, Gm, C, hd.fq[c0*d:], d, 1, dK[c0*dq:], dq)
-			gemm(true, false, C, dv, C, 1, A, C, hd.u[c0*dv:], dv, 1, dV[c0*p.dvv:], p.dvv)
+		m := p.state(g)
+		R, r := hd.R[m*d*dv:(m+1)*d*dv], hd.r[m*d:(m+1)*d]
+		r0, r1 := p.rowsOf(g)
+		if !s.Causal {
+			fromState(r0, r1, R, r)
+		} else {
+			copy(sc.S, R)
+			copy(sc.z, r)
+			p.chunksOf(g, true, func(c0, c1 int) {
+				C := c1 - c0
+				fromState(c0, c1, sc.S, sc.z)
+				p.chunkScores(hd, c0, c1, sc.A)
+				p.chunkGrads(hd, c0, c1, sc.Gm)
+				gemm(true, false, C, d, C, 1, sc.Gm, C, hd.fq[c0*d:], d, 1, dK[c0*dq:], dq)
+				gemm(true, false, C, dv, C, 1, sc.A, C, hd.u[c0*dv:], dv, 1, dV[c0*p.dvv:], p.dvv)
+				p.addQueries(hd, c0, c1, 1, sc.S, sc.z)
+			})
 		}
 		qoff := p.qOff(hd)
-		for j := c0; j < c1; j++ {
+		for j := r0; j < r1; j++ {
 			for c := 0; c < d; c++ {
 				dK[j*dq+c] *= E(s.featureGrad(float64(p.k[qoff+j*dq+c]))) * hd.keep[j]
 			}
 		}
 	})
+}
+
+// addQueries adds rows [i0, i1)'s queries to the reverse state R, r:
+// phi(Q)^T U and phi(Q)^T g (beta 0: sets it).
+func (p *linearPass[E]) addQueries(hd *linearHead[E], i0, i1 int, beta E, R, r []E) {
+	d, dv := p.d, p.dv
+	gemm(true, false, d, dv, i1-i0, 1, hd.fq[i0*d:], d, hd.u[i0*dv:], dv, beta, R, dv)
+	gemm(true, false, d, 1, i1-i0, 1, hd.fq[i0*d:], d, hd.gs[i0:], 1, beta, r, 1)
 }
 
 // LinearAttentionWeights are the weights linear attention applies, for
@@ -556,9 +661,10 @@ func LinearAttentionWeights(q, k, keyMask *G.Node, s LinearShape) (*G.Node, erro
 			}
 			p := newLinearPass[float64](ws, vals)
 			res := make([]float64, s.Batch*s.Heads*T*T)
-			for _, w := range p.heads {
-				b, h := w.b, w.h
-				w.fq, w.fk, w.keep = make([]float64, T*s.HeadDim), make([]float64, T*s.HeadDim), make([]float64, T)
+			w := p.newHead(false)
+			for bh := 0; bh < s.Batch*s.Heads; bh++ {
+				b, h := bh/s.Heads, bh%s.Heads
+				w.b, w.h = b, h
 				p.load(w, 0, T)
 				for i := 0; i < T; i++ {
 					row := res[((b*s.Heads+h)*T+i)*T : ((b*s.Heads+h)*T+i+1)*T]

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -130,74 +131,83 @@ func positiveInputs(ts ...tensor.Tensor) {
 // quadratic form computes, outputs and the three gradients to 1e-10 in
 // float64 on fresh random inputs: both feature maps, causal and
 // bidirectional, padded, T not a multiple of the chunk, chunks of 1 and of
-// more than T.
+// more than T; with GOMAXPROCS 1 (one group of chunks per head) and 16
+// (waves of up to 16 heads, each head's chunks split into groups, run in
+// parallel where large enough).
 func TestLinearMatchesQuadraticForm(t *testing.T) {
 	rng := testRNG(t)
-	for _, c := range linearCases() {
-		t.Run(c.name, func(t *testing.T) {
-			s := c.s
-			rows := s.Batch * s.SeqLen
-			qt := RandomTensor(rng, 1, rows, s.Heads*s.HeadDim)
-			kt := RandomTensor(rng, 1, rows, s.Heads*s.HeadDim)
-			if s.Feature == FeatureIdentity {
-				positiveInputs(qt, kt)
-			}
-			vt := RandomTensor(rng, 1, rows, s.Heads*s.vdim())
-			rt := RandomTensor(rng, 1, rows, s.Heads*s.vdim())
-			var mask []float64
-			g := G.NewGraph()
-			q, k, v := Variable(g, "q", qt), Variable(g, "k", kt), Variable(g, "v", vt)
-			var m *G.Node
-			if c.padded {
-				mask = make([]float64, rows)
-				for i := range mask {
-					if i%s.SeqLen == 0 || rng.Float64() < 0.6 {
-						mask[i] = 1
-					}
-					if s.Norm == NormExact && i == 0 {
-						mask[i] = 0 // causal, row 0 of sequence 0 sees no key
-					}
-				}
-				m = Variable(g, "mask", tensor.New(tensor.WithShape(rows), tensor.WithBacking(mask)))
-			}
-			out, err := LinearAttention(q, k, v, m, s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			prod, err := G.HadamardProd(out, Variable(g, "r", rt))
-			if err != nil {
-				t.Fatal(err)
-			}
-			loss, err := G.Sum(prod)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := G.Grad(loss, q, k, v); err != nil {
-				t.Fatal(err)
-			}
-			vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
-			defer vm.Close()
-			if err := vm.RunAll(); err != nil {
-				t.Fatal(err)
-			}
-			wo, wq, wk, wv := naiveLinear(s, Float64s(qt), Float64s(kt), Float64s(vt), mask, Float64s(rt))
-			grad := func(n *G.Node) []float64 {
-				gv, err := n.Grad()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return Float64s(gv)
-			}
-			for _, x := range []struct {
-				name      string
-				got, want []float64
-			}{{"out", Float64s(out.Value()), wo}, {"dq", grad(q), wq}, {"dk", grad(k), wk}, {"dv", grad(v), wv}} {
-				if d := maxAbsDiff(x.got, x.want); !(d <= 1e-10) {
-					t.Errorf("%s differs from the quadratic form by %g", x.name, d)
-				}
-			}
-		})
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, procs := range []int{1, 16} {
+		runtime.GOMAXPROCS(procs)
+		for _, c := range linearCases() {
+			testLinearCase(t, rng, fmt.Sprintf("procs%d-%s", procs, c.name), c.s, c.padded)
+		}
 	}
+}
+
+func testLinearCase(t *testing.T, rng *rand.Rand, name string, s LinearShape, padded bool) {
+	t.Run(name, func(t *testing.T) {
+		rows := s.Batch * s.SeqLen
+		qt := RandomTensor(rng, 1, rows, s.Heads*s.HeadDim)
+		kt := RandomTensor(rng, 1, rows, s.Heads*s.HeadDim)
+		if s.Feature == FeatureIdentity {
+			positiveInputs(qt, kt)
+		}
+		vt := RandomTensor(rng, 1, rows, s.Heads*s.vdim())
+		rt := RandomTensor(rng, 1, rows, s.Heads*s.vdim())
+		var mask []float64
+		g := G.NewGraph()
+		q, k, v := Variable(g, "q", qt), Variable(g, "k", kt), Variable(g, "v", vt)
+		var m *G.Node
+		if padded {
+			mask = make([]float64, rows)
+			for i := range mask {
+				if i%s.SeqLen == 0 || rng.Float64() < 0.6 {
+					mask[i] = 1
+				}
+				if s.Norm == NormExact && i == 0 {
+					mask[i] = 0 // causal, row 0 of sequence 0 sees no key
+				}
+			}
+			m = Variable(g, "mask", tensor.New(tensor.WithShape(rows), tensor.WithBacking(mask)))
+		}
+		out, err := LinearAttention(q, k, v, m, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prod, err := G.HadamardProd(out, Variable(g, "r", rt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		loss, err := G.Sum(prod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := G.Grad(loss, q, k, v); err != nil {
+			t.Fatal(err)
+		}
+		vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
+		defer vm.Close()
+		if err := vm.RunAll(); err != nil {
+			t.Fatal(err)
+		}
+		wo, wq, wk, wv := naiveLinear(s, Float64s(qt), Float64s(kt), Float64s(vt), mask, Float64s(rt))
+		grad := func(n *G.Node) []float64 {
+			gv, err := n.Grad()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return Float64s(gv)
+		}
+		for _, x := range []struct {
+			name      string
+			got, want []float64
+		}{{"out", Float64s(out.Value()), wo}, {"dq", grad(q), wq}, {"dk", grad(k), wk}, {"dv", grad(v), wv}} {
+			if d := maxAbsDiff(x.got, x.want); !(d <= 1e-10) {
+				t.Errorf("%s differs from the quadratic form by %g", x.name, d)
+			}
+		}
+	})
 }
 
 // TestLinearGradCheck: finite differences through the op (the gradient
