@@ -224,7 +224,9 @@ func linearRunT[E Float](s LinearShape, in []G.Value, out G.Value, grad G.Value)
 		for i, hd := range p.heads {
 			hd.b, hd.h = (w0+i)/s.Heads, (w0+i)%s.Heads
 		}
-		p.setGroups(min(p.nc, (workers+len(p.heads)-1)/len(p.heads)))
+		// Four groups per worker, so that a slow worker delays a phase by
+		// a quarter of its share.
+		p.setGroups(min(p.nc, (4*workers+len(p.heads)-1)/len(p.heads)))
 		if g == nil {
 			p.forward(func(hd *linearHead[E]) ([]E, int) { return res[p.vOff(hd):], p.dvv })
 			continue
@@ -412,7 +414,9 @@ func (p *linearPass[E]) forward(dst func(hd *linearHead[E]) ([]E, int)) {
 	p.eachGroup(func(hd *linearHead[E], g int, _ *linearScratch[E]) {
 		r0, r1 := p.rowsOf(g)
 		p.load(hd, r0, r1)
-		p.addKeys(hd, r0, r1, 0, hd.S[g*d*dv:(g+1)*d*dv], hd.z[g*d:(g+1)*d])
+		if !s.Causal || g < p.groups-1 { // causally, no group sees the last one's keys
+			p.addKeys(hd, r0, r1, 0, hd.S[g*d*dv:(g+1)*d*dv], hd.z[g*d:(g+1)*d])
+		}
 	})
 	p.eachHead(func(hd *linearHead[E]) {
 		p.scan(hd.S, d*dv, false)
@@ -569,7 +573,9 @@ func (p *linearPass[E]) backward(grad, res []E) {
 				dQ[i*dq+c] *= E(s.featureGrad(float64(p.q[qoff+i*dq+c])))
 			}
 		}
-		p.addQueries(hd, r0, r1, 0, hd.R[g*d*dv:(g+1)*d*dv], hd.r[g*d:(g+1)*d])
+		if !s.Causal || g > 0 { // causally, no group sees the first one's queries
+			p.addQueries(hd, r0, r1, 0, hd.R[g*d*dv:(g+1)*d*dv], hd.r[g*d:(g+1)*d])
+		}
 	})
 	p.eachHead(func(hd *linearHead[E]) {
 		p.scan(hd.R, d*dv, true)
