@@ -631,8 +631,9 @@ func (p *linearPass[E]) addQueries(hd *linearHead[E], i0, i1 int, beta E, R, r [
 // LinearAttentionWeights are the weights linear attention applies, for
 // attention maps (no gradient): [Batch*Heads*SeqLen, SeqLen], row (b*Heads
 // + h)*SeqLen + i holding a_ij / sum_j a_ij over the visible unpadded keys
-// (NormEps divides by the sum + LinearEps; a row whose sum is 0 is zeros),
-// or a_ij itself with NormNone.
+// (exactly, whatever the normalization: the op's NormEps adds LinearEps to
+// the sum, which the map leaves out; a row whose sum is 0 is zeros), or a_ij
+// itself with NormNone.
 // It forms the T x T matrix: for inspection only.
 func LinearAttentionWeights(q, k, keyMask *G.Node, s LinearShape) (*G.Node, error) {
 	if err := s.validate(); err != nil {
