@@ -329,6 +329,28 @@ func (p *linearPass[E]) chunksOf(g int, reverse bool, fn func(c0, c1 int)) {
 	}
 }
 
+// overGroup runs group g's rows against the states S, z (all slots):
+// bidirectionally, from(r0, r1) with the total; causally, chunk by chunk in
+// order (reverse: last first), from(c0, c1) with a running state that
+// starts at the group's slot, then the chunk's own masked term own(c0, c1),
+// then add(c0, c1) of the chunk to the running state.
+func (p *linearPass[E]) overGroup(g int, S, z []E, sc *linearScratch[E], reverse bool, from func(c0, c1 int, S, z []E), own func(c0, c1 int), add func(c0, c1 int, S, z []E)) {
+	n, m := p.d*p.dv, p.state(g)
+	S, z = S[m*n:(m+1)*n], z[m*p.d:(m+1)*p.d]
+	if !p.s.Causal {
+		r0, r1 := p.rowsOf(g)
+		from(r0, r1, S, z)
+		return
+	}
+	copy(sc.S, S)
+	copy(sc.z, z)
+	p.chunksOf(g, reverse, func(c0, c1 int) {
+		from(c0, c1, sc.S, sc.z)
+		own(c0, c1)
+		add(c0, c1, sc.S, sc.z)
+	})
+}
+
 // rowsOf is the rows [r0, r1) of group g.
 func (p *linearPass[E]) rowsOf(g int) (int, int) {
 	return g * p.perGroup * p.s.Chunk, min((g+1)*p.perGroup*p.s.Chunk, p.T)
@@ -424,31 +446,23 @@ func (p *linearPass[E]) forward(dst func(hd *linearHead[E]) ([]E, int)) {
 	})
 	p.eachGroup(func(hd *linearHead[E], g int, sc *linearScratch[E]) {
 		o, ld := dst(hd)
-		m := p.state(g)
-		S, z := hd.S[m*d*dv:(m+1)*d*dv], hd.z[m*d:(m+1)*d]
 		fromState := func(c0, c1 int, S, z []E) {
 			gemm(false, false, c1-c0, dv, d, 1, hd.fq[c0*d:], d, S, dv, 0, o[c0*ld:], ld)
 			gemm(false, false, c1-c0, 1, d, 1, hd.fq[c0*d:], d, z, 1, 0, hd.den[c0:], 1)
 		}
-		r0, r1 := p.rowsOf(g)
-		if !s.Causal {
-			fromState(r0, r1, S, z)
-		} else {
-			copy(sc.S, S)
-			copy(sc.z, z)
-			p.chunksOf(g, false, func(c0, c1 int) {
-				C := c1 - c0
-				fromState(c0, c1, sc.S, sc.z)
-				p.chunkScores(hd, c0, c1, sc.A)
-				gemm(false, false, C, dv, C, 1, sc.A, C, p.v[p.vOff(hd)+c0*p.dvv:], p.dvv, 1, o[c0*ld:], ld)
-				for i := 0; i < C; i++ {
-					for _, a := range sc.A[i*C : (i+1)*C] {
-						hd.den[c0+i] += a
-					}
+		own := func(c0, c1 int) {
+			C := c1 - c0
+			p.chunkScores(hd, c0, c1, sc.A)
+			gemm(false, false, C, dv, C, 1, sc.A, C, p.v[p.vOff(hd)+c0*p.dvv:], p.dvv, 1, o[c0*ld:], ld)
+			for i := 0; i < C; i++ {
+				for _, a := range sc.A[i*C : (i+1)*C] {
+					hd.den[c0+i] += a
 				}
-				p.addKeys(hd, c0, c1, 1, sc.S, sc.z)
-			})
+			}
 		}
+		add := func(c0, c1 int, S, z []E) { p.addKeys(hd, c0, c1, 1, S, z) }
+		p.overGroup(g, hd.S, hd.z, sc, false, fromState, own, add)
+		r0, r1 := p.rowsOf(g)
 		for i := r0; i < r1; i++ {
 			if s.Norm == NormEps {
 				hd.den[i] += LinearEps
@@ -544,7 +558,6 @@ func (p *linearPass[E]) backward(grad, res []E) {
 			}
 		}
 		dQ := res[p.qOff(hd):]
-		m := p.state(g)
 		fromState := func(c0, c1 int, S, z []E) {
 			gemm(false, true, c1-c0, d, dv, 1, hd.u[c0*dv:], dv, S, dv, 0, dQ[c0*dq:], dq)
 			for i := c0; i < c1; i++ {
@@ -553,20 +566,13 @@ func (p *linearPass[E]) backward(grad, res []E) {
 				}
 			}
 		}
-		S, z := hd.S[m*d*dv:(m+1)*d*dv], hd.z[m*d:(m+1)*d]
-		if !s.Causal {
-			fromState(r0, r1, S, z)
-		} else {
-			copy(sc.S, S)
-			copy(sc.z, z)
-			p.chunksOf(g, false, func(c0, c1 int) {
-				C := c1 - c0
-				fromState(c0, c1, sc.S, sc.z)
-				p.chunkGrads(hd, c0, c1, sc.Gm)
-				gemm(false, false, C, d, C, 1, sc.Gm, C, hd.fk[c0*d:], d, 1, dQ[c0*dq:], dq)
-				p.addKeys(hd, c0, c1, 1, sc.S, sc.z)
-			})
+		own := func(c0, c1 int) {
+			C := c1 - c0
+			p.chunkGrads(hd, c0, c1, sc.Gm)
+			gemm(false, false, C, d, C, 1, sc.Gm, C, hd.fk[c0*d:], d, 1, dQ[c0*dq:], dq)
 		}
+		add := func(c0, c1 int, S, z []E) { p.addKeys(hd, c0, c1, 1, S, z) }
+		p.overGroup(g, hd.S, hd.z, sc, false, fromState, own, add)
 		qoff := p.qOff(hd)
 		for i := r0; i < r1; i++ {
 			for c := 0; c < d; c++ {
@@ -593,24 +599,16 @@ func (p *linearPass[E]) backward(grad, res []E) {
 			}
 			gemm(false, false, c1-c0, dv, d, 1, hd.fk[c0*d:], d, R, dv, 0, dV[c0*p.dvv:], p.dvv)
 		}
-		m := p.state(g)
-		R, r := hd.R[m*d*dv:(m+1)*d*dv], hd.r[m*d:(m+1)*d]
-		r0, r1 := p.rowsOf(g)
-		if !s.Causal {
-			fromState(r0, r1, R, r)
-		} else {
-			copy(sc.S, R)
-			copy(sc.z, r)
-			p.chunksOf(g, true, func(c0, c1 int) {
-				C := c1 - c0
-				fromState(c0, c1, sc.S, sc.z)
-				p.chunkScores(hd, c0, c1, sc.A)
-				p.chunkGrads(hd, c0, c1, sc.Gm)
-				gemm(true, false, C, d, C, 1, sc.Gm, C, hd.fq[c0*d:], d, 1, dK[c0*dq:], dq)
-				gemm(true, false, C, dv, C, 1, sc.A, C, hd.u[c0*dv:], dv, 1, dV[c0*p.dvv:], p.dvv)
-				p.addQueries(hd, c0, c1, 1, sc.S, sc.z)
-			})
+		own := func(c0, c1 int) {
+			C := c1 - c0
+			p.chunkScores(hd, c0, c1, sc.A)
+			p.chunkGrads(hd, c0, c1, sc.Gm)
+			gemm(true, false, C, d, C, 1, sc.Gm, C, hd.fq[c0*d:], d, 1, dK[c0*dq:], dq)
+			gemm(true, false, C, dv, C, 1, sc.A, C, hd.u[c0*dv:], dv, 1, dV[c0*p.dvv:], p.dvv)
 		}
+		add := func(c0, c1 int, R, r []E) { p.addQueries(hd, c0, c1, 1, R, r) }
+		p.overGroup(g, hd.R, hd.r, sc, true, fromState, own, add)
+		r0, r1 := p.rowsOf(g)
 		qoff := p.qOff(hd)
 		for j := r0; j < r1; j++ {
 			for c := 0; c < d; c++ {
