@@ -158,7 +158,7 @@ func speedFigures(rels []*relative, opts Options) (figs []figure, skipped []stri
 	}
 	at := accTasks[0]
 	match := func(row *relRow, p *Point, rel *relative, T int) *Point {
-		byKind := func(pts []*Point, kind string) []*Point {
+		ofKind := func(pts []*Point, kind string) []*Point {
 			var m []*Point
 			for _, q := range pts {
 				if q.Attention == kind && q.OK > 0 {
@@ -178,7 +178,7 @@ func speedFigures(rels []*relative, opts Options) (figs []figure, skipped []stri
 				here = append(here, q)
 			}
 		}
-		if there := byKind(at.Points, p.Attention); len(there) == 1 && len(here) == 1 {
+		if there := ofKind(at.Points, p.Attention); len(there) == 1 && len(here) == 1 {
 			return there[0]
 		}
 		return nil
