@@ -373,6 +373,10 @@ func attentionCost(kind string, o config.Values, s layers.Spec, T float64) (laye
 		c.params = 2*proj(D, D, b) + H
 		c.perRow = 3 * D
 		c.width, c.weight = D, w("wu", D, D)
+	case "lsh": // wq, wv, wo; per round the op's packed output and logsumexp and their copies, then the merge
+		c.params = 3 * proj(D, D, bias())
+		c.perRow = 4*D + 2*float64(o.Int("hashes"))*(D+H)
+		c.width, c.weight = D, w("wq", D, D)
 	case "topk": // standard's projections; the op also keeps k indices and a logsumexp per head and position
 		c.params = 4 * proj(D, D, bias())
 		c.perRow = 5*D + rot*2*D + H + (math.Min(float64(o.Int("k")), T)+1)*H
