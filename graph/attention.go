@@ -141,8 +141,8 @@ func denseAttention(q, k, v, keyMask *G.Node, s AttentionShape, p *Pattern) (out
 // probabilities and needs no logsumexp).
 func denseFuncs[T Float](s AttentionShape, p *Pattern) coreFuncs[T] {
 	return coreFuncs[T]{
-		forward: func(q, k, v, mask, out, lse []T) { attentionForward(s, p, q, k, v, mask, out, lse) },
-		backward: func(q, k, v, mask, o, _, do, dlse, dq, dk, dv []T) {
+		forward: func(q, k, v, mask, out, lse, _ []T) { attentionForward(s, p, q, k, v, mask, out, lse) },
+		backward: func(q, k, v, mask, o, _, _, do, dlse, dq, dk, dv []T) {
 			attentionBackward(s, p, q, k, v, mask, o, do, dlse, dq, dk, dv)
 		},
 	}

@@ -8,16 +8,19 @@ import (
 )
 
 // coreFuncs are an attention core's kernels for one dtype: the forward
-// fills the output and each row's logsumexp; the backward maps the inputs,
-// the forward's O and L and their gradients to dq, dk and dv.
+// fills the output, each row's logsumexp and the saved values the backward
+// needs besides them (top-k's kept indices; most cores save none); the
+// backward maps the inputs, the forward's O, L and saved values and the
+// gradients of O and L to dq, dk and dv. Saved values get no gradient.
 type coreFuncs[T Float] struct {
-	forward  func(q, k, v, mask, out, lse []T)
-	backward func(q, k, v, mask, o, lse, do, dlse, dq, dk, dv []T)
+	saved    int // elements saved after O and L
+	forward  func(q, k, v, mask, out, lse, saved []T)
+	backward func(q, k, v, mask, o, lse, saved, do, dlse, dq, dk, dv []T)
 }
 
 // applyCore builds an attention core op over q, k, v and the optional key
-// mask: its output packs O [Batch*QLen, Heads*VDim] and the logsumexp
-// [Batch*Heads, QLen] into one vector, so that the backward op (named
+// mask: its output packs O [Batch*QLen, Heads*VDim], the logsumexp
+// [Batch*Heads, QLen] and the kernels' saved values into one vector, so that the backward op (named
 // "Grad" + name) reads both from the forward's result rather than hidden
 // state and takes the gradients of both; O and L are returned as copies
 // (see Slice). The dense and the tiled cores differ only in their kernels.
@@ -33,6 +36,7 @@ func applyCore(name string, s AttentionShape, q, k, v, keyMask *G.Node, f32 core
 	}
 	nOut := s.Batch * s.QLen * s.Heads * s.VDim()
 	nLSE := s.Batch * s.Heads * s.QLen
+	nAll := nOut + nLSE + f64.saved
 	packed, err := apply(&op{
 		name:  name,
 		arity: len(children),
@@ -41,27 +45,27 @@ func applyCore(name string, s AttentionShape, q, k, v, keyMask *G.Node, f32 core
 			if err := s.checkShapes(in); err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
-			return tensor.Shape{nOut + nLSE}, nil
+			return tensor.Shape{nAll}, nil
 		},
 		do: func(in []G.Value) (G.Value, error) {
 			is32, err := checkDtype(name, in...)
 			if err != nil {
 				return nil, err
 			}
-			out := newTensor(in[0].Dtype(), nOut+nLSE)
+			out := newTensor(in[0].Dtype(), nAll)
 			if is32 {
 				d := data[float32](out)
-				f32.forward(data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in, 3), d[:nOut], d[nOut:])
+				f32.forward(data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in, 3), d[:nOut], d[nOut:nOut+nLSE], d[nOut+nLSE:])
 			} else {
 				d := data[float64](out)
-				f64.forward(data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in, 3), d[:nOut], d[nOut:])
+				f64.forward(data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in, 3), d[:nOut], d[nOut:nOut+nLSE], d[nOut+nLSE:])
 			}
 			return out, nil
 		},
 		diffWRT: diff,
 		symDiff: func(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
 			args := append(append(G.Nodes{}, in...), out, grad)
-			packedGrad, err := apply(coreGradOp(name, s, masked, nOut, f32, f64), args...)
+			packedGrad, err := apply(coreGradOp(name, s, masked, nOut, nLSE, f32, f64), args...)
 			if err != nil {
 				return nil, err
 			}
@@ -80,8 +84,9 @@ func applyCore(name string, s AttentionShape, q, k, v, keyMask *G.Node, f32 core
 	return out, lse, nil
 }
 
-// coreGradOp maps (q, k, v, [mask,] packed O|L, d(packed O|L)) to dq|dk|dv.
-func coreGradOp(fwdName string, s AttentionShape, masked bool, nOut int, f32 coreFuncs[float32], f64 coreFuncs[float64]) *op {
+// coreGradOp maps (q, k, v, [mask,] packed O|L|saved, its gradient) to
+// dq|dk|dv.
+func coreGradOp(fwdName string, s AttentionShape, masked bool, nOut, nLSE int, f32 coreFuncs[float32], f64 coreFuncs[float64]) *op {
 	name := "Grad" + fwdName
 	typ := fnType(2, 2, 2, 1, 1, 1)
 	arity := 5
@@ -105,11 +110,11 @@ func coreGradOp(fwdName string, s AttentionShape, masked bool, nOut int, f32 cor
 			if is32 {
 				d, o, do := data[float32](out), data[float32](pk), data[float32](dpk)
 				f32.backward(data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in[:arity-2], 3),
-					o[:nOut], o[nOut:], do[:nOut], do[nOut:], d[:nq], d[nq:nq+nk], d[nq+nk:])
+					o[:nOut], o[nOut:nOut+nLSE], o[nOut+nLSE:], do[:nOut], do[nOut:nOut+nLSE], d[:nq], d[nq:nq+nk], d[nq+nk:])
 			} else {
 				d, o, do := data[float64](out), data[float64](pk), data[float64](dpk)
 				f64.backward(data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in[:arity-2], 3),
-					o[:nOut], o[nOut:], do[:nOut], do[nOut:], d[:nq], d[nq:nq+nk], d[nq+nk:])
+					o[:nOut], o[nOut:nOut+nLSE], o[nOut+nLSE:], do[:nOut], do[nOut:nOut+nLSE], d[:nq], d[nq:nq+nk], d[nq+nk:])
 			}
 			return out, nil
 		},

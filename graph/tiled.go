@@ -77,8 +77,8 @@ func tiledAttention(q, k, v, keyMask *G.Node, s AttentionShape, p *Pattern, bloc
 // tiledFuncs are the tiled core's kernels over the pattern run.
 func tiledFuncs[T Float](s AttentionShape, run *Pattern) coreFuncs[T] {
 	return coreFuncs[T]{
-		forward: func(q, k, v, mask, out, lse []T) { tiledForward(s, run, q, k, v, mask, out, lse) },
-		backward: func(q, k, v, mask, o, lse, do, dlse, dq, dk, dv []T) {
+		forward: func(q, k, v, mask, out, lse, _ []T) { tiledForward(s, run, q, k, v, mask, out, lse) },
+		backward: func(q, k, v, mask, o, lse, _, do, dlse, dq, dk, dv []T) {
 			tiledBackward(s, run, q, k, v, mask, o, lse, do, dlse, dq, dk, dv)
 		},
 	}

@@ -97,103 +97,23 @@ func TopKAttentionLSE(q, k, v, keyMask *G.Node, s TopKShape) (out, lse *G.Node, 
 	if err := s.Validate(); err != nil {
 		return nil, nil, err
 	}
-	masked := keyMask != nil
-	name := s.name("TopKAttention", masked)
-	children := G.Nodes{q, k, v}
-	typ := fnType(2, 2, 2, 1)
-	diff := []bool{true, true, true}
-	if masked {
-		children = append(children, keyMask)
-		typ = fnType(2, 2, 2, 1, 1)
-		diff = append(diff, false)
+	name := s.name("TopKAttention", keyMask != nil)
+	if q.Dtype() == tensor.Float32 && s.KLen > 1<<24 {
+		return nil, nil, fmt.Errorf("%s: float32 holds key indices up to 2^24, got %d keys", name, s.KLen)
 	}
-	nOut := s.Batch * s.QLen * s.Heads * s.VDim()
-	nLSE := s.Batch * s.Heads * s.QLen
-	nIdx := nLSE * s.kept()
-	packed, err := apply(&op{
-		name:  name,
-		arity: len(children),
-		typ:   typ,
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
-			if err := s.checkShapes(in); err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-			return tensor.Shape{nOut + nLSE + nIdx}, nil
-		},
-		do: func(in []G.Value) (G.Value, error) {
-			is32, err := checkDtype(name, in...)
-			if err != nil {
-				return nil, err
-			}
-			if is32 && s.KLen > 1<<24 {
-				return nil, fmt.Errorf("%s: float32 holds key indices up to 2^24, got %d keys", name, s.KLen)
-			}
-			out := newTensor(in[0].Dtype(), nOut+nLSE+nIdx)
-			if is32 {
-				d := data[float32](out)
-				topKForward(s, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in, 3),
-					d[:nOut], d[nOut:nOut+nLSE], d[nOut+nLSE:], nil)
-			} else {
-				d := data[float64](out)
-				topKForward(s, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in, 3),
-					d[:nOut], d[nOut:nOut+nLSE], d[nOut+nLSE:], nil)
-			}
-			return out, nil
-		},
-		diffWRT: diff,
-		symDiff: func(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
-			args := append(append(G.Nodes{}, in...), out, grad)
-			packedGrad, err := apply(topKGradOp(name, s, masked, nOut, nLSE), args...)
-			if err != nil {
-				return nil, err
-			}
-			return s.unpackGrads(packedGrad, masked)
-		},
-	}, children...)
-	if err != nil {
-		return nil, nil, err
-	}
-	if out, err = Slice(packed, 0, s.Batch*s.QLen, s.Heads*s.VDim()); err != nil {
-		return nil, nil, err
-	}
-	if lse, err = Slice(packed, nOut, s.Batch*s.Heads, s.QLen); err != nil {
-		return nil, nil, err
-	}
-	return out, lse, nil
+	return applyCore(name, s.AttentionShape, q, k, v, keyMask, topKFuncs[float32](s), topKFuncs[float64](s))
 }
 
-// topKGradOp maps (q, k, v, [mask,] packed O|L|I, its gradient) to dq|dk|dv.
-func topKGradOp(fwdName string, s TopKShape, masked bool, nOut, nLSE int) *op {
-	name := "Grad" + fwdName
-	typ := fnType(2, 2, 2, 1, 1, 1)
-	arity := 5
-	if masked {
-		typ = fnType(2, 2, 2, 1, 1, 1, 1)
-		arity = 6
-	}
-	nq, nk, nv := s.gradSizes()
-	return &op{
-		name:  name,
-		arity: arity,
-		typ:   typ,
-		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{nq + nk + nv}, nil },
-		do: func(in []G.Value) (G.Value, error) {
-			is32, err := checkDtype(name, in...)
-			if err != nil {
-				return nil, err
-			}
-			out := newTensor(in[0].Dtype(), nq+nk+nv)
-			pk, dpk := in[arity-2], in[arity-1]
-			if is32 {
-				d, p, dp := data[float32](out), data[float32](pk), data[float32](dpk)
-				topKBackward(s, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]),
-					p[nOut:nOut+nLSE], p[nOut+nLSE:], dp[:nOut], dp[nOut:nOut+nLSE], d[:nq], d[nq:nq+nk], d[nq+nk:])
-			} else {
-				d, p, dp := data[float64](out), data[float64](pk), data[float64](dpk)
-				topKBackward(s, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]),
-					p[nOut:nOut+nLSE], p[nOut+nLSE:], dp[:nOut], dp[nOut:nOut+nLSE], d[:nq], d[nq:nq+nk], d[nq+nk:])
-			}
-			return out, nil
+// topKFuncs are the top-k core's kernels: the forward saves each row's
+// kept key indices after O and L, the backward reads them.
+func topKFuncs[T Float](s TopKShape) coreFuncs[T] {
+	return coreFuncs[T]{
+		saved: s.Batch * s.Heads * s.QLen * s.kept(),
+		forward: func(q, k, v, mask, out, lse, idx []T) {
+			topKForward(s, q, k, v, mask, out, lse, idx, nil)
+		},
+		backward: func(q, k, v, _, _, lse, idx, do, dlse, dq, dk, dv []T) {
+			topKBackward(s, q, k, v, lse, idx, do, dlse, dq, dk, dv)
 		},
 	}
 }
