@@ -122,11 +122,12 @@ func latteMask(rng *rand.Rand, mode string, batch, T int) []float64 {
 	return m
 }
 
+// maskNode is a copy of the key mask m as a node of g, nil for none.
 func maskNode(g *G.ExprGraph, m []float64) *G.Node {
 	if m == nil {
 		return nil
 	}
-	return Variable(g, "mask", tensor.New(tensor.WithShape(len(m)), tensor.WithBacking(append([]float64(nil), m...))))
+	return vecNode(g, "mask", append([]float64(nil), m...))
 }
 
 type latteCase struct {

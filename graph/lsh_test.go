@@ -256,7 +256,7 @@ func compareLSH(t *testing.T, got, want lshRef, tol float64) {
 		name      string
 		got, want []float64
 	}{{"output", got.out, want.out}, {"weights", got.weights, want.weights}, {"dq", got.dq, want.dq}, {"dv", got.dv, want.dv}} {
-		if d := topKDiff(x.got, x.want); !(d <= tol) {
+		if d := maxAbsDiff(x.got, x.want); !(d <= tol) {
 			t.Errorf("%s: differs from the reference by %g", x.name, d)
 		}
 	}
@@ -331,7 +331,7 @@ func TestLSHOneBucketIsSharedQK(t *testing.T) {
 			s2 := s
 			s2.Buckets = 2
 			hashed := runLSH(t, s2, randomRotations(rng, s2, 1), qt, vt, mt, rt)
-			if d := topKDiff(hashed.out, want.out); d < 1e-6 {
+			if d := maxAbsDiff(hashed.out, want.out); d < 1e-6 {
 				t.Errorf("causal %v masked %v: two buckets give shared-QK attention's output (difference %g)", causal, masked, d)
 			}
 		}
@@ -490,7 +490,7 @@ func TestLSHFloat32(t *testing.T) {
 		name      string
 		got, want []float64
 	}{{"output", Float64s(out.Value()), want.out}, {"dq", Float64s(dq), want.dq}, {"dv", Float64s(dv), want.dv}} {
-		if d := topKDiff(x.got, x.want); !(d <= 1e-4) {
+		if d := maxAbsDiff(x.got, x.want); !(d <= 1e-4) {
 			t.Errorf("%s: differs from the reference by %g", x.name, d)
 		}
 	}

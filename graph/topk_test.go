@@ -196,24 +196,6 @@ func runTopK(t *testing.T, s TopKShape, qt, kt, vt, mt, rt, rlt *tensor.Dense) t
 	return topKRef{out: val(out), lse: val(lse), weights: val(w), dq: grad(q), dk: grad(k), dv: grad(v)}
 }
 
-// topKDiff is the largest |a - b|, treating equal infinities as equal.
-func topKDiff(a, b []float64) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	d := 0.0
-	for i := range a {
-		if a[i] == b[i] {
-			continue
-		}
-		d = math.Max(d, math.Abs(a[i]-b[i]))
-		if math.IsNaN(a[i]) || math.IsNaN(b[i]) {
-			return math.NaN()
-		}
-	}
-	return d
-}
-
 // integerTensor has entries drawn from {-1, 0, 1}: with Scale 1 every score
 // is an exact small integer, so rows are full of exact ties.
 func integerTensor(rng *rand.Rand, rows, cols int) *tensor.Dense {
@@ -292,7 +274,7 @@ func TestTopKMatchesReference(t *testing.T) {
 				{"output", got.out, want.out}, {"logsumexp", got.lse, want.lse}, {"weights", got.weights, want.weights},
 				{"dq", got.dq, want.dq}, {"dk", got.dk, want.dk}, {"dv", got.dv, want.dv},
 			} {
-				if d := topKDiff(x.got, x.want); !(d <= 1e-10) {
+				if d := maxAbsDiff(x.got, x.want); !(d <= 1e-10) {
 					t.Errorf("%s: differs from the reference by %g", x.name, d)
 				}
 			}
@@ -392,7 +374,7 @@ func TestTopKAllKeysIsAttention(t *testing.T) {
 			return DenseAttention(q, k, v, m, s, nil)
 		}, s, qt, kt, vt, mt, rt)
 		for _, x := range [][2][]float64{{got.out, want.out}, {got.dq, want.dq}, {got.dk, want.dk}, {got.dv, want.dv}} {
-			if d := topKDiff(x[0], x[1]); !(d <= 1e-10) {
+			if d := maxAbsDiff(x[0], x[1]); !(d <= 1e-10) {
 				t.Errorf("causal %v: differs from Attention by %g", causal, d)
 			}
 		}
@@ -456,7 +438,7 @@ func TestTopKFloat32(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if d := topKDiff(Float64s(val), x.want); !(d <= 1e-4) {
+		if d := maxAbsDiff(Float64s(val), x.want); !(d <= 1e-4) {
 			t.Errorf("%s: differs from the reference by %g", x.name, d)
 		}
 	}
