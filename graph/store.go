@@ -46,6 +46,9 @@ func Constant(c float64) Init {
 type Param struct {
 	Name  string
 	Value *tensor.Dense
+	// Mutable marks a buffer that training changes (StateBuffer): a
+	// checkpoint restores it rather than checking it against the draw.
+	Mutable bool
 }
 
 // Store holds a model's parameters by name, independent of any graph: the
@@ -150,6 +153,25 @@ func (s *Store) Buffer(name string, shape []int, init Init) (*Param, error) {
 		return nil, err
 	}
 	s.buffers = append(s.buffers, p) // float64 whatever the dtype: buffers hold indices
+	return p, nil
+}
+
+// StateBuffer is Buffer for state that training moves without gradients,
+// such as the Routing Transformer's k-means centroids: init gives its
+// starting value, and a checkpoint restores the saved value (Buffer's are
+// checked against the draw instead). Asking for a name Buffer created, or
+// the reverse, is an error.
+func (s *Store) StateBuffer(name string, shape []int, init Init) (*Param, error) {
+	fresh := !slices.ContainsFunc(s.buffers, func(b *Param) bool { return b.Name == name })
+	p, err := s.Buffer(name, shape, init)
+	if err != nil {
+		return nil, err
+	}
+	if fresh {
+		p.Mutable = true
+	} else if !p.Mutable {
+		return nil, fmt.Errorf("buffer %s: exists as a fixed buffer, asked for as state", name)
+	}
 	return p, nil
 }
 

@@ -30,8 +30,9 @@ type StepInput struct {
 // StepInputs collects the step inputs of one model's graph (Context.Steps);
 // models.Model.SetStep fills them all. The zero value is empty and ready.
 type StepInputs struct {
-	inputs []StepInput
-	buf    []float64
+	inputs  []StepInput
+	updates []func() error
+	buf     []float64
 }
 
 // Add adds in to the collection. It does not fill it: Context.AddStepInput
@@ -95,4 +96,40 @@ func (c Context) AddStepInput(n *G.Node, fill func(step int, dst []float64)) err
 		c.Steps.Add(in)
 	}
 	return nil
+}
+
+// AddUpdate adds a state update: a function the model runs after each
+// training step's optimizer update (models.Model.AfterStep). It is for a
+// layer's non-gradient state, such as the Routing Transformer's k-means
+// centroids moved by an exponential moving average of what the step's
+// forward pass assigned to them. The state lives in store buffers
+// (graph.Store.Buffer), which checkpoints save, so that a run resumed at
+// step s continues from the state the uninterrupted run had after step s.
+// Context.AddStateUpdate is how a layer adds one.
+func (s *StepInputs) AddUpdate(update func() error) {
+	s.updates = append(s.updates, update)
+}
+
+// AfterStep runs the state updates in the order they were added; a nil
+// collection has none.
+func (s *StepInputs) AfterStep() error {
+	if s == nil {
+		return nil
+	}
+	for _, u := range s.updates {
+		if err := u(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddStateUpdate adds update to c.Steps (see StepInputs.AddUpdate), to run
+// after each training step of a model's graph (models.Build). With c.Steps
+// nil (layer tests, gradient checks, trainer bench attention, evaluation
+// graphs built for inspection) it is dropped: the state stays as it is.
+func (c Context) AddStateUpdate(update func() error) {
+	if c.Steps != nil {
+		c.Steps.AddUpdate(update)
+	}
 }

@@ -171,6 +171,15 @@ func (m *Model) SetStep(step int) error {
 	return m.StepInputs.Set(step)
 }
 
+// AfterStep runs the layers' state updates (layers.StepInputs.AddUpdate:
+// the Routing Transformer's centroids) after a training step's optimizer
+// update; train.Trainer.Step calls it. An evaluation model's updates are
+// never run: only the training model moves the state, which the two share
+// through the store.
+func (m *Model) AfterStep() error {
+	return m.StepInputs.AfterStep()
+}
+
 // Position is the position scheme a model config names.
 func Position(cfg config.Model) layers.Position {
 	return layers.Position{Kind: cfg.Positional, RopeBase: cfg.RopeBase, RopeFraction: cfg.RopeFraction, XPosScaleBase: cfg.XPosScaleBase}

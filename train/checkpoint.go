@@ -182,7 +182,9 @@ func restoreCheckpoint(f *safetensors.File, path string, store *graph.Store, opt
 	}
 	// Buffers were drawn when the model was built, and the graph uses
 	// those values: a checkpoint that holds others (written by a build
-	// that drew differently) cannot be continued with this graph.
+	// that drew differently) cannot be continued with this graph. State
+	// buffers (graph.Store.StateBuffer) are what training made of them,
+	// and are restored in place, where the graph reads them.
 	for _, b := range store.Buffers() {
 		shape := []int(b.Value.Shape())
 		t, err := get(bufferPrefix+b.Name, shape)
@@ -190,6 +192,10 @@ func restoreCheckpoint(f *safetensors.File, path string, store *graph.Store, opt
 			return st, err
 		}
 		src, ok := t.Data.([]float64)
+		if ok && b.Mutable { // state training moved (routing centroids): restored in place
+			copy(b.Value.Data().([]float64), src)
+			continue
+		}
 		if !ok || !slices.Equal(src, b.Value.Data().([]float64)) {
 			return st, bad("tensor %s differs from the one this build drew from the seed (the pattern the model was trained with); use the build that wrote it", bufferPrefix+b.Name)
 		}

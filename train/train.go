@@ -417,8 +417,9 @@ func (e *NonFiniteError) Error() string { return fmt.Sprintf("%s is %v", e.What,
 // Step runs one training step on the batch last fed to the training model
 // (Setup.Train.Feed): forward and backward (one RunAll of the tape), the
 // global gradient norm and the clipping factor for train.grad_clip, the
-// AdamW update with learning rate lr, then it clears the gradients and
-// rewinds the tape. With accBatch (the fed batch) it also scores the
+// AdamW update with learning rate lr, the layers' state updates
+// (models.Model.AfterStep), then it clears the gradients and rewinds the
+// tape. With accBatch (the fed batch) it also scores the
 // batch's accuracy from the step's logits; nil skips that.
 func (t *Trainer) Step(lr float64, accBatch *data.Batch) (StepResult, error) {
 	var r StepResult
@@ -446,6 +447,9 @@ func (t *Trainer) Step(lr float64, accBatch *data.Batch) (StepResult, error) {
 		r.Accuracy = batchAccuracy(m, accBatch)
 	}
 	if err := t.Opt.Update(grads, lr, scale); err != nil {
+		return r, err
+	}
+	if err := m.AfterStep(); err != nil { // non-gradient state (routing centroids)
 		return r, err
 	}
 	ZeroGradients(grads)
