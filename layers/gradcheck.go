@@ -81,7 +81,9 @@ func CheckSettings() []CheckSetting {
 	}
 }
 
-// CheckAttention gradient-checks one layer of variant kind in setting st:
+// CheckAttention gradient-checks one layer of variant kind in setting st
+// (retrying a failure with two more seeds for a variant that selects keys
+// by content, Support.SelectsByContent, whose checks can cross a tie):
 // random input, random parameters (uniform in +-0.5, so the function is far
 // from linear), gradients with respect to the input and every parameter.
 // A setting the variant does not declare is ErrNotApplicable; an error in
@@ -91,9 +93,24 @@ func CheckAttention(kind string, st CheckSetting, seed uint64) (graph.GradResult
 	if err != nil {
 		return graph.GradResult{}, err
 	}
-	return checkLayer(st, seed, func(s Scope, x *G.Node, c Context) (*G.Node, error) {
+	layer := func(s Scope, x *G.Node, c Context) (*G.Node, error) {
 		return a.Forward(s.Sub("attn"), x, c)
-	})
+	}
+	res, err := checkLayer(st, seed, layer)
+	if err != nil || res.Pass {
+		return res, err
+	}
+	if sup, _ := SupportOf(kind); sup.SelectsByContent {
+		// A selection tie crossed by the finite-difference step fails one
+		// seed; a wrong gradient fails every seed (Support.SelectsByContent).
+		for retry := uint64(1); retry <= 2; retry++ {
+			again, err := checkLayer(st, seed+retry*0x9e3779b97f4a7c15, layer)
+			if err != nil || again.Pass {
+				return again, err
+			}
+		}
+	}
+	return res, nil
 }
 
 // CheckBlock gradient-checks a whole pre-norm block with variant kind.

@@ -29,6 +29,15 @@ type Support struct {
 	// that the checks' short sequences exercise the pattern (a window of
 	// 2, not 128).
 	CheckOptions map[string]any
+	// SelectsByContent marks a variant whose choice of the keys a query
+	// sees depends on the input values (top-k, hashing, clustering,
+	// sorting). At a tie the selection flips and the layer is not
+	// differentiable there; a finite-difference step that crosses one
+	// gives a wrong numeric gradient. CheckAttention therefore retries a
+	// failing check of such a variant with two more seeds and fails only
+	// when all three fail: a wrong gradient fails at every seed, a tie
+	// crossed by chance at one.
+	SelectsByContent bool
 
 	name string // set by Register; names the variant in errors
 }
