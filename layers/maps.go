@@ -12,10 +12,11 @@ import (
 
 // What the rows and columns of an attention map index.
 const (
-	AxisPosition = "position" // positions of the sequence (queries or keys)
-	AxisAgent    = "agent"    // agent tokens (agent attention)
-	AxisLatent   = "latent"   // learned latents (Perceiver latent attention)
-	AxisHead     = "head"     // the heads a token is softly assigned to (ToST's membership)
+	AxisPosition   = "position"   // positions of the sequence (queries or keys)
+	AxisAgent      = "agent"      // agent tokens (agent attention)
+	AxisLatent     = "latent"     // learned latents (Perceiver latent attention)
+	AxisHead       = "head"       // the heads a token is softly assigned to (ToST's membership)
+	AxisCompressed = "compressed" // compressed block tokens (NSA's compression branch)
 )
 
 // DefaultMapLabel labels the map of a layer with a single attention core.
