@@ -381,6 +381,26 @@ func attentionCost(kind string, o config.Values, s layers.Spec, T float64) (laye
 		c.params = 4 * proj(D, D, bias())
 		c.perRow = 5*D + rot*2*D + H + (math.Min(float64(o.Int("k")), T)+1)*H
 		c.width, c.weight = D, w("wq", D, D)
+	case "nsa":
+		// q, three branches' keys and values, wo, the gates [D, 3H]; two
+		// compression MLPs (positions [l, dh], [l dh, dh], [dh, dh]); per
+		// position the branches' projections and rotations, the unfolded
+		// blocks (l/stride rows of D for k and v), three outputs and
+		// logsumexps, n kept blocks per head, the gated sum
+		l, dh := float64(o.Int("compress_block")), d
+		stride, n := float64(o.Int("compress_stride")), float64(o.Int("selected"))
+		phi := l*dh + l*dh*dh + dh + dh*dh + dh
+		c.params = 8*proj(D, D, bias()) + proj(D, 3*H, true) + 2*phi
+		c.perRow = 7*D + rot*4*D + 2*l/stride*D + 3*(D+H) + n*H + 3*H + 2*D
+		c.width, c.weight = D, w("wq", D, D)
+	case "routing": // standard's projections; the op also keeps c_q and c_k and a logsumexp per head and position
+		c.params = 4 * proj(D, D, bias())
+		c.perRow = 5*D + rot*2*D + H + 3*H
+		c.width, c.weight = D, w("wq", D, D)
+	case "histogram": // standard's projections; the op also keeps the sorted order and a logsumexp per head and position
+		c.params = 4 * proj(D, D, bias())
+		c.perRow = 5*D + rot*2*D + H + 2*H
+		c.width, c.weight = D, w("wq", D, D)
 	case "standard", "flash", "gqa", "mqa", "sliding_window", "bigbird", "strided":
 		g := H
 		switch kind {
