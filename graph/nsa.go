@@ -1,9 +1,9 @@
 package graph
 
 import (
-	"cmp"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 
 	G "gorgonia.org/gorgonia"
@@ -21,6 +21,21 @@ type NSAShape struct {
 	Block, Stride              int // l and d: compressed token i covers [i*d, i*d + l)
 	SelectBlock, Selected      int // l' and n: selection block j covers [j*l', (j+1)*l')
 	Causal                     bool
+	// Tile is the kernels' tile: query rows per tile of both branches and
+	// compressed tokens per tile of the compression branch; 0 means
+	// DefaultNSATile. It changes the blocking only (the result up to
+	// rounding).
+	Tile int
+}
+
+// DefaultNSATile is the NSA kernels' default tile (NSAShape.Tile).
+const DefaultNSATile = 128
+
+func (s NSAShape) tile() int {
+	if s.Tile > 0 {
+		return s.Tile
+	}
+	return DefaultNSATile
 }
 
 // Compressed is the number of compressed tokens per sequence and head,
@@ -279,8 +294,15 @@ func CompressedMask(keyMask *G.Node, s NSAShape) (*G.Node, error) {
 //	o_t = sum_{i visible} softmax_i(q_t . kc_i / sqrt(dh)) vc_i
 //
 // and a query that sees none (causal: t < l - 1) outputs 0 with logsumexp
-// -Inf. lse is [Batch*Heads, Len]. Time O(T nc dh) forward and backward,
-// no memory besides the outputs (the backward recomputes the scores).
+// -Inf. lse is [Batch*Heads, Len]. The kernels are FlashAttention's
+// (tiledForward/tiledBackward) with the compressed tokens as keys: query
+// tiles of Tile rows against tiles of Tile compressed tokens through gemm,
+// up to the last token the tile's last row sees, each row masked beyond
+// its own visible count, an online softmax forward; the backward
+// recomputes P = exp(S - L) tile by tile. Time O(T nc dh) forward and
+// backward; memory O(Tile^2) per worker besides the outputs (and O(workers
+// nc dh) key-gradient buffers when the backward splits a head's queries,
+// see headSplit).
 func CompressedAttentionLSE(q, kc, vc, cmask *G.Node, s NSAShape) (out, lse *G.Node, err error) {
 	if err := s.Validate(); err != nil {
 		return nil, nil, err
@@ -294,38 +316,33 @@ func CompressedAttentionLSE(q, kc, vc, cmask *G.Node, s NSAShape) (out, lse *G.N
 
 func compressedFuncs[T Float](s NSAShape) coreFuncs[T] {
 	return coreFuncs[T]{
-		forward: func(q, k, v, cm, out, lse, _ []T) { compressedForward(s, q, k, v, cm, out, lse, nil) },
-		backward: func(q, k, v, cm, _, lse, _, do, dlse, dq, dk, dv []T) {
-			compressedBackward(s, q, k, v, cm, lse, do, dlse, dq, dk, dv)
+		forward: func(q, k, v, cm, out, lse, _ []T) { compressedForward(s, q, k, v, cm, out, lse) },
+		backward: func(q, k, v, cm, o, lse, _, do, dlse, dq, dk, dv []T) {
+			compressedBackward(s, q, k, v, cm, o, lse, do, dlse, dq, dk, dv)
 		},
 	}
 }
 
-// cmpScores fills p[:m] with query row qi's probabilities over the first m
-// compressed tokens of kc (offset kOff, row stride ld; cm, if not nil, the
+// cmpProbs turns the raw scaled scores sc[:m] of one query over its first
+// m compressed tokens into probabilities p[:m] (cm, if not nil, the
 // sequence's compressed mask: a masked token gets 0) and returns their
-// logsumexp, -Inf (p all 0) when every one is masked.
-func cmpScores[T Float](qi, kc, cm []T, kOff, ld, dh, m int, scale float64, p []float64) float64 {
-	mx := math.Inf(-1)
-	for i := 0; i < m; i++ {
-		if cm != nil && cm[i] == 0 {
-			p[i] = math.Inf(-1)
-			continue
+// logsumexp, -Inf (p all 0) when every one is masked. It overwrites sc.
+func cmpProbs[T Float](sc, cm []T, p []float64) float64 {
+	if cm != nil {
+		for i := range sc {
+			if cm[i] == 0 {
+				sc[i] = T(math.Inf(-1))
+			}
 		}
-		p[i] = scale * float64(dot(qi, kc[kOff+i*ld:][:dh]))
-		mx = max(mx, p[i])
 	}
+	mx := rowMax(sc, math.Inf(-1))
 	if math.IsInf(mx, -1) {
-		clear(p[:m])
+		clear(p[:len(sc)])
 		return mx
 	}
-	sum := 0.0
-	for i := 0; i < m; i++ {
-		p[i] = math.Exp(p[i] - mx)
-		sum += p[i]
-	}
-	for i := 0; i < m; i++ {
-		p[i] /= sum
+	sum := expShiftSum(sc, mx)
+	for i, x := range sc {
+		p[i] = float64(x) / sum
 	}
 	return mx + math.Log(sum)
 }
@@ -339,43 +356,180 @@ func seqMask[T Float](mask []T, b, n int) []T {
 	return mask[b*n : (b+1)*n]
 }
 
-// compressedForward fills out and lse, or (vc nil) the dense weights
-// [Batch*Heads*Len, nc] instead.
-func compressedForward[T Float](s NSAShape, q, kc, vc, cm, out, lse, weights []T) {
+// maskCmpTile sets to -Inf the entries of the raw score tile st [ni, nj]
+// (query rows i0.., compressed tokens j0..) that a row may not see: causal,
+// tokens from its visible count on; and tokens cmb (the sequence's
+// compressed mask, nil: none) marks empty.
+func maskCmpTile[T Float](s NSAShape, st, cmb []T, i0, ni, j0, nj int) {
+	inf := T(math.Inf(-1))
+	for r := 0; r < ni; r++ {
+		row := st[r*nj : (r+1)*nj]
+		vis := min(max(s.visible(i0+r)-j0, 0), nj)
+		for c := vis; c < nj; c++ {
+			row[c] = inf
+		}
+		if cmb != nil {
+			for c, x := range cmb[j0 : j0+vis] {
+				if x == 0 {
+					row[c] = inf
+				}
+			}
+		}
+	}
+}
+
+// compressedForward fills out and lse: for each (sequence, head, query
+// tile), the compressed-token tiles up to the last one the tile's last row
+// sees, through gemm with an online softmax (tiledForward's recurrence),
+// out's rows serving as the accumulator. Items are independent (each owns
+// its output rows), so they run in parallel.
+func compressedForward[T Float](s NSAShape, q, kc, vc, cm, out, lse []T) {
+	nc, dh, tile := s.Compressed(), s.HeadDim, s.tile()
+	ld := s.Heads * dh
+	scale := T(1 / math.Sqrt(float64(dh)))
+	nt := (s.Len + tile - 1) / tile
+	clear(out)
+	parallelFor(s.Batch*s.Heads*nt, tile*nc*dh, func(lo, hi int) {
+		st := make([]T, tile*tile)
+		m := make([]float64, tile)
+		l := make([]float64, tile)
+		for it := lo; it < hi; it++ {
+			bh, qt := it/nt, it%nt
+			b, h := bh/s.Heads, bh%s.Heads
+			i0 := qt * tile
+			ni := min(tile, s.Len-i0)
+			qOff, kOff := (b*s.Len+i0)*ld+h*dh, b*nc*ld+h*dh
+			cmb := seqMask(cm, b, nc)
+			for r := 0; r < ni; r++ {
+				m[r], l[r] = math.Inf(-1), 0
+			}
+			last := s.visible(i0 + ni - 1) // visible counts grow with t
+			for j0 := 0; j0 < last; j0 += tile {
+				nj := min(tile, last-j0)
+				gemm(false, true, ni, nj, dh, scale, q[qOff:], ld, kc[kOff+j0*ld:], ld, 0, st, nj)
+				maskCmpTile(s, st, cmb, i0, ni, j0, nj)
+				for r := 0; r < ni; r++ {
+					row := st[r*nj : (r+1)*nj]
+					mx := rowMax(row, m[r])
+					if math.IsInf(mx, -1) { // nothing visible yet
+						clear(row)
+						continue
+					}
+					sum := expShiftSum(row, mx)
+					if alpha := math.Exp(m[r] - mx); alpha != 1 {
+						o := out[qOff+r*ld:][:dh]
+						for c := range o {
+							o[c] *= T(alpha)
+						}
+						l[r] *= alpha
+					}
+					l[r] += sum
+					m[r] = mx
+				}
+				gemm(false, false, ni, dh, nj, 1, st, nj, vc[kOff+j0*ld:], ld, 1, out[qOff:], ld)
+			}
+			rowLSE := lse[bh*s.Len+i0:][:ni]
+			for r := 0; r < ni; r++ {
+				if l[r] == 0 { // the query sees no token: output 0, logsumexp -Inf
+					rowLSE[r] = T(math.Inf(-1))
+					continue
+				}
+				o := out[qOff+r*ld:][:dh]
+				inv := T(1 / l[r])
+				for c := range o {
+					o[c] *= inv
+				}
+				rowLSE[r] = T(m[r] + math.Log(l[r]))
+			}
+		}
+	})
+}
+
+// compressedWeights fills the dense weights [Batch*Heads*Len, nc] of the
+// compression branch (CompressedWeights), row by row.
+func compressedWeights[T Float](s NSAShape, q, kc, cm, weights []T) {
 	nc, dh := s.Compressed(), s.HeadDim
 	ld := s.Heads * dh
 	scale := 1 / math.Sqrt(float64(dh))
-	clear(out)
 	clear(weights)
-	parallelFor(s.Batch*s.Heads, s.Len*nc*dh*2, func(lo, hi int) {
-		p := make([]float64, nc)
+	sc := make([]T, nc)
+	p := make([]float64, nc)
+	for bh := 0; bh < s.Batch*s.Heads; bh++ {
+		b, h := bh/s.Heads, bh%s.Heads
+		for t := 0; t < s.Len; t++ {
+			m := s.visible(t)
+			qi := q[(b*s.Len+t)*ld+h*dh:][:dh]
+			for i := 0; i < m; i++ {
+				sc[i] = T(scale * float64(dot(qi, kc[(b*nc+i)*ld+h*dh:][:dh])))
+			}
+			cmpProbs(sc[:m], seqMask(cm, b, nc), p)
+			for i := 0; i < m; i++ {
+				weights[(bh*s.Len+t)*nc+i] = T(p[i])
+			}
+		}
+	}
+}
+
+// headSplit divides a backward over (sequence, head) pairs into items: a
+// pair's query tiles in segs segments, segs > 1 only when there are fewer
+// pairs than workers (GOMAXPROCS). An item owns its query rows (dq); with
+// one segment it owns its pair's key rows too, otherwise it adds its key
+// gradients into its own buffers of kRows x dh each, which reduce then sums
+// into the pair's rows: memory O(workers kRows dh) only in that case.
+type headSplit[T Float] struct {
+	pairs, segs, tiles, kRows, dh int
+	bufK, bufV                    []T
+}
+
+func newHeadSplit[T Float](pairs, tiles, kRows, dh int) *headSplit[T] {
+	hs := &headSplit[T]{pairs: pairs, segs: 1, tiles: tiles, kRows: kRows, dh: dh}
+	if w := runtime.GOMAXPROCS(0); w > pairs && tiles > 1 {
+		hs.segs = min((w+pairs-1)/pairs, tiles)
+	}
+	if hs.segs > 1 {
+		hs.bufK = make([]T, pairs*hs.segs*kRows*dh)
+		hs.bufV = make([]T, pairs*hs.segs*kRows*dh)
+	}
+	return hs
+}
+
+// items is the number of work items, pairs x segs.
+func (hs *headSplit[T]) items() int { return hs.pairs * hs.segs }
+
+// item is item it's pair, its query tiles [t0, t1), and where its key
+// gradients go: dk and dv from row offset off with row stride ld (the
+// outputs' own, given) or the item's buffers.
+func (hs *headSplit[T]) item(it int, dk, dv []T, off, ld int) (bh, t0, t1 int, dkT, dvT []T, offT, ldT int) {
+	bh, seg := it/hs.segs, it%hs.segs
+	t0, t1 = seg*hs.tiles/hs.segs, (seg+1)*hs.tiles/hs.segs
+	if hs.segs == 1 {
+		return bh, t0, t1, dk, dv, off, ld
+	}
+	n := hs.kRows * hs.dh
+	return bh, t0, t1, hs.bufK[it*n : (it+1)*n], hs.bufV[it*n : (it+1)*n], 0, hs.dh
+}
+
+// reduce adds the items' buffers into dk and dv, pair bh's key row r at
+// keyOff(bh) + r*ld.
+func (hs *headSplit[T]) reduce(dk, dv []T, ld int, keyOff func(bh int) int) {
+	if hs.segs == 1 {
+		return
+	}
+	n := hs.kRows * hs.dh
+	parallelFor(hs.pairs, hs.segs*n*2, func(lo, hi int) {
 		for bh := lo; bh < hi; bh++ {
-			b, h := bh/s.Heads, bh%s.Heads
-			kOff := b*nc*ld + h*dh
-			for t := 0; t < s.Len; t++ {
-				row := bh*s.Len + t
-				m := s.visible(t)
-				qi := q[(b*s.Len+t)*ld+h*dh:][:dh]
-				L := math.Inf(-1)
-				if m > 0 {
-					L = cmpScores(qi, kc, seqMask(cm, b, nc), kOff, ld, dh, m, scale, p)
-				}
-				if vc == nil {
-					for i := 0; i < m; i++ {
-						weights[row*nc+i] = T(p[i])
+			for seg := 0; seg < hs.segs; seg++ {
+				it := bh*hs.segs + seg
+				bk, bv := hs.bufK[it*n:(it+1)*n], hs.bufV[it*n:(it+1)*n]
+				for r := 0; r < hs.kRows; r++ {
+					off := keyOff(bh) + r*ld
+					dst, src := dk[off:off+hs.dh], bk[r*hs.dh:(r+1)*hs.dh]
+					for c := range dst {
+						dst[c] += src[c]
 					}
-					continue
-				}
-				lse[row] = T(L)
-				if math.IsInf(L, -1) {
-					continue
-				}
-				o := out[(b*s.Len+t)*ld+h*dh:][:dh]
-				for i := 0; i < m; i++ {
-					vi := vc[kOff+i*ld:][:dh]
-					w := T(p[i])
-					for c := range o {
-						o[c] += w * vi[c]
+					dst, src = dv[off:off+hs.dh], bv[r*hs.dh:(r+1)*hs.dh]
+					for c := range dst {
+						dst[c] += src[c]
 					}
 				}
 			}
@@ -383,56 +537,69 @@ func compressedForward[T Float](s NSAShape, q, kc, vc, cm, out, lse, weights []T
 	})
 }
 
-func compressedBackward[T Float](s NSAShape, q, kc, vc, cm, lse, do, dlse, dq, dkc, dvc []T) {
-	nc, dh := s.Compressed(), s.HeadDim
+// compressedBackward: work items of headSplit (a (sequence, head) pair, or
+// a run of its query tiles with private key-gradient buffers when there
+// are fewer pairs than workers); query tile by query tile and compressed
+// tile by tile as in the forward, P = exp(S - L), D = rowsum(dO * O) - dL,
+// dV += P^T dO, dS = P * (dO V^T - D), dQ += scale dS K, dK += scale dS^T Q.
+func compressedBackward[T Float](s NSAShape, q, kc, vc, cm, o, lse, do, dlse, dq, dkc, dvc []T) {
+	nc, dh, tile := s.Compressed(), s.HeadDim, s.tile()
 	ld := s.Heads * dh
-	scale := 1 / math.Sqrt(float64(dh))
+	scale := T(1 / math.Sqrt(float64(dh)))
 	clear(dq)
 	clear(dkc)
 	clear(dvc)
-	// One worker per (sequence, head): it owns that head's dkc and dvc rows.
-	parallelFor(s.Batch*s.Heads, s.Len*nc*dh*4, func(lo, hi int) {
-		p := make([]float64, nc)
-		dp := make([]float64, nc)
-		for bh := lo; bh < hi; bh++ {
+	nt := (s.Len + tile - 1) / tile
+	hs := newHeadSplit[T](s.Batch*s.Heads, nt, nc, dh)
+	keyOff := func(bh int) int { return bh/s.Heads*nc*ld + bh%s.Heads*dh }
+	parallelFor(hs.items(), s.Len*nc*dh*4/hs.segs, func(lo, hi int) {
+		pt := make([]T, tile*tile)
+		dp := make([]T, tile*tile)
+		dsum := make([]T, tile)
+		for it := lo; it < hi; it++ {
+			bh, t0, t1, dkT, dvT, tOff, tld := hs.item(it, dkc, dvc, keyOff(it/hs.segs), ld)
 			b, h := bh/s.Heads, bh%s.Heads
-			kOff := b*nc*ld + h*dh
+			kOff := keyOff(bh)
 			cmb := seqMask(cm, b, nc)
-			for t := 0; t < s.Len; t++ {
-				row := bh*s.Len + t
-				m := s.visible(t)
-				L := float64(lse[row])
-				if m == 0 || math.IsInf(L, -1) {
+			for i0 := t0 * tile; i0 < min(t1*tile, s.Len); i0 += tile {
+				ni := min(tile, s.Len-i0)
+				last := s.visible(i0 + ni - 1)
+				if last == 0 {
 					continue
 				}
-				qOff := (b*s.Len+t)*ld + h*dh
-				qi, doi, dqi := q[qOff:][:dh], do[qOff:][:dh], dq[qOff:][:dh]
-				d := -float64(dlse[row])
-				for i := 0; i < m; i++ {
-					p[i], dp[i] = 0, 0
-					if cmb != nil && cmb[i] == 0 {
-						continue
-					}
-					p[i] = math.Exp(scale*float64(dot(qi, kc[kOff+i*ld:][:dh])) - L)
-					dp[i] = float64(dot(doi, vc[kOff+i*ld:][:dh]))
-					d += p[i] * dp[i]
+				qOff := (b*s.Len+i0)*ld + h*dh
+				rowLSE, rowDL := lse[bh*s.Len+i0:][:ni], dlse[bh*s.Len+i0:][:ni]
+				for r := 0; r < ni; r++ {
+					off := qOff + r*ld
+					dsum[r] = dot(o[off:off+dh], do[off:off+dh]) - rowDL[r]
 				}
-				for i := 0; i < m; i++ {
-					if p[i] == 0 {
-						continue
+				for j0 := 0; j0 < last; j0 += tile {
+					nj := min(tile, last-j0)
+					gemm(false, true, ni, nj, dh, scale, q[qOff:], ld, kc[kOff+j0*ld:], ld, 0, pt, nj)
+					maskCmpTile(s, pt, cmb, i0, ni, j0, nj)
+					for r := 0; r < ni; r++ {
+						row := pt[r*nj : (r+1)*nj]
+						if L := float64(rowLSE[r]); math.IsInf(L, -1) {
+							clear(row) // the query sees no token
+						} else {
+							expShift(row, L)
+						}
 					}
-					g := T(scale * p[i] * (dp[i] - d))
-					ki, dki, dvi := kc[kOff+i*ld:][:dh], dkc[kOff+i*ld:][:dh], dvc[kOff+i*ld:][:dh]
-					pw := T(p[i])
-					for c := 0; c < dh; c++ {
-						dqi[c] += g * ki[c]
-						dki[c] += g * qi[c]
-						dvi[c] += pw * doi[c]
+					gemm(true, false, nj, dh, ni, 1, pt, nj, do[qOff:], ld, 1, dvT[tOff+j0*tld:], tld)
+					gemm(false, true, ni, nj, dh, 1, do[qOff:], ld, vc[kOff+j0*ld:], ld, 0, dp, nj)
+					for r := 0; r < ni; r++ {
+						d := dsum[r]
+						for c := r * nj; c < (r+1)*nj; c++ {
+							dp[c] = pt[c] * (dp[c] - d)
+						}
 					}
+					gemm(false, false, ni, dh, nj, scale, dp, nj, kc[kOff+j0*ld:], ld, 1, dq[qOff:], ld)
+					gemm(true, false, nj, dh, ni, scale, dp, nj, q[qOff:], ld, 1, dkT[tOff+j0*tld:], tld)
 				}
 			}
 		}
 	})
+	hs.reduce(dkc, dvc, ld, keyOff)
 }
 
 // SelectedAttentionLSE is NSA's selection branch over q, k, v [Batch*Len,
@@ -454,8 +621,18 @@ func compressedBackward[T Float](s NSAShape, q, kc, vc, cm, lse, do, dlse, dq, d
 // The selection is not differentiated and kc gets no gradient from this
 // op; the kept block indices (O(T n) per head, -1 for unused slots) are
 // saved for the backward, which recomputes the n l' scores per query.
-// lse is [Batch*Heads, Len]. Time O(T nc dh) for the importance and
-// O(T n l' dh) for the attention, forward and backward; memory O(T n).
+// lse is [Batch*Heads, Len]. Kernels: per query tile of Tile rows, p_cmp
+// by one gemm against the compressed tokens; then, for each block in the
+// union of the rows' kept blocks, one gemm of the rows that keep it
+// (gathered) against the block's l' keys, so that every score computed is
+// a kept one (no masked waste beyond causality and padding inside a
+// block); the backward likewise per block (dS by gemm, dQ scattered back,
+// dK and dV by gemm). Time O(T nc dh) for the importance and O(T n l' dh)
+// for the attention, forward and backward; memory O(T n) block indices,
+// O(T H dh) transposed copies of k (and v, backward) so that a block is a
+// row-packed gemm operand, O(Tile (n l' + nc + dh)) per worker, and
+// O(workers T dh) key-gradient buffers only when the backward splits a
+// head's queries (headSplit).
 func SelectedAttentionLSE(q, k, v, kc, keyMask *G.Node, s NSAShape) (out, lse *G.Node, err error) {
 	if err := s.Validate(); err != nil {
 		return nil, nil, err
@@ -585,11 +762,11 @@ func selectedGradOp(s NSAShape, fwdName string, masked bool, nOut, nLSE int) *op
 			if is32 {
 				d, o, do := data[float32](out), data[float32](pk), data[float32](dpk)
 				selectedBackward(s, data[float32](in[0]), data[float32](in[1]), data[float32](in[2]), maskData[float32](in[:arity-2], 3),
-					o[nOut:nOut+nLSE], o[nOut+nLSE:], do[:nOut], do[nOut:nOut+nLSE], d[:n], d[n:2*n], d[2*n:])
+					o[:nOut], o[nOut:nOut+nLSE], o[nOut+nLSE:], do[:nOut], do[nOut:nOut+nLSE], d[:n], d[n:2*n], d[2*n:])
 			} else {
 				d, o, do := data[float64](out), data[float64](pk), data[float64](dpk)
 				selectedBackward(s, data[float64](in[0]), data[float64](in[1]), data[float64](in[2]), maskData[float64](in[:arity-2], 3),
-					o[nOut:nOut+nLSE], o[nOut+nLSE:], do[:nOut], do[nOut:nOut+nLSE], d[:n], d[n:2*n], d[2*n:])
+					o[:nOut], o[nOut:nOut+nLSE], o[nOut+nLSE:], do[:nOut], do[nOut:nOut+nLSE], d[:n], d[n:2*n], d[2*n:])
 			}
 			return out, nil
 		},
@@ -601,12 +778,21 @@ func selectedGradOp(s NSAShape, fwdName string, masked bool, nOut, nLSE int) *op
 // cand are scratch of Blocks() entries.
 func (s NSAShape) selectBlocks(t int, p []float64, m int, imp []float64, cand []int, ix []int) {
 	nb := s.candidates(t)
-	clear(imp)
-	for i := 0; i < m; i++ {
-		lo, hi := i*s.Stride/s.SelectBlock, (i*s.Stride+s.Block-1)/s.SelectBlock
-		for j := lo; j <= hi; j++ {
-			imp[j] += p[i]
+	// Compressed token i overlaps block j iff j l'/d - l/d < i < (j+1) l'/d
+	// (l and l' are multiples of d): a run of i per block, summed in
+	// increasing i.
+	clear(imp[:nb])
+	per, span := s.SelectBlock/s.Stride, s.Block/s.Stride
+	for j := 0; j < nb; j++ {
+		lo, hi := max(j*per-span+1, 0), min((j+1)*per, m)
+		if lo >= m {
+			break
 		}
+		sum := 0.0
+		for _, x := range p[lo:hi] {
+			sum += x
+		}
+		imp[j] = sum
 	}
 	// Forced blocks rank above every other: importance +Inf.
 	imp[0] = math.Inf(1)
@@ -614,12 +800,24 @@ func (s NSAShape) selectBlocks(t int, p []float64, m int, imp []float64, cand []
 	if t >= s.SelectBlock {
 		imp[(t-s.SelectBlock)/s.SelectBlock] = math.Inf(1)
 	}
-	cand = cand[:nb]
-	for j := range cand {
-		cand[j] = j
+	// The first n by (importance descending, j ascending), by insertion:
+	// kept stays in that order, and a candidate enters only if it beats
+	// the last kept one (a tie goes to the lower j, already kept).
+	n := min(nb, s.Selected)
+	kept := cand[:0]
+	for j := 0; j < nb; j++ {
+		if len(kept) == n {
+			if !(imp[j] > imp[kept[n-1]]) {
+				continue
+			}
+			kept[n-1] = j
+		} else {
+			kept = append(kept, j)
+		}
+		for x := len(kept) - 1; x > 0 && imp[kept[x-1]] < imp[j]; x-- {
+			kept[x], kept[x-1] = kept[x-1], kept[x]
+		}
 	}
-	slices.SortStableFunc(cand, func(a, b int) int { return cmp.Compare(imp[b], imp[a]) })
-	kept := cand[:min(nb, s.Selected)]
 	slices.Sort(kept)
 	for x := range ix {
 		ix[x] = -1
@@ -627,37 +825,139 @@ func (s NSAShape) selectBlocks(t int, p []float64, m int, imp []float64, cand []
 	copy(ix, kept)
 }
 
-// selectedKeys calls fn(x, j) for the x-th key j query t sees in the kept
-// blocks ix: unpadded (mb: the sequence's key mask, nil for none) and,
-// causal, j <= t.
-func selectedKeys[T Float](s NSAShape, t int, ix []int, mb []T, fn func(x, j int)) {
-	x := 0
-	end := s.Len
-	if s.Causal {
-		end = t + 1
-	}
-	for _, blk := range ix {
-		if blk < 0 {
-			break
-		}
-		for j := blk * s.SelectBlock; j < min((blk+1)*s.SelectBlock, end); j++ {
-			if mb != nil && mb[j] == 0 {
-				continue
+// blockUnion groups a query tile's kept blocks: used lists the blocks kept
+// by at least one row, ascending, and the entries start[u]..start[u+1] of
+// rows and slots are the (row, slot of the row's kept list) pairs that keep
+// used[u], rows ascending. cnt and pos are per-block scratch.
+type blockUnion struct {
+	used, start, rows, slots, cnt, pos []int
+}
+
+func newBlockUnion(blocks, pairs int) *blockUnion {
+	return &blockUnion{start: make([]int, 0, pairs+1), rows: make([]int, pairs), slots: make([]int, pairs),
+		cnt: make([]int, blocks), pos: make([]int, blocks)}
+}
+
+// build groups ix [ni, n] (each row's kept blocks, ascending, -1 after).
+func (u *blockUnion) build(ix []int, ni, n int) {
+	u.used = u.used[:0]
+	for r := 0; r < ni; r++ {
+		for _, j := range ix[r*n : (r+1)*n] {
+			if j < 0 {
+				break
 			}
-			fn(x, j)
-			x++
+			if u.cnt[j] == 0 {
+				u.used = append(u.used, j)
+			}
+			u.cnt[j]++
+		}
+	}
+	slices.Sort(u.used)
+	u.start = u.start[:0]
+	at := 0
+	for _, j := range u.used {
+		u.start = append(u.start, at)
+		u.pos[j] = at
+		at += u.cnt[j]
+		u.cnt[j] = 0
+	}
+	u.start = append(u.start, at)
+	for r := 0; r < ni; r++ {
+		for x, j := range ix[r*n : (r+1)*n] {
+			if j < 0 {
+				break
+			}
+			u.rows[u.pos[j]], u.slots[u.pos[j]] = r, x
+			u.pos[j]++
 		}
 	}
 }
 
-// selectedForward fills out, lse and the kept blocks idx; with k nil only
-// idx (SelectedBlocks); with v nil idx and the dense weights
-// [Batch*Heads*Len, Len] (SelectedWeights).
-func selectedForward[T Float](s NSAShape, q, k, v, kc, mask, out, lse, idx, weights []T) {
+// group is the x-th used block and its (row, slot) pairs.
+func (u *blockUnion) group(x int) (j int, rows, slots []int) {
+	return u.used[x], u.rows[u.start[x]:u.start[x+1]], u.slots[u.start[x]:u.start[x+1]]
+}
+
+// gatherTileRows copies rows rs of src (row r at off + r*ld, dh wide) into dst
+// [len(rs), dh].
+func gatherTileRows[T Float](dst, src []T, off, ld, dh int, rs []int) {
+	for g, r := range rs {
+		copy(dst[g*dh:(g+1)*dh], src[off+r*ld:][:dh])
+	}
+}
+
+// keyEnd is how many of block j's keys (from j0, nj of them) query t may
+// see by causality.
+func (s NSAShape) keyEnd(t, j0, nj int) int {
+	if s.Causal {
+		return min(nj, max(t-j0+1, 0))
+	}
+	return nj
+}
+
+// selectTile computes the kept blocks of query rows i0..i0+ni of sequence b,
+// head h into ix [ni, n]: the compressed scores of the tile by one gemm
+// against the compressed tokens its last row sees (pc scratch [ni, nc]),
+// each row's softmax over its own visible tokens, then selectBlocks.
+func selectTile[T Float](s NSAShape, q, kc, cm []T, b, h, i0, ni int, pc []T, p, imp []float64, cand, ix []int) {
 	nc, dh, n := s.Compressed(), s.HeadDim, s.Selected
 	ld := s.Heads * dh
-	scale := 1 / math.Sqrt(float64(dh))
+	last := 0
+	if kc != nil {
+		last = s.visible(i0 + ni - 1)
+	}
+	if last > 0 {
+		gemm(false, true, ni, last, dh, T(1/math.Sqrt(float64(dh))), q[(b*s.Len+i0)*ld+h*dh:], ld, kc[b*nc*ld+h*dh:], ld, 0, pc, last)
+	}
+	cmb := seqMask(cm, b, nc)
+	for r := 0; r < ni; r++ {
+		m := 0
+		if last > 0 {
+			m = s.visible(i0 + r)
+			cmpProbs(pc[r*last:][:m], cmb, p)
+		}
+		s.selectBlocks(i0+r, p, m, imp, cand, ix[r*n:(r+1)*n])
+	}
+}
+
+// headsT is x [Batch*Len, Heads*HeadDim] transposed per (sequence, head):
+// pair bh = b*Heads + h is [HeadDim, Len] from bh*HeadDim*Len, so that a
+// block of keys is a non-transposed gemm operand (which packs by rows).
+// O(T H dh) memory and time.
+func headsT[T Float](s NSAShape, x []T) []T {
+	dh, ld := s.HeadDim, s.Heads*s.HeadDim
+	out := make([]T, len(x))
+	parallelFor(s.Batch*s.Heads, s.Len*dh, func(lo, hi int) {
+		for bh := lo; bh < hi; bh++ {
+			b, h := bh/s.Heads, bh%s.Heads
+			dst := out[bh*dh*s.Len : (bh+1)*dh*s.Len]
+			for t := 0; t < s.Len; t++ {
+				for c, v := range x[(b*s.Len+t)*ld+h*dh:][:dh] {
+					dst[c*s.Len+t] = v
+				}
+			}
+		}
+	})
+	return out
+}
+
+// selectedForward fills out, lse and the kept blocks idx; with k nil only
+// idx (SelectedBlocks); with v nil idx and the dense weights
+// [Batch*Heads*Len, Len] (SelectedWeights). Per (sequence, head, query
+// tile): the tile's selection (selectTile), then for each block of the
+// union of its rows' kept blocks one gemm of the rows that keep it
+// (gathered) against the block's keys, the scores written into each row's
+// slots of sc [tile, n l'] (-Inf where masked or unused); a softmax per
+// row over its slots; and per block one gemm of the gathered weights by
+// the block's values, added to the rows' outputs. Items own their output
+// rows, so they run in parallel.
+func selectedForward[T Float](s NSAShape, q, k, v, kc, mask, out, lse, idx, weights []T) {
+	nc, dh, n, lb, tile := s.Compressed(), s.HeadDim, s.Selected, s.SelectBlock, s.tile()
+	ld := s.Heads * dh
+	scale := T(1 / math.Sqrt(float64(dh)))
 	nb := s.Blocks()
+	nt := (s.Len + tile - 1) / tile
+	W := n * lb
 	var cm []T
 	if kc != nil && mask != nil {
 		cm = make([]T, s.Batch*nc)
@@ -665,114 +965,213 @@ func selectedForward[T Float](s NSAShape, q, k, v, kc, mask, out, lse, idx, weig
 	}
 	clear(out)
 	clear(weights)
-	parallelFor(s.Batch*s.Heads, s.Len*(nc+n*s.SelectBlock)*dh*2, func(lo, hi int) {
+	var kT []T
+	if k != nil {
+		kT = headsT(s, k)
+	}
+	parallelFor(s.Batch*s.Heads*nt, tile*(nc+W)*dh*2, func(lo, hi int) {
+		pc := make([]T, tile*max(nc, 1))
 		p := make([]float64, max(nc, 1))
 		imp := make([]float64, nb)
 		cand := make([]int, nb)
-		ix := make([]int, n)
-		sc := make([]float64, n*s.SelectBlock)
-		for bh := lo; bh < hi; bh++ {
+		ix := make([]int, tile*n)
+		var u *blockUnion
+		var sc, qg, sg, og []T
+		var sum []float64
+		if k != nil {
+			u = newBlockUnion(nb, tile*n)
+			sc, qg, sg, og = make([]T, tile*W), make([]T, tile*dh), make([]T, tile*lb), make([]T, tile*dh)
+			sum = make([]float64, tile)
+		}
+		inf := T(math.Inf(-1))
+		for it := lo; it < hi; it++ {
+			bh, qt := it/nt, it%nt
 			b, h := bh/s.Heads, bh%s.Heads
+			i0 := qt * tile
+			ni := min(tile, s.Len-i0)
+			selectTile(s, q, kc, cm, b, h, i0, ni, pc, p, imp, cand, ix)
+			for r := 0; r < ni; r++ {
+				for x, j := range ix[r*n : (r+1)*n] {
+					idx[(bh*s.Len+i0+r)*n+x] = T(j)
+				}
+			}
+			if k == nil {
+				continue // SelectedBlocks: the selection only
+			}
+			qOff, kOff := (b*s.Len+i0)*ld+h*dh, b*s.Len*ld+h*dh
+			kTOff := bh * dh * s.Len
 			mb := seqMask(mask, b, s.Len)
-			for t := 0; t < s.Len; t++ {
-				row := bh*s.Len + t
-				qOff := (b*s.Len+t)*ld + h*dh
-				qi := q[qOff:][:dh]
-				m := 0
-				if kc != nil {
-					if m = s.visible(t); m > 0 {
-						cmpScores(qi, kc, seqMask(cm, b, nc), b*nc*ld+h*dh, ld, dh, m, scale, p)
+			u.build(ix, ni, n)
+			for x := range sc[:ni*W] {
+				sc[x] = inf
+			}
+			for x := range u.used { // S = scale Q_rows K_j^T into the rows' slots
+				j, rs, xs := u.group(x)
+				j0 := j * lb
+				nj := min(lb, s.Len-j0)
+				gatherTileRows(qg, q, qOff, ld, dh, rs)
+				gemm(false, false, len(rs), nj, dh, scale, qg, dh, kT[kTOff+j0:], s.Len, 0, sg, nj)
+				for g, r := range rs {
+					end := s.keyEnd(i0+r, j0, nj)
+					dst, src := sc[r*W+xs[g]*lb:][:end], sg[g*nj:][:end]
+					if mb == nil {
+						copy(dst, src)
+						continue
+					}
+					for c, x := range src {
+						if mb[j0+c] != 0 {
+							dst[c] = x
+						}
 					}
 				}
-				s.selectBlocks(t, p, m, imp, cand, ix)
-				for x, j := range ix {
-					idx[row*n+x] = T(j)
+			}
+			for r := 0; r < ni; r++ { // softmax over the row's used slots
+				used := 0
+				for used < n && ix[r*n+used] >= 0 {
+					used++
 				}
-				if k == nil {
-					continue // SelectedBlocks: the selection only
-				}
-				mx := math.Inf(-1)
-				cnt := 0
-				selectedKeys(s, t, ix, mb, func(x, j int) {
-					sc[x] = scale * float64(dot(qi, k[(b*s.Len+j)*ld+h*dh:][:dh]))
-					mx = max(mx, sc[x])
-					cnt = x + 1
-				})
-				if cnt == 0 { // no key to see: output 0, logsumexp -Inf
+				row := sc[r*W : r*W+used*lb]
+				mx := rowMax(row, math.Inf(-1))
+				if math.IsInf(mx, -1) { // no key to see: output 0, logsumexp -Inf
+					clear(row)
+					sum[r] = 0
 					if lse != nil {
-						lse[row] = T(math.Inf(-1))
+						lse[bh*s.Len+i0+r] = inf
 					}
 					continue
 				}
-				sum := 0.0
-				for x := 0; x < cnt; x++ {
-					sc[x] = math.Exp(sc[x] - mx)
-					sum += sc[x]
+				sum[r] = expShiftSum(row, mx)
+				if lse != nil {
+					lse[bh*s.Len+i0+r] = T(mx + math.Log(sum[r]))
 				}
-				if v == nil {
-					selectedKeys(s, t, ix, mb, func(x, j int) { weights[row*s.Len+j] = T(sc[x] / sum) })
-					continue
+				if v == nil { // SelectedWeights
+					wr := weights[(bh*s.Len+i0+r)*s.Len:][:s.Len]
+					for x, j := range ix[r*n : r*n+used] {
+						for c := range min(lb, s.Len-j*lb) {
+							wr[j*lb+c] = T(float64(row[x*lb+c]) / sum[r])
+						}
+					}
 				}
-				lse[row] = T(mx + math.Log(sum))
-				o := out[qOff:][:dh]
-				selectedKeys(s, t, ix, mb, func(x, j int) {
-					w := T(sc[x] / sum)
-					vj := v[(b*s.Len+j)*ld+h*dh:][:dh]
+			}
+			if v == nil {
+				continue
+			}
+			for x := range u.used { // O_rows += P_rows V_j
+				j, rs, xs := u.group(x)
+				j0 := j * lb
+				nj := min(lb, s.Len-j0)
+				for g, r := range rs {
+					copy(sg[g*nj:(g+1)*nj], sc[r*W+xs[g]*lb:][:nj])
+				}
+				gemm(false, false, len(rs), dh, nj, 1, sg, nj, v[kOff+j0*ld:], ld, 0, og, dh)
+				for g, r := range rs {
+					o, src := out[qOff+r*ld:][:dh], og[g*dh:(g+1)*dh]
 					for c := range o {
-						o[c] += w * vj[c]
+						o[c] += src[c]
 					}
-				})
+				}
+			}
+			for r := 0; r < ni; r++ {
+				if sum[r] == 0 {
+					continue
+				}
+				o := out[qOff+r*ld:][:dh]
+				inv := T(1 / sum[r])
+				for c := range o {
+					o[c] *= inv
+				}
 			}
 		}
 	})
 }
 
-func selectedBackward[T Float](s NSAShape, q, k, v, mask, lse, idx, do, dlse, dq, dk, dv []T) {
-	dh, n := s.HeadDim, s.Selected
+// selectedBackward: work items of headSplit as in compressedBackward;
+// query tile by query tile, the union of the saved kept
+// blocks grouped as in the forward, and per block (for the rows that keep
+// it, gathered) P = exp(S - L), dV_j += P^T dO, dS = P * (dO V_j^T - D)
+// with D = rowsum(dO * O) - dL, dQ += scale dS K_j (scattered back),
+// dK_j += scale dS^T Q.
+func selectedBackward[T Float](s NSAShape, q, k, v, mask, o, lse, idx, do, dlse, dq, dk, dv []T) {
+	dh, n, lb, tile := s.HeadDim, s.Selected, s.SelectBlock, s.tile()
 	ld := s.Heads * dh
-	scale := 1 / math.Sqrt(float64(dh))
+	scale := T(1 / math.Sqrt(float64(dh)))
 	clear(dq)
 	clear(dk)
 	clear(dv)
-	// One worker per (sequence, head): it owns that head's dk and dv rows.
-	parallelFor(s.Batch*s.Heads, s.Len*n*s.SelectBlock*dh*4, func(lo, hi int) {
-		p := make([]float64, n*s.SelectBlock)
-		dp := make([]float64, n*s.SelectBlock)
-		ix := make([]int, n)
-		for bh := lo; bh < hi; bh++ {
+	nt := (s.Len + tile - 1) / tile
+	hs := newHeadSplit[T](s.Batch*s.Heads, nt, s.Len, dh)
+	kT, vT := headsT(s, k), headsT(s, v)
+	keyOff := func(bh int) int { return bh/s.Heads*s.Len*ld + bh%s.Heads*dh }
+	parallelFor(hs.items(), s.Len*n*lb*dh*4/hs.segs, func(lo, hi int) {
+		u := newBlockUnion(s.Blocks(), tile*n)
+		ix := make([]int, tile*n)
+		qg, dog, tmp := make([]T, tile*dh), make([]T, tile*dh), make([]T, tile*dh)
+		pt, dp := make([]T, tile*lb), make([]T, tile*lb)
+		dsum := make([]T, tile)
+		inf := T(math.Inf(-1))
+		for it := lo; it < hi; it++ {
+			bh, t0, t1, dkT, dvT, tOff, tld := hs.item(it, dk, dv, keyOff(it/hs.segs), ld)
 			b, h := bh/s.Heads, bh%s.Heads
+			kOff, kTOff := keyOff(bh), bh*dh*s.Len
 			mb := seqMask(mask, b, s.Len)
-			for t := 0; t < s.Len; t++ {
-				row := bh*s.Len + t
-				L := float64(lse[row])
-				if math.IsInf(L, -1) {
-					continue // the query sees no key
-				}
-				for x := range ix {
-					ix[x] = int(idx[row*n+x])
-				}
-				qOff := (b*s.Len+t)*ld + h*dh
-				qi, doi, dqi := q[qOff:][:dh], do[qOff:][:dh], dq[qOff:][:dh]
-				d := -float64(dlse[row])
-				selectedKeys(s, t, ix, mb, func(x, j int) {
-					p[x] = math.Exp(scale*float64(dot(qi, k[(b*s.Len+j)*ld+h*dh:][:dh])) - L)
-					dp[x] = float64(dot(doi, v[(b*s.Len+j)*ld+h*dh:][:dh]))
-					d += p[x] * dp[x]
-				})
-				selectedKeys(s, t, ix, mb, func(x, j int) {
-					g := T(scale * p[x] * (dp[x] - d))
-					off := (b*s.Len+j)*ld + h*dh
-					kj, dkj, dvj := k[off:][:dh], dk[off:][:dh], dv[off:][:dh]
-					pw := T(p[x])
-					for c := 0; c < dh; c++ {
-						dqi[c] += g * kj[c]
-						dkj[c] += g * qi[c]
-						dvj[c] += pw * doi[c]
+			for i0 := t0 * tile; i0 < min(t1*tile, s.Len); i0 += tile {
+				ni := min(tile, s.Len-i0)
+				qOff := (b*s.Len+i0)*ld + h*dh
+				for r := 0; r < ni; r++ {
+					row := bh*s.Len + i0 + r
+					for x := range n {
+						ix[r*n+x] = int(idx[row*n+x])
 					}
-				})
+					if math.IsInf(float64(lse[row]), -1) { // the query sees no key
+						ix[r*n] = -1
+					}
+					off := qOff + r*ld
+					dsum[r] = dot(o[off:off+dh], do[off:off+dh]) - dlse[row]
+				}
+				u.build(ix, ni, n)
+				for x := range u.used {
+					j, rs, _ := u.group(x)
+					j0 := j * lb
+					nj := min(lb, s.Len-j0)
+					c := len(rs)
+					gatherTileRows(qg, q, qOff, ld, dh, rs)
+					gatherTileRows(dog, do, qOff, ld, dh, rs)
+					gemm(false, false, c, nj, dh, scale, qg, dh, kT[kTOff+j0:], s.Len, 0, pt, nj)
+					for g, r := range rs { // P = exp(S - L), 0 where masked
+						row := pt[g*nj : (g+1)*nj]
+						L := float64(lse[bh*s.Len+i0+r])
+						end := s.keyEnd(i0+r, j0, nj)
+						if mb != nil {
+							for c := range row[:end] {
+								if mb[j0+c] == 0 {
+									row[c] = inf
+								}
+							}
+						}
+						expShift(row[:end], L)
+						clear(row[end:])
+					}
+					gemm(true, false, nj, dh, c, 1, pt, nj, dog, dh, 1, dvT[tOff+j0*tld:], tld)
+					gemm(false, false, c, nj, dh, 1, dog, dh, vT[kTOff+j0:], s.Len, 0, dp, nj)
+					for g, r := range rs {
+						d := dsum[r]
+						for x := g * nj; x < (g+1)*nj; x++ {
+							dp[x] = pt[x] * (dp[x] - d)
+						}
+					}
+					gemm(false, false, c, dh, nj, scale, dp, nj, k[kOff+j0*ld:], ld, 0, tmp, dh)
+					for g, r := range rs {
+						dst, src := dq[qOff+r*ld:][:dh], tmp[g*dh:(g+1)*dh]
+						for x := range dst {
+							dst[x] += src[x]
+						}
+					}
+					gemm(true, false, nj, dh, c, scale, dp, nj, qg, dh, 1, dkT[tOff+j0*tld:], tld)
+				}
 			}
 		}
 	})
+	hs.reduce(dk, dv, ld, keyOff)
 }
 
 // SelectedBlocks returns the selection blocks SelectedAttentionLSE keeps
@@ -822,9 +1221,9 @@ func CompressedWeights(q, kc, cmask *G.Node, s NSAShape) (*G.Node, error) {
 	children, _ := withMask(G.Nodes{q, kc}, nil, cmask)
 	return nsaWeightsOp(s.name("CompressedWeights", cmask != nil), rows, nc, children, func(in []G.Value, out G.Value) {
 		if out.Dtype() == tensor.Float32 {
-			compressedForward(s, data[float32](in[0]), data[float32](in[1]), nil, maskData[float32](in, 2), nil, nil, data[float32](out))
+			compressedWeights(s, data[float32](in[0]), data[float32](in[1]), maskData[float32](in, 2), data[float32](out))
 		} else {
-			compressedForward(s, data[float64](in[0]), data[float64](in[1]), nil, maskData[float64](in, 2), nil, nil, data[float64](out))
+			compressedWeights(s, data[float64](in[0]), data[float64](in[1]), maskData[float64](in, 2), data[float64](out))
 		}
 	})
 }

@@ -3,6 +3,7 @@ package graph
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -276,11 +277,17 @@ type nsaCase struct {
 	masked bool
 }
 
-// nsaCases are every shape unmasked and masked (unless only is set).
+// nsaCases are every shape unmasked and masked in the default tile (one
+// tile at these lengths), and once more (masked every other shape) in a
+// tile of 2 to 4 rows: several query and compressed tiles, a ragged last
+// tile of each, whole tiles of queries that see no compressed token and
+// unions of kept blocks larger than the tile.
 func nsaCases(shapes []NSAShape) []nsaCase {
 	var out []nsaCase
-	for _, s := range shapes {
+	for i, s := range shapes {
 		out = append(out, nsaCase{s, false}, nsaCase{s, true})
+		s.Tile = 2 + i%3
+		out = append(out, nsaCase{s, i%2 == 0})
 	}
 	return out
 }
@@ -377,35 +384,56 @@ func TestNSABlockUnfold(t *testing.T) {
 func TestNSACompressedMatchesReference(t *testing.T) {
 	rng := testRNG(t)
 	for _, c := range nsaCases(nsaWithBlocks()) {
-		s := c.s
-		nc, ld := s.Compressed(), s.Heads*s.HeadDim
-		mt := c.mask(rng)
-		q, _, _, _, r, rl := nsaInputs(t, rng, s, mt)
-		kc, vc := RandomTensor(rng, 1.5, s.Batch*nc, ld), RandomTensor(rng, 1, s.Batch*nc, ld)
-		ins := []*tensor.Dense{q, kc, vc}
-		if mt != nil {
-			ins = append(ins, mt)
+		checkCompressed(t, rng, c)
+	}
+}
+
+// TestNSASplitBackward: with more workers than (sequence, head) pairs the
+// backwards split each pair's query tiles and sum private key gradients;
+// both cores still match the references.
+func TestNSASplitBackward(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(8))
+	rng := testRNG(t)
+	for _, s := range []NSAShape{nsaShapes[0], nsaShapes[2], nsaShapes[4]} {
+		s.Tile = 3
+		for _, masked := range []bool{false, true} {
+			checkCompressed(t, rng, nsaCase{s, masked})
+			checkSelected(t, rng, nsaCase{s, masked})
 		}
-		out, lse, grads := nsaRun(t, ins, 3, r, rl, func(in []*G.Node) (*G.Node, *G.Node, error) {
-			var cm *G.Node
-			if len(in) > 3 {
-				var err error
-				if cm, err = CompressedMask(in[3], s); err != nil {
-					return nil, nil, err
-				}
+	}
+}
+
+// checkCompressed compares the compression core with the reference.
+func checkCompressed(t *testing.T, rng *rand.Rand, c nsaCase) {
+	t.Helper()
+	s := c.s
+	nc, ld := s.Compressed(), s.Heads*s.HeadDim
+	mt := c.mask(rng)
+	q, _, _, _, r, rl := nsaInputs(t, rng, s, mt)
+	kc, vc := RandomTensor(rng, 1.5, s.Batch*nc, ld), RandomTensor(rng, 1, s.Batch*nc, ld)
+	ins := []*tensor.Dense{q, kc, vc}
+	if mt != nil {
+		ins = append(ins, mt)
+	}
+	out, lse, grads := nsaRun(t, ins, 3, r, rl, func(in []*G.Node) (*G.Node, *G.Node, error) {
+		var cm *G.Node
+		if len(in) > 3 {
+			var err error
+			if cm, err = CompressedMask(in[3], s); err != nil {
+				return nil, nil, err
 			}
-			return CompressedAttentionLSE(in[0], in[1], in[2], cm, s)
-		})
-		mask := floats(mt)
-		wo, wl, wq, wk, wv := nsaAttentionRef(s, nc, Float64s(q), Float64s(kc), Float64s(vc), Float64s(r), Float64s(rl),
-			func(b, h, t, i int) bool { return nsaCmpVisible(s, mask, b, t, i) })
-		for _, x := range []struct {
-			name      string
-			got, want []float64
-		}{{"output", out, wo}, {"lse", lse, wl}, {"dq", grads[0], wq}, {"dkc", grads[1], wk}, {"dvc", grads[2], wv}} {
-			if !sameInf(x.got, x.want) {
-				t.Errorf("%+v masked %v: %s differs from the reference by %g", s, c.masked, x.name, maxAbsDiff(x.got, x.want))
-			}
+		}
+		return CompressedAttentionLSE(in[0], in[1], in[2], cm, s)
+	})
+	mask := floats(mt)
+	wo, wl, wq, wk, wv := nsaAttentionRef(s, nc, Float64s(q), Float64s(kc), Float64s(vc), Float64s(r), Float64s(rl),
+		func(b, h, t, i int) bool { return nsaCmpVisible(s, mask, b, t, i) })
+	for _, x := range []struct {
+		name      string
+		got, want []float64
+	}{{"output", out, wo}, {"lse", lse, wl}, {"dq", grads[0], wq}, {"dkc", grads[1], wk}, {"dvc", grads[2], wv}} {
+		if !sameInf(x.got, x.want) {
+			t.Errorf("%+v masked %v: %s differs from the reference by %g", s, c.masked, x.name, maxAbsDiff(x.got, x.want))
 		}
 	}
 }
@@ -458,28 +486,35 @@ func nsaSelectedInputs(q, k, v, kc, mt *tensor.Dense) ([]*tensor.Dense, func(in 
 func TestNSASelectedMatchesReference(t *testing.T) {
 	rng := testRNG(t)
 	for _, c := range nsaCases(nsaShapes) {
-		s := c.s
-		mt := c.mask(rng)
-		q, k, v, kc, r, rl := nsaInputs(t, rng, s, mt)
-		mask := floats(mt)
-		keep, _ := nsaSelectionRef(s, Float64s(q), floats(kc), mask)
-		ins, opt := nsaSelectedInputs(q, k, v, kc, mt)
-		out, lse, grads := nsaRun(t, ins, 3, r, rl, func(in []*G.Node) (*G.Node, *G.Node, error) {
-			kcn, mn := opt(in)
-			return SelectedAttentionLSE(in[0], in[1], in[2], kcn, mn, s)
+		checkSelected(t, rng, c)
+	}
+}
+
+// checkSelected compares the selection core and its blocks with the
+// reference.
+func checkSelected(t *testing.T, rng *rand.Rand, c nsaCase) {
+	t.Helper()
+	s := c.s
+	mt := c.mask(rng)
+	q, k, v, kc, r, rl := nsaInputs(t, rng, s, mt)
+	mask := floats(mt)
+	keep, _ := nsaSelectionRef(s, Float64s(q), floats(kc), mask)
+	ins, opt := nsaSelectedInputs(q, k, v, kc, mt)
+	out, lse, grads := nsaRun(t, ins, 3, r, rl, func(in []*G.Node) (*G.Node, *G.Node, error) {
+		kcn, mn := opt(in)
+		return SelectedAttentionLSE(in[0], in[1], in[2], kcn, mn, s)
+	})
+	checkSelectedBlocks(t, s, q, kc, mt, keep)
+	wo, wl, wq, wk, wv := nsaAttentionRef(s, s.Len, Float64s(q), Float64s(k), Float64s(v), Float64s(r), Float64s(rl),
+		func(b, h, t, j int) bool {
+			return (!s.Causal || j <= t) && (mask == nil || mask[b*s.Len+j] != 0) && keep[(b*s.Heads+h)*s.Len+t][j/s.SelectBlock]
 		})
-		checkSelectedBlocks(t, s, q, kc, mt, keep)
-		wo, wl, wq, wk, wv := nsaAttentionRef(s, s.Len, Float64s(q), Float64s(k), Float64s(v), Float64s(r), Float64s(rl),
-			func(b, h, t, j int) bool {
-				return (!s.Causal || j <= t) && (mask == nil || mask[b*s.Len+j] != 0) && keep[(b*s.Heads+h)*s.Len+t][j/s.SelectBlock]
-			})
-		for _, x := range []struct {
-			name      string
-			got, want []float64
-		}{{"output", out, wo}, {"lse", lse, wl}, {"dq", grads[0], wq}, {"dk", grads[1], wk}, {"dv", grads[2], wv}} {
-			if !sameInf(x.got, x.want) {
-				t.Errorf("%+v masked %v: %s differs from the reference by %g", s, c.masked, x.name, maxAbsDiff(x.got, x.want))
-			}
+	for _, x := range []struct {
+		name      string
+		got, want []float64
+	}{{"output", out, wo}, {"lse", lse, wl}, {"dq", grads[0], wq}, {"dk", grads[1], wk}, {"dv", grads[2], wv}} {
+		if !sameInf(x.got, x.want) {
+			t.Errorf("%+v masked %v: %s differs from the reference by %g", s, c.masked, x.name, maxAbsDiff(x.got, x.want))
 		}
 	}
 }

@@ -82,8 +82,9 @@ func CheckSettings() []CheckSetting {
 }
 
 // CheckAttention gradient-checks one layer of variant kind in setting st
-// (retrying a failure with two more seeds for a variant that selects keys
-// by content, Support.SelectsByContent, whose checks can cross a tie):
+// (retrying a failure with two more seeds for a variant that is not
+// smooth everywhere, Support.NonSmooth, whose checks can cross a tie or a
+// kink):
 // random input, random parameters (uniform in +-0.5, so the function is far
 // from linear), gradients with respect to the input and every parameter.
 // A setting the variant does not declare is ErrNotApplicable; an error in
@@ -100,9 +101,9 @@ func CheckAttention(kind string, st CheckSetting, seed uint64) (graph.GradResult
 	if err != nil || res.Pass {
 		return res, err
 	}
-	if sup, _ := SupportOf(kind); sup.SelectsByContent {
-		// A selection tie crossed by the finite-difference step fails one
-		// seed; a wrong gradient fails every seed (Support.SelectsByContent).
+	if sup, _ := SupportOf(kind); sup.NonSmooth {
+		// A tie or kink crossed by the finite-difference step fails one
+		// seed; a wrong gradient fails every seed (Support.NonSmooth).
 		for retry := uint64(1); retry <= 2; retry++ {
 			again, err := checkLayer(st, seed+retry*0x9e3779b97f4a7c15, layer)
 			if err != nil || again.Pass {

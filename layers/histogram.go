@@ -90,7 +90,7 @@ func init() {
 			Why: Refusals{Causal: "takes its equal-count bins from ranks over the whole sequence, so a causal form would let later tokens decide which earlier keys a query sees",
 				Positions: "its core applies ALiBi on the original positions, but no gradient-check setting covers bidirectional ALiBi yet"},
 			// Three bins at the checks' T of 4..9: bins of 1..3 positions.
-			CheckOptions: map[string]any{"bins": 3}, SelectsByContent: true},
+			CheckOptions: map[string]any{"bins": 3}, NonSmooth: true},
 		[]config.OptionSpec{
 			{Name: "bins", Kind: config.Int, Default: DefaultHistogramBins, Help: "B: equal-count bins of the sorted order; 1 is standard attention"},
 			{Name: "bin_size", Kind: config.Int, Default: 0, Help: "when > 0, B = ceil(T / bin_size) instead of bins (linear time in T)"},

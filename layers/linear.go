@@ -32,7 +32,7 @@ func init() {
 	Register("linear", "linear attention (Katharopoulos et al. 2020): a feature map phi in place of softmax, a chunked prefix-sum scan when causal; O(T d^2), no T x T",
 		Support{Causal: true, Bidirectional: true, Padding: true, Positions: []string{"learned", "sinusoidal", "none"},
 			Why:          Refusals{Positions: "it never forms the scores alibi biases, and rotating queries and keys before the feature map is not the paper's method"},
-			CheckOptions: map[string]any{"chunk": 4}},
+			CheckOptions: map[string]any{"chunk": 4}, NonSmooth: true},
 		[]config.OptionSpec{
 			{Name: "feature", Kind: config.String, Default: graph.FeatureELU1, Help: "the feature map phi: elu1 (elu(x) + 1, the paper's) or relu"},
 			{Name: "chunk", Kind: config.Int, Default: 64, Help: "positions per chunk of the causal scan"},

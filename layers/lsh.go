@@ -55,7 +55,7 @@ func init() {
 	Register("lsh", "Reformer's LSH attention: shared QK, random-rotation buckets, sort, chunks see own and previous chunk, n rounds merged (Kitaev et al. 2020); O(T c d)",
 		Support{Causal: true, Bidirectional: true, Padding: true, Positions: []string{"learned", "sinusoidal", "none"},
 			Why:          Refusals{Positions: "its keys are the normalized queries, hashed into buckets; rotary positions and ALiBi are not applied to them"},
-			CheckOptions: map[string]any{"buckets": 2, "hashes": 2, "chunk": 2}, SelectsByContent: true},
+			CheckOptions: map[string]any{"buckets": 2, "hashes": 2, "chunk": 2}, NonSmooth: true},
 		[]config.OptionSpec{
 			{Name: "buckets", Kind: config.Int, Default: 16, Help: "n_b: hash buckets per round, even (1: no hashing, one bucket)"},
 			{Name: "hashes", Kind: config.Int, Default: 4, Help: "n_r: hash rounds, merged through their logsumexps"},

@@ -68,7 +68,7 @@ type Routing struct {
 func init() {
 	Register("routing", "Routing Transformer (Roy et al. 2021): online k-means (EMA centroids) routes queries and keys; each query sees a window of w keys of its cluster; clusters 8, window 64, decay 0.999, local_window 0 (>0: half the heads local); O(T w d + T C d), no T x T",
 		Support{Causal: true, Bidirectional: true, Padding: true, Positions: Positions,
-			CheckOptions: map[string]any{"clusters": 2, "window": 3, "local_window": 2}, SelectsByContent: true},
+			CheckOptions: map[string]any{"clusters": 2, "window": 3, "local_window": 2}, NonSmooth: true},
 		[]config.OptionSpec{
 			{Name: "clusters", Kind: config.Int, Default: 8, Help: "C: k-means centroids per routing head"},
 			{Name: "window", Kind: config.Int, Default: 64, Help: "w: keys of its cluster each query sees (causal: the last w up to it; bidirectional: w around it)"},

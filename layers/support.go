@@ -29,15 +29,16 @@ type Support struct {
 	// that the checks' short sequences exercise the pattern (a window of
 	// 2, not 128).
 	CheckOptions map[string]any
-	// SelectsByContent marks a variant whose choice of the keys a query
-	// sees depends on the input values (top-k, hashing, clustering,
-	// sorting). At a tie the selection flips and the layer is not
-	// differentiable there; a finite-difference step that crosses one
-	// gives a wrong numeric gradient. CheckAttention therefore retries a
-	// failing check of such a variant with two more seeds and fails only
-	// when all three fail: a wrong gradient fails at every seed, a tie
-	// crossed by chance at one.
-	SelectsByContent bool
+	// NonSmooth marks a variant that is not twice differentiable
+	// everywhere: it selects keys by content (top-k, hashing, clustering,
+	// sorting: at a tie the selection flips) or its feature map has a kink
+	// (linear attention's elu + 1, whose second derivative jumps at 0). A
+	// finite-difference step that crosses such a point gives an inaccurate
+	// numeric gradient. CheckAttention therefore retries a failing check
+	// of such a variant with two more seeds and fails only when all three
+	// fail: a wrong gradient fails at every seed, a crossing by chance at
+	// one.
+	NonSmooth bool
 
 	name string // set by Register; names the variant in errors
 }

@@ -41,7 +41,7 @@ type TopK struct {
 func init() {
 	Register("topk", fmt.Sprintf("each query keeps its k largest scores (Gupta et al. 2021; k default %d); O(T^2 d) scores, O(T k) memory", DefaultTopK),
 		Support{Causal: true, Bidirectional: true, Padding: true, Positions: Positions,
-			CheckOptions: map[string]any{"k": 3}, SelectsByContent: true},
+			CheckOptions: map[string]any{"k": 3}, NonSmooth: true},
 		[]config.OptionSpec{
 			{Name: "k", Kind: config.Int, Default: DefaultTopK, Help: "keys each query keeps (those of largest score); k >= T is standard attention"},
 			{Name: "bias", Kind: config.Bool, Default: true, Help: "biases in the q, k, v and output projections"},
