@@ -44,10 +44,17 @@ type Model struct {
 	// RopeFraction is the fraction of each head's dims partial_rope rotates.
 	RopeFraction float64 `yaml:"rope_fraction"`
 	// XPosScaleBase is xPos's decay length scale.
-	XPosScaleBase float64   `yaml:"xpos_scale_base"`
-	Activation    string    `yaml:"activation"`                          // gelu | relu
-	Pooling       string    `yaml:"pooling"`                             // mean | cls (used by encoder models)
-	Attention     Component `yaml:"attention" registry:"attention kind"` // {kind: standard, ...}: options validated later by the attention registry
+	XPosScaleBase float64 `yaml:"xpos_scale_base"`
+	Activation    string  `yaml:"activation"` // gelu | relu
+	Pooling       string  `yaml:"pooling"`    // mean | cls (used by encoder models)
+	// BlockModules are the block add-on modules every block applies to its
+	// attention output, in order (layers/modules.go): [se, {kind: cbam,
+	// kernel: 7}]; empty (the default) is none, the plain block.
+	BlockModules Components `yaml:"block_modules" registry:"block module kind"`
+	Attention    Component  `yaml:"attention" registry:"attention kind"` // {kind: standard, ...}: options validated later by the attention registry
+	// Memory is segment recurrence (models/memory.go): {kind: rmt,
+	// segment: 64, ...}; kind "" (or none) is no memory, the plain model.
+	Memory Component `yaml:"memory" registry:"memory kind"`
 }
 
 // Train describes the optimisation (AdamW with a learning-rate schedule),
@@ -109,6 +116,7 @@ func Default() Experiment {
 			Activation:    "gelu",
 			Pooling:       "mean",
 			Attention:     Component{Kind: "standard", Options: map[string]any{}},
+			Memory:        Component{Options: map[string]any{}},
 		},
 		Train: Train{
 			Steps:           1000,
@@ -193,7 +201,9 @@ func Parse(name string, data []byte) (Experiment, error) {
 // VALUE is checked against the field's type (integer, number, string); a
 // component option (any key under task or model.attention other than kind)
 // is stored as a YAML scalar through Component.Set and checked later by its
-// registry. Errors are one line starting with "--set KEY=VALUE: ".
+// registry. A list of components (model.block_modules) is set whole, in
+// YAML flow syntax: model.block_modules=[se,{kind: cbam, kernel: 5}]. Errors
+// are one line starting with "--set KEY=VALUE: ".
 //
 // Setting a component's kind to another kind drops the options the new kind
 // does not take (see SetNoted, which says which); Set is SetNoted without
@@ -270,6 +280,14 @@ func (e *Experiment) SetNoted(assignment string) (note string, err error) {
 				return note, nil
 			}
 			if err := c.Set(rest[0], value); err != nil {
+				return "", fail("%v", err)
+			}
+			return "", nil
+		case fv.Type() == componentsType: // the whole list: model.block_modules=[se,{kind: cbam, kernel: 5}]
+			if len(rest) > 0 {
+				return "", fail("%s is a list; set it whole, e.g. %s=[se,cbam]", fp, fp)
+			}
+			if err := setComponents(value, fv.Addr().Interface().(*Components), fp); err != nil {
 				return "", fail("%v", err)
 			}
 			return "", nil
@@ -639,6 +657,8 @@ func (d *decoder) section(n *yaml.Node, v reflect.Value, path string) error {
 		switch {
 		case fv.Type() == componentType:
 			err = d.component(val, fv.Addr().Interface().(*Component), fp)
+		case fv.Type() == componentsType:
+			err = d.components(val, fv.Addr().Interface().(*Components), fp)
 		case fv.Kind() == reflect.Struct:
 			err = d.section(val, fv, fp)
 		default:
@@ -897,6 +917,8 @@ func encodeStruct(v reflect.Value) (*yaml.Node, error) {
 		switch {
 		case fv.Type() == componentType:
 			vn, err = encodeComponent(fv.Interface().(Component))
+		case fv.Type() == componentsType:
+			vn, err = encodeComponents(fv.Interface().(Components))
 		case fv.Kind() == reflect.Struct:
 			vn, err = encodeStruct(fv)
 		default:

@@ -20,6 +20,7 @@ func comparable(e Experiment) Experiment {
 	}
 	e.Task = strip(e.Task)
 	e.Model.Attention = strip(e.Model.Attention)
+	e.Model.Memory = strip(e.Model.Memory)
 	return e
 }
 
@@ -296,7 +297,7 @@ func TestSet(t *testing.T) {
 		{"model.attention=x", []string{"model.attention is a section; set one of its keys, e.g. model.attention.kind"}},
 		{"train.lrr=1", []string{"--set train.lrr=1: ", `unknown key "lrr" in train (known: steps, batch_size, lr,`}},
 		{"trian.lr=1", []string{`unknown key "trian" at top level (known: name, seed, dtype, task, model, train)`}},
-		{"model.attn.kind=x", []string{`unknown key "attn" in model (known: kind, d_model,`, "attention)"}},
+		{"model.attn.kind=x", []string{`unknown key "attn" in model (known: kind, d_model,`, "attention, memory)"}},
 		{"train.lr.x=1", []string{"--set train.lr.x=1: train.lr is a single value, not a section"}},
 		{"task.seq_len.x=1", []string{"task.seq_len is a single value, not a section"}},
 		{"train..lr=1", []string{"empty part"}},

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -319,4 +321,86 @@ func describe(raw any) string {
 	default:
 		return fmt.Sprint(x)
 	}
+}
+
+// Components is an ordered list of registry-chosen components
+// (model.block_modules), written in YAML as a list whose items are a bare
+// kind name or a component mapping:
+//
+//	block_modules: [se, {kind: cbam, kernel: 7}]
+//
+// An empty list is nil. --set takes the whole list in the same syntax
+// (model.block_modules=[se,cbam]).
+type Components []Component
+
+var componentsType = reflect.TypeOf(Components(nil))
+
+// components decodes the list n into cs; item i is named path[i] in
+// errors. A null list keeps the default.
+func (d *decoder) components(n *yaml.Node, cs *Components, path string) error {
+	n = deref(n)
+	if isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return d.errorf(n.Line, "%s: want a list like [se, {kind: cbam, kernel: 7}], got %s", path, nodeDesc(n))
+	}
+	var out Components
+	for i, item := range n.Content {
+		ip := fmt.Sprintf("%s[%d]", path, i)
+		item = deref(item)
+		var c Component
+		switch {
+		case item.Kind == yaml.ScalarNode && item.ShortTag() == "!!str" && item.Value != "":
+			c = Component{Kind: item.Value, Options: map[string]any{}}
+		case item.Kind == yaml.MappingNode:
+			if err := d.component(item, &c, ip); err != nil {
+				return err
+			}
+		default:
+			return d.errorf(item.Line, "%s: want a kind name or a mapping like {kind: NAME, ...}, got %s", ip, nodeDesc(item))
+		}
+		out = append(out, c)
+	}
+	*cs = out
+	return nil
+}
+
+// setComponents parses text (a --set value) as a list of components.
+func setComponents(text string, cs *Components, path string) error {
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(text), &n); err != nil {
+		return fmt.Errorf("%s: cannot parse %q: %s", path, text, cleanYAMLError(err))
+	}
+	if len(n.Content) == 0 {
+		*cs = nil
+		return nil
+	}
+	d := &decoder{name: "value"}
+	if err := d.components(n.Content[0], cs, path); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "value: ")
+		if rest, ok := strings.CutPrefix(msg, "line "); ok {
+			if _, m, ok := strings.Cut(rest, ": "); ok {
+				msg = m
+			}
+		}
+		return errors.New(msg)
+	}
+	for i := range *cs { // lines of the --set text, not of a file: errors leave them out
+		(*cs)[i].lines = nil
+	}
+	return nil
+}
+
+// encodeComponents writes the list as a flow sequence of flow mappings.
+func encodeComponents(cs Components) (*yaml.Node, error) {
+	n := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle}
+	for i, c := range cs {
+		cn, err := encodeComponent(c)
+		if err != nil {
+			return nil, fmt.Errorf("[%d]: %v", i, err)
+		}
+		n.Content = append(n.Content, cn)
+	}
+	return n, nil
 }

@@ -51,11 +51,14 @@ type BlockSpec struct {
 	Norm                 string
 	Activation           graph.Activation
 	Attention            Attention
+	// Modules are the block add-on modules (modules.go), applied in order
+	// to the attention output before the residual add; none: the plain block.
+	Modules []BlockModule
 }
 
 // Block is the pre-norm residual block (as GPT-2; Xiong et al. 2020):
 //
-//	x = x + Attention(Norm1(x))
+//	x = x + M_k(...M_1(Attention(Norm1(x))))   (the modules, if any)
 //	x = x + FFN(Norm2(x))
 func Block(s Scope, x *G.Node, c Context, b BlockSpec) (*G.Node, error) {
 	h, err := Norm(s.Sub("norm1"), b.Norm, x, b.DModel)
@@ -63,6 +66,9 @@ func Block(s Scope, x *G.Node, c Context, b BlockSpec) (*G.Node, error) {
 		return nil, err
 	}
 	if h, err = b.Attention.Forward(s.Sub("attn"), h, c); err != nil {
+		return nil, err
+	}
+	if h, err = applyModules(s, b.Modules, h, c); err != nil {
 		return nil, err
 	}
 	if x, err = G.Add(x, h); err != nil {

@@ -151,6 +151,9 @@ func EstimateCost(cfg config.Model, task data.Task, bytesPerElem, batch, evalBat
 	if cfg.NHeads < 1 || cfg.DModel < 1 || cfg.DModel%cfg.NHeads != 0 {
 		return Estimate{}, fmt.Errorf("model.d_model (%d) is not divisible by model.n_heads (%d)", cfg.DModel, cfg.NHeads)
 	}
+	if memoryOn(cfg) { // segment recurrence: memory.go
+		return estimateMemory(cfg, task, bytesPerElem, batch, evalBatch)
+	}
 	spec := attentionSpec(cfg, task)
 	attn, err := layers.NewAttention(cfg.Attention, spec)
 	if err != nil {
@@ -161,6 +164,10 @@ func EstimateCost(cfg config.Model, task data.Task, bytesPerElem, batch, evalBat
 		return Estimate{}, err
 	}
 	lc, err := attentionCost(cfg.Attention.Kind, opts, spec, float64(task.SeqLen()))
+	if err != nil {
+		return Estimate{}, err
+	}
+	modParams, modRow, err := blockModulesCost(cfg, spec) // model.block_modules; 0 without
 	if err != nil {
 		return Estimate{}, err
 	}
@@ -181,7 +188,7 @@ func EstimateCost(cfg config.Model, task data.Task, bytesPerElem, batch, evalBat
 	if cfg.Positional == "learned" {
 		params += T * D
 	}
-	params += L * (2*norm + lc.params + proj(D, F, true) + proj(F, D, true))
+	params += L * (2*norm + lc.params + modParams + proj(D, F, true) + proj(F, D, true))
 	params += norm + proj(D, out, true)
 
 	// Forward values per position: embedding (and positions), the blocks,
@@ -193,7 +200,7 @@ func EstimateCost(cfg config.Model, task data.Task, bytesPerElem, batch, evalBat
 	if task.Classes() == 0 {
 		topRow += 2 * out
 	}
-	blockRow := 5*D + 2*F + lc.perRow // norms, residual adds, FFN hidden and output, attention
+	blockRow := 5*D + 2*F + lc.perRow + modRow // norms, residual adds, FFN hidden and output, attention
 	perRow := L*blockRow + topRow
 	perSeq := L*lc.perSeq + perSeqTop
 	bpe := float64(bytesPerElem)

@@ -81,6 +81,13 @@ func BuildRecording(cfg config.Model, task data.Task, store *graph.Store, batch 
 	if err != nil {
 		return nil, err
 	}
+	mods, err := blockModules(cfg, aspec)
+	if err != nil {
+		return nil, err
+	}
+	if memoryOn(cfg) { // segment recurrence (memory.go)
+		return buildMemory(cfg, task, store, batch, maps, attn, aspec, mods)
+	}
 	g := G.NewGraph()
 	b := store.Bind(g)
 	root := layers.NewScope(b)
@@ -110,7 +117,7 @@ func BuildRecording(cfg config.Model, task data.Task, store *graph.Store, batch 
 	}
 	ctx := layers.Context{Shape: sh, Causal: cfg.Kind == "decoder", KeyMask: m.KeyMask, Maps: maps, Steps: m.StepInputs}
 	spec := layers.BlockSpec{DModel: cfg.DModel, DFF: cfg.DFF, NLayers: cfg.NLayers, Norm: cfg.Norm,
-		Activation: graph.Activation(cfg.Activation), Attention: attn}
+		Activation: graph.Activation(cfg.Activation), Attention: attn, Modules: mods}
 	for i := 0; i < cfg.NLayers; i++ {
 		ctx.Layer = i
 		if x, err = layers.Block(root.Sub(fmt.Sprintf("blocks.%d", i)), x, ctx, spec); err != nil {
@@ -203,6 +210,27 @@ func (m *Model) Feed(bt *data.Batch) error {
 		return graph.SetValues(m.KeyMask, bt.KeyMask)
 	}
 	return nil
+}
+
+// blockModules builds the block add-on modules cfg lists
+// (model.block_modules; none when empty) for the direction and padding of
+// aspec. Errors name the key: "model.block_modules[1].kernel: ...".
+func blockModules(cfg config.Model, aspec layers.Spec) ([]layers.BlockModule, error) {
+	return layers.NewModules(cfg.BlockModules, layers.ModuleSpec{DModel: cfg.DModel, Causal: aspec.Causal, Padded: aspec.Padded})
+}
+
+// blockModulesCost is the parameters and forward values per row that cfg's
+// block modules add to each block (EstimateCost).
+func blockModulesCost(cfg config.Model, aspec layers.Spec) (params, perRow float64, err error) {
+	mods, err := blockModules(cfg, aspec)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, m := range mods {
+		p, r := m.Cost()
+		params, perRow = params+float64(p), perRow+float64(r)
+	}
+	return params, perRow, nil
 }
 
 // attentionSpec is the attention factory's spec for cfg on task: sizes,

@@ -12,6 +12,7 @@ import (
 	"github.com/attnlab/attnlab/config"
 	"github.com/attnlab/attnlab/data"
 	"github.com/attnlab/attnlab/layers"
+	"github.com/attnlab/attnlab/models"
 )
 
 type listedOption struct {
@@ -88,7 +89,9 @@ func newListCmd() *cobra.Command {
 			v := struct {
 				Attention []listed `json:"attention"`
 				Tasks     []listed `json:"tasks"`
-			}{attn, entries(data.Entries())}
+				Memory    []listed `json:"memory"`
+				Modules   []listed `json:"block_modules"`
+			}{attn, entries(data.Entries()), entries(models.MemoryKinds()), entries(layers.Modules())}
 			w := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(w)
@@ -111,6 +114,10 @@ func newListCmd() *cobra.Command {
 			section("ATTENTION (model.attention.kind)", v.Attention)
 			fmt.Fprintln(tw)
 			section("TASKS (task.kind)", v.Tasks)
+			fmt.Fprintln(tw)
+			section("MEMORY KINDS (model.memory.kind; none = the plain model)", v.Memory)
+			fmt.Fprintln(tw)
+			section("BLOCK MODULES (model.block_modules)", v.Modules)
 			return tw.Flush()
 		},
 	}

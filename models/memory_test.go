@@ -1,0 +1,353 @@
+package models
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/attnlab/attnlab/config"
+	"github.com/attnlab/attnlab/data"
+	"github.com/attnlab/attnlab/graph"
+)
+
+// memModel is a tiny float64 decoder on copy (T = seqLen, vocab 5) with
+// memory mem (kind "" = the plain model).
+func memModel(seqLen int, mem config.Component) (config.Model, config.Component) {
+	mc, tc := tinyModel("decoder", "copy", map[string]any{"seq_len": seqLen, "vocab": 5})
+	mc.Memory = mem
+	return mc, tc
+}
+
+// memRun is one forward and backward pass of the model over batch
+// example 0.. of the training stream, with the loss mask replaced by
+// weights when not nil and the inputs edited by edit when not nil.
+type memResult struct {
+	logits []float64
+	loss   float64
+	grads  map[string][]float64
+}
+
+func memRun(t *testing.T, mc config.Model, tc config.Component, batch int, weights []float64, edit func([]int)) memResult {
+	t.Helper()
+	task, err := data.New(tc, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := graph.NewStore(tensor.Float64, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Build(mc, task, store, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := data.NewBatch(task, batch)
+	task.Fill(b, data.Train, 0)
+	if edit != nil {
+		edit(b.Inputs)
+	}
+	if weights != nil {
+		copy(b.LossMask, weights)
+	}
+	if err := m.Feed(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := G.Grad(m.Loss, m.Params...); err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(m.Graph, G.BindDualValues(m.Params...))
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	r := memResult{logits: graph.Float64s(m.Logits.Value()), grads: map[string][]float64{}}
+	r.loss = graph.Float64s(m.Loss.Value())[0]
+	for _, p := range m.Params {
+		gv, err := p.Grad()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.grads[p.Name()] = graph.Float64s(gv)
+	}
+	return r
+}
+
+func maxDiff(a, b []float64) float64 {
+	d := 0.0
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	for i := range a {
+		d = math.Max(d, math.Abs(a[i]-b[i]))
+	}
+	return d
+}
+
+// With its memory switched off (no memory tokens or slots) and one
+// segment, each memory kind is the plain decoder: the same parameters by
+// name, logits and every parameter's gradient within 1e-10, for a few
+// attention variants and position schemes.
+func TestMemoryDisabledIsPlain(t *testing.T) {
+	const T = 6
+	kinds := []config.Component{
+		{Kind: "rmt", Options: map[string]any{"segment": T, "memory_tokens": 0}},
+		{Kind: "memformer", Options: map[string]any{"segment": T, "slots": 0}},
+	}
+	settings := []struct {
+		attn    config.Component
+		pos     string
+		modules config.Components
+	}{
+		{config.Component{Kind: "standard"}, "learned", nil},
+		{config.Component{Kind: "sliding_window", Options: map[string]any{"window": 3}}, "sinusoidal", nil},
+		{config.Component{Kind: "standard"}, "rope", config.Components{{Kind: "se"}}},
+	}
+	for _, st := range settings {
+		plainCfg, tc := memModel(T, config.Component{})
+		plainCfg.Attention, plainCfg.Positional, plainCfg.BlockModules = st.attn, st.pos, st.modules
+		plain := memRun(t, plainCfg, tc, 2, nil, nil)
+		for _, k := range kinds {
+			t.Run(k.Kind+"/"+st.attn.Kind+"/"+st.pos, func(t *testing.T) {
+				mc := plainCfg
+				mc.Memory = k
+				got := memRun(t, mc, tc, 2, nil, nil)
+				if d := maxDiff(got.logits, plain.logits); d > 1e-10 {
+					t.Errorf("logits differ by %g", d)
+				}
+				if len(got.grads) != len(plain.grads) {
+					t.Errorf("%d parameters, the plain model has %d", len(got.grads), len(plain.grads))
+				}
+				for name, g := range plain.grads {
+					if d := maxDiff(got.grads[name], g); d > 1e-10 {
+						t.Errorf("gradient of %s differs by %g", name, d)
+					}
+				}
+			})
+		}
+	}
+}
+
+// The whole memory model's loss passes the float64 gradient check against
+// every parameter, through three segments, with backpropagation through
+// all of them (bptt_segments 0 and 3).
+func TestMemoryGradients(t *testing.T) {
+	cases := []struct {
+		name string
+		mem  config.Component
+		pos  string
+	}{
+		{"rmt-bptt0", config.Component{Kind: "rmt", Options: map[string]any{"segment": 2, "memory_tokens": 2, "bptt_segments": 0}}, "learned"},
+		{"rmt-bptt3-rope", config.Component{Kind: "rmt", Options: map[string]any{"segment": 2, "memory_tokens": 1, "bptt_segments": 3}}, "rope"},
+		{"memformer-bptt0", config.Component{Kind: "memformer", Options: map[string]any{"segment": 2, "slots": 2, "bptt_segments": 0}}, "learned"},
+		{"memformer-bptt3-sinusoidal", config.Component{Kind: "memformer", Options: map[string]any{"segment": 3, "slots": 3, "bptt_segments": 3}}, "sinusoidal"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mc, tc := memModel(6, c.mem)
+			mc.Positional = c.pos
+			task, err := data.New(tc, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			store, _ := graph.NewStore(tensor.Float64, 5)
+			m, err := Build(mc, task, store, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := data.NewBatch(task, 2)
+			task.Fill(b, data.Train, 0)
+			for i := range b.LossMask { // score every position, so that every segment's loss counts
+				b.LossMask[i] = 1
+			}
+			if err := m.Feed(b); err != nil {
+				t.Fatal(err)
+			}
+			res, err := graph.GradCheck{Seed: 9, MaxPerInput: 12, Eps: 1e-6}.Run(m.Graph, m.Loss, m.Params)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Pass {
+				t.Error(res)
+			}
+		})
+	}
+}
+
+// Truncation stops exactly what it should: with only the last segment of
+// three scored, the initial memory gets a gradient when backpropagation
+// covers all segments, none at all (exactly zero) when bptt_segments 1 or
+// 2 stop the memory entering segment 2, and still one from segment 1's
+// loss with bptt_segments 2 (the window {0, 1}).
+func TestMemoryTruncation(t *testing.T) {
+	const T, L = 6, 2
+	scoreSegment := func(s int) []float64 {
+		w := make([]float64, 2*T)
+		for b := 0; b < 2; b++ {
+			for j := 0; j < L; j++ {
+				w[b*T+s*L+j] = 1
+			}
+		}
+		return w
+	}
+	for _, c := range []struct{ kind, opt, param string }{{"rmt", "memory_tokens", "memory.init"}, {"memformer", "slots", "memory.slots"}} {
+		norm := func(bptt, scored int) float64 {
+			mc, tc := memModel(T, config.Component{Kind: c.kind, Options: map[string]any{"segment": L, c.opt: 2, "bptt_segments": bptt}})
+			g := memRun(t, mc, tc, 2, scoreSegment(scored), nil).grads[c.param]
+			n := 0.0
+			for _, x := range g {
+				n += math.Abs(x)
+			}
+			return n
+		}
+		t.Run(c.kind, func(t *testing.T) {
+			if n := norm(0, 2); n == 0 {
+				t.Error("bptt_segments 0: no gradient reaches the initial memory from segment 2")
+			}
+			if n := norm(3, 2); n == 0 {
+				t.Error("bptt_segments 3: no gradient reaches the initial memory from segment 2")
+			}
+			stops := []int{1, 2}
+			if c.kind == "memformer" { // 1 is refused: it would stop every write
+				stops = []int{2}
+			}
+			for _, bptt := range stops {
+				if n := norm(bptt, 2); n != 0 {
+					t.Errorf("bptt_segments %d: segment 2's loss reaches the initial memory (|grad| %g)", bptt, n)
+				}
+			}
+			if n := norm(2, 1); n == 0 {
+				t.Error("bptt_segments 2: segment 1's loss does not reach the initial memory")
+			}
+			if c.kind == "rmt" {
+				if n := norm(1, 1); n != 0 {
+					t.Errorf("bptt_segments 1: segment 1's loss reaches the initial memory (|grad| %g)", n)
+				}
+			}
+		})
+	}
+}
+
+// Causality of the whole memory model: changing the token at position p
+// leaves the logits at every position before p unchanged (bit for bit)
+// and changes some logit at p or later, for p in every segment.
+func TestMemoryCausal(t *testing.T) {
+	const T, vocab = 6, 5
+	for _, mem := range []config.Component{
+		{Kind: "rmt", Options: map[string]any{"segment": 2, "memory_tokens": 2}},
+		{Kind: "memformer", Options: map[string]any{"segment": 2, "slots": 2}},
+	} {
+		t.Run(mem.Kind, func(t *testing.T) {
+			mc, tc := memModel(T, mem)
+			base := memRun(t, mc, tc, 1, nil, nil)
+			for p := 0; p < T; p++ {
+				r := memRun(t, mc, tc, 1, nil, func(in []int) { in[p] = (in[p] + 1) % vocab })
+				if d := maxDiff(r.logits[:p*vocab], base.logits[:p*vocab]); d != 0 {
+					t.Errorf("changing token %d changed an earlier logit by %g", p, d)
+				}
+				if d := maxDiff(r.logits[p*vocab:], base.logits[p*vocab:]); d == 0 {
+					t.Errorf("changing token %d changed no logit", p)
+				}
+			}
+		})
+	}
+}
+
+// Bad memory configs fail with an error naming the key.
+func TestMemoryConfigErrors(t *testing.T) {
+	cases := []struct {
+		name  string
+		kind  string
+		task  string
+		mem   config.Component
+		wants []string
+	}{
+		{"segment-not-dividing", "decoder", "copy", config.Component{Kind: "rmt", Options: map[string]any{"segment": 4}}, []string{"model.memory.segment: must divide task.seq_len (6), got 4"}},
+		{"segment-zero", "decoder", "copy", config.Component{Kind: "memformer", Options: map[string]any{"segment": 0}}, []string{"model.memory.segment: must be positive"}},
+		{"bptt-negative", "decoder", "copy", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3, "bptt_segments": -1}}, []string{"model.memory.bptt_segments"}},
+		{"tokens-negative", "decoder", "copy", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3, "memory_tokens": -1}}, []string{"model.memory.memory_tokens"}},
+		{"memformer-bptt1", "decoder", "copy", config.Component{Kind: "memformer", Options: map[string]any{"segment": 3, "bptt_segments": 1}}, []string{"model.memory.bptt_segments: 1"}},
+		{"slots-negative", "decoder", "copy", config.Component{Kind: "memformer", Options: map[string]any{"segment": 3, "slots": -2}}, []string{"model.memory.slots"}},
+		{"unknown-kind", "decoder", "copy", config.Component{Kind: "xl"}, []string{"model.memory.kind", `"xl"`, "rmt", "memformer"}},
+		{"unknown-option", "decoder", "copy", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3, "slots": 2}}, []string{"model.memory.slots", "unknown option", "memory_tokens"}},
+		{"encoder", "encoder", "majority", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3}}, []string{"model.memory", "decoder"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			opts := map[string]any{"seq_len": 6, "vocab": 5}
+			if c.task == "majority" {
+				opts = map[string]any{"seq_len": 6, "min_len": 1}
+			}
+			mc, tc := tinyModel(c.kind, c.task, opts)
+			mc.Memory = c.mem
+			task, err := data.New(tc, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			store, _ := graph.NewStore(tensor.Float64, 1)
+			_, err = Build(mc, task, store, 1)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range c.wants {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q is not one line", err)
+			}
+		})
+	}
+}
+
+// EstimateCost knows memory models: its parameter count is the built
+// model's exactly (positions of the segment's length, the memory's own
+// parameters, a memformer writer only with more than one segment), and
+// its activation estimate grows linearly in T at a fixed segment.
+func TestMemoryEstimate(t *testing.T) {
+	for _, mem := range []config.Component{
+		{Kind: "rmt", Options: map[string]any{"segment": 4, "memory_tokens": 2}},
+		{Kind: "rmt", Options: map[string]any{"segment": 12, "memory_tokens": 0}},
+		{Kind: "memformer", Options: map[string]any{"segment": 4, "slots": 3}},
+		{Kind: "memformer", Options: map[string]any{"segment": 12, "slots": 3}},
+	} {
+		for _, pos := range []string{"learned", "rope"} {
+			mc, tc := memModel(12, mem)
+			mc.Positional = pos
+			task, err := data.New(tc, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, err := EstimateCost(mc, task, 4, 2, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := e.Params, builtParams(t, mc, task); got != want {
+				t.Errorf("%s %v %s: estimated %d parameters, built %d", mem.Kind, mem.Options, pos, got, want)
+			}
+		}
+	}
+	act := func(T int) float64 {
+		mc, tc := memModel(T, config.Component{Kind: "rmt", Options: map[string]any{"segment": 8}})
+		task, err := data.New(tc, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := EstimateCost(mc, task, 4, 2, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.TrainActivationBytes
+	}
+	if r := act(64) / act(32); math.Abs(r-2) > 1e-9 {
+		t.Errorf("activations at T=64 are %g times those at T=32, want 2", r)
+	}
+	mc, tc := memModel(12, config.Component{Kind: "rmt", Options: map[string]any{"segment": 5}})
+	task, _ := data.New(tc, 1)
+	if _, err := EstimateCost(mc, task, 4, 1, 0); err == nil || !strings.Contains(err.Error(), "model.memory.segment") {
+		t.Errorf("a segment not dividing T: %v", err)
+	}
+}
