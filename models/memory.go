@@ -49,6 +49,7 @@ import (
 	"fmt"
 
 	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
 
 	"github.com/attnlab/attnlab/config"
 	"github.com/attnlab/attnlab/data"
@@ -251,14 +252,6 @@ func buildMemory(cfg config.Model, task data.Task, store *graph.Store, batch int
 	if err != nil {
 		return nil, err
 	}
-	x, err := graph.Embedding(m.Inputs, emb)
-	if err != nil {
-		return nil, err
-	}
-	// Positions within the segment: batch*S sequences of L rows.
-	if x, err = layers.AddPositions(root.Sub("embed"), aspec.Pos, x, layers.Shape{Batch: batch * S, SeqLen: L, DModel: cfg.DModel}); err != nil {
-		return nil, err
-	}
 	u := &Unroll{Root: root, Cfg: cfg, Batch: batch, L: L, S: S,
 		Ctx: layers.Context{Shape: layers.Shape{Batch: batch, SeqLen: L, DModel: cfg.DModel}, Causal: true, Maps: maps, Steps: m.StepInputs},
 		Spec: layers.BlockSpec{DModel: cfg.DModel, DFF: cfg.DFF, NLayers: cfg.NLayers, Norm: cfg.Norm,
@@ -276,7 +269,11 @@ func buildMemory(cfg config.Model, task data.Task, store *graph.Store, batch int
 				}
 			}
 		}
-		tokens := x
+		// The segment's token ids, embedded with positions within the
+		// segment. The ids are cut, not the embedded rows: a cut of x
+		// [Batch*T, D] would give each segment a full-size gradient of x,
+		// O(S T D) in all; the ids take none.
+		ids := m.Inputs
 		if S > 1 {
 			refs := make([]graph.RowRef, 0, batch*L)
 			for bi := 0; bi < batch; bi++ {
@@ -284,9 +281,19 @@ func buildMemory(cfg config.Model, task data.Task, store *graph.Store, batch int
 					refs = append(refs, graph.RowRef{Row: bi*T + s*L + j})
 				}
 			}
-			if tokens, err = graph.GatherRows(G.Nodes{x}, refs); err != nil {
+			if ids, err = graph.GatherRows(G.Nodes{G.Must(G.Reshape(m.Inputs, tensor.Shape{batch * T, 1}))}, refs); err != nil {
 				return nil, err
 			}
+			if ids, err = G.Reshape(ids, tensor.Shape{batch * L}); err != nil {
+				return nil, err
+			}
+		}
+		tokens, err := graph.Embedding(ids, emb)
+		if err != nil {
+			return nil, err
+		}
+		if tokens, err = layers.AddPositions(root.Sub("embed"), aspec.Pos, tokens, layers.Shape{Batch: batch, SeqLen: L, DModel: cfg.DModel}); err != nil {
+			return nil, err
 		}
 		if outs[s], st, err = mem.Step(u, s, tokens, st); err != nil {
 			return nil, err
