@@ -3,9 +3,9 @@ package models
 // Segment recurrence: a decoder whose example of T tokens is cut into
 // S = T / L segments of L tokens, run through the block stack one segment
 // after another with a memory carried from each segment to the next. The
-// kinds (rmt.go, memformer.go) say what the memory is, how a segment reads
-// it and how it is written; this file holds their registry and the
-// unrolling they share.
+// kinds (rmt.go, memformer.go, hmt.go) say what the memory is, how a
+// segment reads it and how it is written; this file holds their registry
+// and the unrolling they share.
 //
 // The unrolling. All S segments of an example are unrolled in the one
 // training graph, parameters shared across segments (the block parameters
@@ -146,6 +146,11 @@ type Unroll struct {
 	Ctx   layers.Context // Batch and DModel set; Run sets SeqLen and the layer
 	Batch int
 	L, S  int // segment length and number of segments
+	// Prev is segment s-1's token embeddings [Batch*L, D] (positions
+	// added) while Step(s) runs, nil for s = 0: for kinds that read the
+	// previous segment's tokens (hmt). It is input, not memory: truncation
+	// does not stop it.
+	Prev *G.Node
 }
 
 // Part is one run of rows of a segment sequence: X holds Rows rows per
@@ -206,10 +211,17 @@ func (u *Unroll) Rows(y *G.Node, n, lo, count int) (*G.Node, error) {
 // Run runs the block stack and the final norm of segment s on x
 // [Batch*n, D], sequences of n rows, causal.
 func (u *Unroll) Run(s int, x *G.Node, n int) (*G.Node, error) {
+	return u.RunLabelled(fmt.Sprintf("segment %d", s), x, n)
+}
+
+// RunLabelled is Run with the attention maps (with more than one
+// segment) labelled label: for a kind that runs the blocks more than once
+// per segment (hmt's summary pass).
+func (u *Unroll) RunLabelled(label string, x *G.Node, n int) (*G.Node, error) {
 	ctx := u.Ctx
 	ctx.SeqLen = n
 	if ctx.Maps != nil && u.S > 1 {
-		ctx = ctx.WithMapLabel(fmt.Sprintf("segment %d", s), "memory model: rows and columns index the segment sequence, memory rows included")
+		ctx = ctx.WithMapLabel(label, "memory model: rows and columns index the segment sequence, memory rows included")
 	}
 	var err error
 	for i := 0; i < u.Cfg.NLayers; i++ {
@@ -298,6 +310,7 @@ func buildMemory(cfg config.Model, task data.Task, store *graph.Store, batch int
 		if outs[s], st, err = mem.Step(u, s, tokens, st); err != nil {
 			return nil, err
 		}
+		u.Prev = tokens
 	}
 	h := outs[0]
 	if S > 1 { // the segments' token outputs back in the example's order

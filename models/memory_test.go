@@ -238,6 +238,9 @@ func TestMemoryCausal(t *testing.T) {
 	for _, mem := range []config.Component{
 		{Kind: "rmt", Options: map[string]any{"segment": 2, "memory_tokens": 2}},
 		{Kind: "memformer", Options: map[string]any{"segment": 2, "slots": 2}},
+		// hmt: the summary pass reads the previous segment, the carry its last tokens
+		{Kind: "hmt", Options: map[string]any{"segment": 2, "summary": 2, "carry": 1, "recall": 2}},
+		{Kind: "hmt", Options: map[string]any{"segment": 2, "summary": 1, "carry": 2, "recall": 3}},
 	} {
 		t.Run(mem.Kind, func(t *testing.T) {
 			mc, tc := memModel(T, mem)
@@ -270,6 +273,11 @@ func TestMemoryConfigErrors(t *testing.T) {
 		{"tokens-negative", "decoder", "copy", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3, "memory_tokens": -1}}, []string{"model.memory.memory_tokens"}},
 		{"memformer-bptt1", "decoder", "copy", config.Component{Kind: "memformer", Options: map[string]any{"segment": 3, "bptt_segments": 1}}, []string{"model.memory.bptt_segments: 1"}},
 		{"slots-negative", "decoder", "copy", config.Component{Kind: "memformer", Options: map[string]any{"segment": 3, "slots": -2}}, []string{"model.memory.slots"}},
+		{"hmt-recall-zero", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 1, "recall": 0}}, []string{"model.memory.recall: must be at least 1, got 0"}},
+		{"hmt-carry-negative", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": -1}}, []string{"model.memory.carry: must not be negative"}},
+		{"hmt-carry-over-segment", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 4}}, []string{"model.memory.carry: must be at most model.memory.segment (3), got 4"}},
+		{"hmt-summary-over-segment", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 1, "summary": 4}}, []string{"model.memory.summary: must be at most model.memory.segment (3), got 4"}},
+		{"hmt-summary-negative", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 1, "summary": -1}}, []string{"model.memory.summary: must not be negative"}},
 		{"unknown-kind", "decoder", "copy", config.Component{Kind: "xl"}, []string{"model.memory.kind", `"xl"`, "rmt", "memformer"}},
 		{"unknown-option", "decoder", "copy", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3, "slots": 2}}, []string{"model.memory.slots", "unknown option", "memory_tokens"}},
 		{"encoder", "encoder", "majority", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3}}, []string{"model.memory", "decoder"}},
@@ -313,6 +321,8 @@ func TestMemoryEstimate(t *testing.T) {
 		{Kind: "rmt", Options: map[string]any{"segment": 12, "memory_tokens": 0}},
 		{Kind: "memformer", Options: map[string]any{"segment": 4, "slots": 3}},
 		{Kind: "memformer", Options: map[string]any{"segment": 12, "slots": 3}},
+		{Kind: "hmt", Options: map[string]any{"segment": 4, "carry": 2}},
+		{Kind: "hmt", Options: map[string]any{"segment": 12, "carry": 2}},
 	} {
 		for _, pos := range []string{"learned", "rope"} {
 			mc, tc := memModel(12, mem)

@@ -70,17 +70,24 @@ func TestRMTResumeIsExact(t *testing.T) {
 // Sampling and attention maps work on memory models: the sampler's
 // next-token logits after a prefix of n tokens equal the training graph's
 // logits at position n-1 of the whole example, for prefixes ending in
-// every segment, for rmt and memformer; the maps are one per layer and
-// segment, labelled with the segment.
+// every segment, for rmt, memformer and hmt; the maps are one per layer
+// and segment (for hmt also one per layer for each summary pass, of
+// segments 1 and 2), labelled with the segment, in the order they run.
 func TestMemoryInspection(t *testing.T) {
 	corpus := t.TempDir()
 	if err := os.WriteFile(filepath.Join(corpus, "a.txt"), []byte(strings.Repeat("alpha beta gamma delta\n", 40)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, mem := range []config.Component{
-		{Kind: "rmt", Options: map[string]any{"segment": 4, "memory_tokens": 2}},
-		{Kind: "memformer", Options: map[string]any{"segment": 4, "slots": 2}},
+	for _, c := range []struct {
+		mem    config.Component
+		labels []string // per pass, one map per layer each
+	}{
+		{config.Component{Kind: "rmt", Options: map[string]any{"segment": 4, "memory_tokens": 2}}, []string{"segment 0", "segment 1", "segment 2"}},
+		{config.Component{Kind: "memformer", Options: map[string]any{"segment": 4, "slots": 2}}, []string{"segment 0", "segment 1", "segment 2"}},
+		{config.Component{Kind: "hmt", Options: map[string]any{"segment": 4, "summary": 2, "carry": 2, "recall": 2}},
+			[]string{"segment 0", "segment 1 summary", "segment 1", "segment 2 summary", "segment 2"}},
 	} {
+		mem := c.mem
 		t.Run(mem.Kind, func(t *testing.T) {
 			exp := config.Default()
 			exp.Name = "tinytext"
@@ -138,11 +145,11 @@ func TestMemoryInspection(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(am.Maps) != 2*3 {
-				t.Fatalf("%d maps, want 6 (2 layers x 3 segments)", len(am.Maps))
+			if len(am.Maps) != 2*len(c.labels) {
+				t.Fatalf("%d maps, want %d (2 layers x %d passes)", len(am.Maps), 2*len(c.labels), len(c.labels))
 			}
 			for i, mp := range am.Maps {
-				if want := "segment " + string(rune('0'+i/2)); mp.Label != want && !strings.Contains(mp.Label, want) {
+				if want := c.labels[i/2]; mp.Label != want { // the standard variant keeps the memory model's label
 					t.Errorf("map %d (layer %d): label %q, want %q", i, mp.Layer, mp.Label, want)
 				}
 			}
