@@ -1,6 +1,7 @@
 package models
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -359,5 +360,36 @@ func TestMemoryEstimate(t *testing.T) {
 	task, _ := data.New(tc, 1)
 	if _, err := EstimateCost(mc, task, 4, 1, 0); err == nil || !strings.Contains(err.Error(), "model.memory.segment") {
 		t.Errorf("a segment not dividing T: %v", err)
+	}
+}
+
+// TestMemoryReachesLaterSegments: a token of the first segment changes the
+// logits of the last segment, which only the memory can carry there (the
+// segments share nothing else; hmt's carry and summary are kept to the
+// previous segment, so the first segment reaches the third only through
+// the memory). Without memory (memory_tokens 0) it does not.
+func TestMemoryReachesLaterSegments(t *testing.T) {
+	const T, vocab = 6, 5
+	for _, c := range []struct {
+		mem   config.Component
+		reach bool
+	}{
+		{config.Component{Kind: "rmt", Options: map[string]any{"segment": 2, "memory_tokens": 2, "bptt_segments": 0}}, true},
+		{config.Component{Kind: "memformer", Options: map[string]any{"segment": 2, "slots": 2, "bptt_segments": 0}}, true},
+		{config.Component{Kind: "hmt", Options: map[string]any{"segment": 2, "summary": 1, "carry": 1, "recall": 2, "bptt_segments": 0}}, true},
+		{config.Component{Kind: "rmt", Options: map[string]any{"segment": 2, "memory_tokens": 0}}, false},
+	} {
+		t.Run(fmt.Sprint(c.mem.Kind, c.mem.Options), func(t *testing.T) {
+			mc, tc := memModel(T, c.mem)
+			base := memRun(t, mc, tc, 1, nil, nil)
+			r := memRun(t, mc, tc, 1, nil, func(in []int) { in[0] = (in[0] + 1) % vocab })
+			d := maxDiff(r.logits[4*vocab:], base.logits[4*vocab:])
+			if c.reach && d == 0 {
+				t.Error("changing token 0 left the last segment's logits unchanged: the memory carries nothing")
+			}
+			if !c.reach && d != 0 {
+				t.Errorf("without memory, token 0 changed the last segment's logits by %g", d)
+			}
+		})
 	}
 }

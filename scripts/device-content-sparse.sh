@@ -13,6 +13,8 @@
 #   PART=memory     configs/paper/memory-recall.yaml (issue 15's memory models),
 #                   then trainer bench of rmt and memformer (segments of 64, the
 #                   copy task, batch 4) at T = 1K..16K, and the plain model to 4K
+#   PART=memory-long  rmt (4 and 8 memory tokens, lr 1e-3 and 3e-3) and memformer on
+#                   memory-recall's task for 3000 steps instead of 1000
 #
 # The sweeps are the shipped ones (configs/paper/lra-listops.yaml,
 # mqar-local.yaml) restricted to the named variants (SWEEPS holds such
@@ -63,4 +65,17 @@ memory)
   done > $R/bench-plain.jsonl
   stamp bench
   cd /tmp && tar czf $OUT/memory.tgz --exclude='*.safetensors' memory-recall ;;
+memory-long)
+  common="--set task.kind=passkey --set task.seq_len=64 --set task.digits=5 --set task.depth=0
+    --set model.d_model=64 --set model.n_layers=2 --set model.positional=learned
+    --set model.memory.segment=16 --set model.memory.bptt_segments=0 --set train.lr=1.0e-3
+    --set train.schedule=cosine --set train.warmup_steps=50 --set train.batch_size=16
+    --set train.eval_every=1000 --set train.eval_examples=512 --set train.checkpoint_every=0 --set train.steps=3000"
+  run() { name=$1; shift; GOMAXPROCS=2 $B train $common "$@" --out /tmp/long/$name > $R/$name.log 2>&1; }
+  run rmt --set model.memory.kind=rmt &
+  run rmt-8 --set model.memory.kind=rmt --set model.memory.memory_tokens=8 &
+  run rmt-lr3e-3 --set model.memory.kind=rmt --set train.lr=3.0e-3 &
+  run memformer --set model.memory.kind=memformer &
+  wait
+  stamp memory-long ;;
 esac
