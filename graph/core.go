@@ -120,3 +120,49 @@ func coreGradOp(fwdName string, s AttentionShape, masked bool, nOut, nLSE int, f
 		},
 	}
 }
+
+// weightsOp builds the map op of a content-based core (TopKWeights,
+// RoutingWeights, HistogramWeights): from q [Batch*QLen, Heads*HeadDim],
+// k [Batch*KLen, KVHeads*HeadDim] and the optional key mask
+// [Batch*KLen] to the dense weights [Batch*Heads*QLen, KLen], which
+// fill32 or fill64 (by the inputs' dtype) writes into the zeroed out. No
+// gradient: the maps are for inspecting a model.
+func weightsOp(name string, s AttentionShape, q, k, keyMask *G.Node, fill32 func(q, k, mask, out []float32), fill64 func(q, k, mask, out []float64)) (*G.Node, error) {
+	masked := keyMask != nil
+	children := G.Nodes{q, k}
+	typ := fnType(2, 2, 2)
+	if masked {
+		children = append(children, keyMask)
+		typ = fnType(2, 2, 1, 2)
+	}
+	rows := s.Batch * s.Heads * s.QLen
+	return apply(&op{
+		name:  name,
+		arity: len(children),
+		typ:   typ,
+		shape: func(in []tensor.Shape) (tensor.Shape, error) {
+			wantQ := tensor.Shape{s.Batch * s.QLen, s.Heads * s.HeadDim}
+			wantK := tensor.Shape{s.Batch * s.KLen, s.KVHeads * s.HeadDim}
+			if !in[0].Eq(wantQ) || !in[1].Eq(wantK) {
+				return nil, shapeErr(name, "want q %v and k %v; got %v, %v", wantQ, wantK, in[0], in[1])
+			}
+			if masked && !in[2].Eq(tensor.Shape{s.Batch * s.KLen}) {
+				return nil, shapeErr(name, "want key mask [%d], got %v", s.Batch*s.KLen, in[2])
+			}
+			return tensor.Shape{rows, s.KLen}, nil
+		},
+		do: func(in []G.Value) (G.Value, error) {
+			is32, err := checkDtype(name, in...)
+			if err != nil {
+				return nil, err
+			}
+			out := newTensor(in[0].Dtype(), rows, s.KLen)
+			if is32 {
+				fill32(data[float32](in[0]), data[float32](in[1]), maskData[float32](in, 2), data[float32](out))
+			} else {
+				fill64(data[float64](in[0]), data[float64](in[1]), maskData[float64](in, 2), data[float64](out))
+			}
+			return out, nil
+		},
+	}, children...)
+}

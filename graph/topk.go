@@ -128,46 +128,14 @@ func TopKWeights(q, k, keyMask *G.Node, s TopKShape) (*G.Node, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	masked := keyMask != nil
-	name := s.name("TopKWeights", masked)
-	children := G.Nodes{q, k}
-	typ := fnType(2, 2, 2)
-	if masked {
-		children = append(children, keyMask)
-		typ = fnType(2, 2, 1, 2)
-	}
 	nLSE := s.Batch * s.Heads * s.QLen
-	return apply(&op{
-		name:  name,
-		arity: len(children),
-		typ:   typ,
-		shape: func(in []tensor.Shape) (tensor.Shape, error) {
-			wantQ := tensor.Shape{s.Batch * s.QLen, s.Heads * s.HeadDim}
-			wantK := tensor.Shape{s.Batch * s.KLen, s.KVHeads * s.HeadDim}
-			if !in[0].Eq(wantQ) || !in[1].Eq(wantK) {
-				return nil, shapeErr(name, "want q %v and k %v; got %v, %v", wantQ, wantK, in[0], in[1])
-			}
-			if masked && !in[2].Eq(tensor.Shape{s.Batch * s.KLen}) {
-				return nil, shapeErr(name, "want key mask [%d], got %v", s.Batch*s.KLen, in[2])
-			}
-			return tensor.Shape{nLSE, s.KLen}, nil
+	return weightsOp(s.name("TopKWeights", keyMask != nil), s.AttentionShape, q, k, keyMask,
+		func(q, k, mask, out []float32) {
+			topKForward(s, q, k, nil, mask, nil, make([]float32, nLSE), make([]float32, nLSE*s.kept()), out)
 		},
-		do: func(in []G.Value) (G.Value, error) {
-			is32, err := checkDtype(name, in...)
-			if err != nil {
-				return nil, err
-			}
-			out := newTensor(in[0].Dtype(), nLSE, s.KLen)
-			if is32 {
-				topKForward(s, data[float32](in[0]), data[float32](in[1]), nil, maskData[float32](in, 2),
-					nil, make([]float32, nLSE), make([]float32, nLSE*s.kept()), data[float32](out))
-			} else {
-				topKForward(s, data[float64](in[0]), data[float64](in[1]), nil, maskData[float64](in, 2),
-					nil, make([]float64, nLSE), make([]float64, nLSE*s.kept()), data[float64](out))
-			}
-			return out, nil
-		},
-	}, children...)
+		func(q, k, mask, out []float64) {
+			topKForward(s, q, k, nil, mask, nil, make([]float64, nLSE), make([]float64, nLSE*s.kept()), out)
+		})
 }
 
 // keptKey is one entry of a query row's selection.
