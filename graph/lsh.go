@@ -12,8 +12,8 @@ import (
 
 // LSHShape is the shape of a Reformer (LSH) attention core: Batch
 // sequences of Len positions, Heads heads of HeadDim each (values as
-// wide as queries), the number of hash buckets and the chunk of the
-// sorted order whose queries attend together.
+// wide as queries), the number of hash buckets and the chunk of a
+// bucket's positions whose queries attend together.
 type LSHShape struct {
 	Batch, Len int
 	Heads      int
@@ -21,7 +21,7 @@ type LSHShape struct {
 	Causal     bool    // key j is visible to query i only when j <= i (original positions)
 	Scale      float64 // multiplies the scores; 0 means 1/sqrt(HeadDim)
 	Buckets    int     // n_b: even, or 1 for no hashing (every position in one bucket)
-	Chunk      int     // c: queries per chunk of the sorted order
+	Chunk      int     // c: queries per chunk of a bucket's run of the sorted order
 }
 
 // Attention is the attention shape of the same sizes (for MergeAttention
@@ -56,12 +56,19 @@ func (s LSHShape) Validate() error {
 // RotationSize entries: a random [HeadDim, Buckets/2] matrix R per head)
 // hashes position i of a head into the bucket h(i) = argmax([q_i R;
 // -q_i R]) (ties to the lower index), sorts the positions stably by
-// (bucket, position), cuts the sorted order into chunks of Chunk, and
-// lets each chunk's queries see the keys of their own and the previous
-// chunk that are in their bucket, unpadded (keyMask, by original
-// position), and, when causal, not after them. A query sees itself only
-// when it sees nothing else (Reformer's rule; a padded position sees no
-// key then and outputs 0). Per round, with V_r(i) the visible keys,
+// (bucket, position), and cuts each bucket's run of the sorted order
+// (its positions in increasing order) into chunks of Chunk, starting at
+// the run's first position: with rank_r(i) the number of earlier
+// positions in the bucket of i, the chunk of i is m_r(i) =
+// floor(rank_r(i) / Chunk). A query sees the keys j of its bucket with
+// m_r(j) = m_r(i) or m_r(i) - 1 (its own chunk and the previous chunk
+// of the same bucket, none for a bucket's first chunk) that are unpadded
+// (keyMask, by original position) and, when causal, not after it (j <=
+// i). A query sees itself only when it sees nothing else (Reformer's
+// rule; a padded position sees no key then and outputs 0). The rank of
+// i counts only earlier positions of its bucket, so under the causal
+// mask what a query sees depends on no later position: the causal form
+// is causal. Per round, with V_r(i) the visible keys,
 //
 //	s_ij = scale q_i . k_j,  lse_r(i) = log sum_{j in V_r(i)} exp(s_ij)
 //	out_r(i) = sum_{j in V_r(i)} exp(s_ij - lse_r(i)) v_j
@@ -73,16 +80,28 @@ func (s LSHShape) Validate() error {
 // not differentiated; the gradient reaches q as query and, through the
 // normalization, as key.
 //
+// Departure from the paper: the paper cuts chunks in the whole sorted
+// order, so a chunk can straddle two buckets and a query's chunk depends
+// on later positions (how many tokens of lower buckets precede it in the
+// sorted order, later positions included), a leak a decoder can exploit;
+// here chunks are cut within each bucket, which keeps the causal form
+// causal. The same chunking serves both directions. A bucket's last
+// chunk may be short, so a round has at most Len/Chunk + Buckets chunks.
+// With one bucket the two rules agree.
+//
 // Forward and backward (one op per round, one worker per (sequence,
 // head)): the buckets by one [Len, HeadDim] x [HeadDim, Buckets/2] GEMM,
-// a counting sort, then per chunk the Chunk x 2 Chunk scores by GEMM on
+// a counting sort, the chunk list (per chunk its span of the sorted order
+// and the start of its keys: the previous chunk of its bucket, or
+// itself), then per chunk the at most Chunk x 2 Chunk scores by GEMM on
 // gathered rows, the masked softmax, and the values' GEMM scattered back
 // to the original positions. The backward recomputes the buckets, the
 // sort and the scores from q and the rotations, and scatters dq, dk (into
 // the worker's own rows, then through the normalization into dq) and dv
 // race-free. Time O(n_r Len (HeadDim Buckets/2 + Chunk HeadDim)) plus
-// O(n_r Len) for the sorts; memory O(n_r Len) logsumexps besides the
-// outputs, and O(Len HeadDim + Chunk^2) per thread, never Len x Len.
+// O(n_r (Len + Buckets)) for the sorts and chunk lists; memory O(n_r
+// Len) logsumexps besides the outputs, and O(Len HeadDim + Chunk^2 +
+// Buckets) per thread, never Len x Len.
 func LSHAttention(q, v, keyMask *G.Node, rots [][]float64, s LSHShape) (*G.Node, error) {
 	if len(rots) == 0 {
 		return nil, fmt.Errorf("lsh attention: no hash rounds")
@@ -346,8 +365,15 @@ func lshWeights[T Float](s LSHShape, q, mask []T, rots [][]float64, w []T) {
 	}
 }
 
+// lshChunk is one chunk of a bucket's run of the sorted order: its
+// queries are perm[q0:q1], its keys perm[k0:q1], k0 the start of the
+// previous chunk of the same bucket (q0 - Chunk), or q0 for the bucket's
+// first chunk. The keys are contiguous in the sorted order because the
+// previous chunk of a bucket ends where the chunk starts.
+type lshChunk struct{ q0, q1, k0 int }
+
 // lshHead is one worker's state for a (sequence, head): the normalized
-// keys, the buckets and the sorted order, and chunk buffers.
+// keys, the buckets, the sorted order and its chunks, and chunk buffers.
 type lshHead[T Float] struct {
 	s              LSHShape
 	kn             []T       // [Len, HeadDim] normalized queries
@@ -355,19 +381,21 @@ type lshHead[T Float] struct {
 	proj           []T       // [Len, Buckets/2]
 	bucket, perm   []int
 	count          []int
+	chunks         []lshChunk
 	qc, kc, vc, sc []T // gathered chunk rows and scores
-	keys           []int
 }
 
 func newLSHHead[T Float](s LSHShape) *lshHead[T] {
 	c, d := s.Chunk, s.HeadDim
 	return &lshHead[T]{s: s, kn: make([]T, s.Len*d), inv: make([]float64, s.Len), proj: make([]T, s.Len*max(s.Buckets/2, 1)),
 		bucket: make([]int, s.Len), perm: make([]int, s.Len), count: make([]int, s.Buckets+1),
-		qc: make([]T, c*d), kc: make([]T, 2*c*d), vc: make([]T, 2*c*d), sc: make([]T, 2*c*c)}
+		qc: make([]T, c*d), kc: make([]T, 2*c*d), vc: make([]T, 2*c*d), sc: make([]T, 2*c*c),
+		chunks: make([]lshChunk, 0, s.Len/c+min(s.Buckets, s.Len)+1)}
 }
 
-// prepare normalizes the keys of sequence b, head h, hashes them with rot
-// and sorts the positions by (bucket, position).
+// prepare normalizes the keys of sequence b, head h, hashes them with rot,
+// sorts the positions by (bucket, position) and cuts each bucket's run of
+// the sorted order into chunks.
 func (w *lshHead[T]) prepare(q, rot []T, b, h int) {
 	s := w.s
 	d, dq := s.HeadDim, s.Heads*s.HeadDim
@@ -416,19 +444,31 @@ func (w *lshHead[T]) prepare(q, rot []T, b, h int) {
 		w.perm[w.count[bk]] = j
 		w.count[bk]++
 	}
+	// Now count[u] is the end of bucket u's run (count[u-1], or 0, its
+	// start): chunks of Chunk from the run's start, each keyed by itself
+	// and the previous chunk of the run.
+	w.chunks = w.chunks[:0]
+	c := s.Chunk
+	for u, start := 0, 0; u < s.Buckets; u++ {
+		end := w.count[u]
+		for q0 := start; q0 < end; q0 += c {
+			w.chunks = append(w.chunks, lshChunk{q0: q0, q1: min(q0+c, end), k0: max(start, q0-c)})
+		}
+		start = end
+	}
 }
 
-// chunk gathers chunk m's queries and keys (own and previous chunk of the
-// sorted order) and fills sc [nq, nk] with the scores, -Inf where the
-// query may not see the key: another bucket, padded, after it (causal),
-// or itself while it sees another key. It returns the chunk's query and
-// key positions.
+// chunk gathers chunk m's queries and keys (its own and the previous
+// chunk of its bucket, all in its bucket) and fills sc [nq, nk] with the
+// scores, -Inf where the query may not see the key: padded, after it
+// (causal), or itself while it sees another key. It returns the chunk's
+// query and key positions.
 func (w *lshHead[T]) chunk(q, mask []T, b, h, m int) (qs, ks []int) {
 	s := w.s
-	c, d, dq := s.Chunk, s.HeadDim, s.Heads*s.HeadDim
+	d, dq := s.HeadDim, s.Heads*s.HeadDim
 	off := b*s.Len*dq + h*d
-	qs = w.perm[m*c : min((m+1)*c, s.Len)]
-	ks = w.perm[max(0, (m-1)*c):min((m+1)*c, s.Len)]
+	ch := w.chunks[m]
+	qs, ks = w.perm[ch.q0:ch.q1], w.perm[ch.k0:ch.q1]
 	nq, nk := len(qs), len(ks)
 	for r, i := range qs {
 		copy(w.qc[r*d:][:d], q[off+i*dq:][:d])
@@ -442,7 +482,7 @@ func (w *lshHead[T]) chunk(q, mask []T, b, h, m int) (qs, ks []int) {
 		row := w.sc[r*nk:][:nk]
 		others, self := 0, -1
 		for x, j := range ks {
-			if w.bucket[j] != w.bucket[i] || s.Causal && j > i || mask != nil && mask[b*s.Len+j] == 0 {
+			if s.Causal && j > i || mask != nil && mask[b*s.Len+j] == 0 {
 				row[x] = neg
 				continue
 			}
@@ -471,7 +511,7 @@ func lshForward[T Float](s LSHShape, q, v, mask, rot, out, lse, weights, wlse []
 			b, h := bh/s.Heads, bh%s.Heads
 			off := b*s.Len*dq + h*d
 			w.prepare(q, rot, b, h)
-			for m := 0; m*s.Chunk < s.Len; m++ {
+			for m := range w.chunks {
 				qs, ks := w.chunk(q, mask, b, h, m)
 				nk := len(ks)
 				for r, i := range qs {
@@ -539,7 +579,7 @@ func lshBackward[T Float](s LSHShape, q, v, mask, rot, lse, do, dlse, dqOut, dvO
 			off := b*s.Len*dq + h*d
 			w.prepare(q, rot, b, h)
 			clear(dkn)
-			for m := 0; m*c < s.Len; m++ {
+			for m := range w.chunks {
 				qs, ks := w.chunk(q, mask, b, h, m)
 				nq, nk := len(qs), len(ks)
 				for r, i := range qs {

@@ -134,9 +134,10 @@ func sharedQKReference(s LSHShape, rounds int, q, v, rr []float64, visible lshVi
 
 // lshSelection is the LSH visibility predicate built the slow way: the
 // buckets by explicit products with the rotation columns, the order by a
-// stable sort on the buckets, each position's chunk from its rank; j is
-// visible to i when in its bucket, in its own or the previous chunk,
-// unpadded and (causal) not after it. margin is the smallest gap between
+// stable sort on the buckets, each position's chunk from its rank within
+// its bucket (the number of earlier positions counted directly, not from
+// the sorted order); j is visible to i when in its bucket, in its own or
+// the previous chunk of that bucket, unpadded and (causal) not after it. margin is the smallest gap between
 // a position's best and second-best hash projection.
 func lshSelection(s LSHShape, q, mask []float64, rots [][]float64) (vis lshVisible, margin float64) {
 	T, d, H := s.Len, s.HeadDim, s.Heads
@@ -174,13 +175,14 @@ func lshSelection(s LSHShape, q, mask []float64, rots [][]float64) (vis lshVisib
 						margin = math.Min(margin, sorted[len(sorted)-1]-sorted[len(sorted)-2])
 					}
 				}
-				order := make([]int, T)
-				for i := range order {
-					order[i] = i
-				}
-				slices.SortStableFunc(order, func(x, y int) int { return bk[x] - bk[y] })
 				ch := make([]int, T)
-				for rank, i := range order {
+				for i := 0; i < T; i++ {
+					rank := 0
+					for j := 0; j < i; j++ {
+						if bk[j] == bk[i] {
+							rank++
+						}
+					}
 					ch[i] = rank / s.Chunk
 				}
 				bucket[r][b][h], chunk[r][b][h] = bk, ch
@@ -492,6 +494,80 @@ func TestLSHFloat32(t *testing.T) {
 	}{{"output", Float64s(out.Value()), want.out}, {"dq", Float64s(dq), want.dq}, {"dv", Float64s(dv), want.dv}} {
 		if d := maxAbsDiff(x.got, x.want); !(d <= 1e-4) {
 			t.Errorf("%s: differs from the reference by %g", x.name, d)
+		}
+	}
+}
+
+// TestLSHCausalIsCausal: the causal op's output and logsumexp at positions
+// <= p do not change (beyond 1e-12 relative) when q and v at positions > p are redrawn, for every
+// p, with buckets larger than a chunk (several chunks per bucket), one to
+// two rounds; redrawing position p itself changes its output (so the test
+// can see a leak).
+func TestLSHCausalIsCausal(t *testing.T) {
+	rng := testRNG(t)
+	for _, s := range []LSHShape{
+		{Batch: 2, Len: 14, Heads: 2, HeadDim: 3, Causal: true, Buckets: 4, Chunk: 2},
+		{Batch: 1, Len: 16, Heads: 1, HeadDim: 4, Causal: true, Buckets: 2, Chunk: 3},
+	} {
+		n, w := s.Batch*s.Len, s.Heads*s.HeadDim
+		rots := randomRotations(rng, s, 2)
+		run := func(qd, vd []float64) (out, lse []float64) {
+			g := G.NewGraph()
+			q := Variable(g, "q", tensor.New(tensor.WithShape(n, w), tensor.WithBacking(slices.Clone(qd))))
+			v := Variable(g, "v", tensor.New(tensor.WithShape(n, w), tensor.WithBacking(slices.Clone(vd))))
+			o, l, err := LSHAttentionLSE(q, v, nil, rots[0], s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			merged, err := LSHAttention(q, v, nil, rots, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vm := G.NewTapeMachine(g)
+			defer vm.Close()
+			if err := vm.RunAll(); err != nil {
+				t.Fatal(err)
+			}
+			return append(slices.Clone(Float64s(o.Value())), Float64s(merged.Value())...), slices.Clone(Float64s(l.Value()))
+		}
+		qd, vd := Float64s(RandomTensor(rng, 1.5, n, w)), Float64s(RandomTensor(rng, 1, n, w))
+		out0, lse0 := run(qd, vd)
+		for p := 0; p < s.Len-1; p++ {
+			q2, v2 := slices.Clone(qd), slices.Clone(vd)
+			for b := 0; b < s.Batch; b++ {
+				for i := p + 1; i < s.Len; i++ {
+					for c := 0; c < w; c++ {
+						q2[(b*s.Len+i)*w+c], v2[(b*s.Len+i)*w+c] = 1.5*rng.NormFloat64(), rng.NormFloat64()
+					}
+				}
+			}
+			out, lse := run(q2, v2)
+			for part := 0; part < 2; part++ {
+				for b := 0; b < s.Batch; b++ {
+					for i := 0; i <= p; i++ {
+						for c := 0; c < w; c++ {
+							if r := part*n*w + (b*s.Len+i)*w + c; math.Abs(out[r]-out0[r]) > 1e-12*(1+math.Abs(out0[r])) {
+								t.Fatalf("%+v: redrawing positions > %d changed the output (merged %v) at %d of sequence %d", s, p, part == 1, i, b)
+							}
+						}
+					}
+				}
+			}
+			for bh := 0; bh < s.Batch*s.Heads; bh++ {
+				for i := 0; i <= p; i++ {
+					if r := bh*s.Len + i; math.Abs(lse[r]-lse0[r]) > 1e-12*(1+math.Abs(lse0[r])) {
+						t.Fatalf("%+v: redrawing positions > %d changed the logsumexp at %d of row %d", s, p, i, bh)
+					}
+				}
+			}
+		}
+		q2 := slices.Clone(qd)
+		for c := 0; c < w; c++ {
+			q2[5*w+c] = -q2[5*w+c] + 0.3
+		}
+		out, _ := run(q2, vd)
+		if d := maxAbsDiff(out[5*w:6*w], out0[5*w:6*w]); d == 0 {
+			t.Errorf("%+v: changing position 5 left its output unchanged: the test cannot see a leak", s)
 		}
 	}
 }

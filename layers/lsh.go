@@ -16,13 +16,17 @@ import (
 //	q = x Wq,  k_j = q_j / |q_j|,  v = x Wv
 //	h_r(i) = argmax([q_i R_r; -q_i R_r])           (R_r [d, n_b/2] random, per round and head)
 //
-// Per round r the positions are sorted by (h_r, position) and the sorted
-// order is cut into chunks of c; a query sees the keys of its own and the
-// previous chunk that are in its bucket, unpadded and, when causal, not
-// after it (original positions), and itself only when it sees nothing
+// Per round r the positions are sorted by (h_r, position) and each
+// bucket's run of the sorted order (its positions, in increasing order) is
+// cut into chunks of c from the run's first position: the chunk of i is
+// m_r(i) = floor(rank_r(i) / c), rank_r(i) the number of earlier positions
+// in its bucket. A query sees the keys of its own chunk and of the
+// previous chunk of the same bucket that are unpadded and, when causal,
+// not after it (original positions), and itself only when it sees nothing
 // else (the paper's rule; a padded position then sees no key and outputs
-// 0). With s_ij = q_i . k_j / sqrt(d), the rounds' visible pairs pool into
-// one softmax,
+// 0). The rank counts only earlier positions of the bucket, so the causal
+// form is causal: no output depends on a later position. With
+// s_ij = q_i . k_j / sqrt(d), the rounds' visible pairs pool into one softmax,
 //
 //	head_h(i) = sum_r sum_{j in V_r(i)} exp(s_ij - L_i) v_j,
 //	L_i = log sum_r sum_{j in V_r(i)} exp(s_ij)
@@ -39,8 +43,13 @@ import (
 // score is ever formed. Departures from the paper: a key visible in
 // several rounds is counted once per round (the paper subtracts log of
 // that count, deduplicating); ties in the hash go to the lower bucket;
-// chunks are cut in one sorted order of all buckets (as the paper), so a
-// bucket larger than a chunk is seen only partly; positions are added to
+// the paper cuts chunks in the whole sorted order, so a chunk can straddle
+// two buckets and a query's chunk depends on later positions (how many
+// tokens of lower buckets precede it, later ones included); here chunks
+// are cut within each bucket, which keeps the causal form causal (one
+// chunking for both directions; a bucket larger than 2c is still seen
+// only partly, a bucket's last chunk may be short; the Cores log's score
+// count is an upper bound, exact for one bucket); positions are added to
 // the input (learned, sinusoidal) or absent, never rotated into q
 // (rope-style schemes and ALiBi are refused); no reversible layers or
 // chunked feed-forward (those are the rest of the Reformer, not its
@@ -52,14 +61,14 @@ type LSH struct {
 }
 
 func init() {
-	Register("lsh", "Reformer's LSH attention: shared QK, random-rotation buckets, sort, chunks see own and previous chunk, n rounds merged (Kitaev et al. 2020); O(T c d)",
+	Register("lsh", "Reformer's LSH attention: shared QK, random-rotation buckets, sort, chunks cut within each bucket see own and previous chunk, n rounds merged (Kitaev et al. 2020); O(T c d)",
 		Support{Causal: true, Bidirectional: true, Padding: true, Positions: []string{"learned", "sinusoidal", "none"},
 			Why:          Refusals{Positions: "its keys are the normalized queries, hashed into buckets; rotary positions and ALiBi are not applied to them"},
 			CheckOptions: map[string]any{"buckets": 2, "hashes": 2, "chunk": 2}, NonSmooth: true},
 		[]config.OptionSpec{
 			{Name: "buckets", Kind: config.Int, Default: 16, Help: "n_b: hash buckets per round, even (1: no hashing, one bucket)"},
 			{Name: "hashes", Kind: config.Int, Default: 4, Help: "n_r: hash rounds, merged through their logsumexps"},
-			{Name: "chunk", Kind: config.Int, Default: 64, Help: "c: queries per chunk of the sorted order; each sees its own and the previous chunk"},
+			{Name: "chunk", Kind: config.Int, Default: 64, Help: "c: queries per chunk, cut within each bucket; each sees its own and its bucket's previous chunk"},
 			{Name: "bias", Kind: config.Bool, Default: true, Help: "biases in the q, v and output projections"},
 		},
 		func(s Spec) (Attention, error) {
@@ -108,7 +117,13 @@ func (a *LSH) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 		}
 	}
 	if c.Cores != nil {
-		var scores int64 // per round and head: each chunk's queries times its keys
+		// An upper bound, exact when every position of a round and head
+		// falls in one bucket: the chunks' queries times their keys as if
+		// one bucket held all T positions. The exact count depends on the
+		// bucket sizes n_u, known only in the forward: sum_u f(n_u) with
+		// f(n) = sum_m nq_m^2 + c max(0, n - c), nq_m the chunk sizes,
+		// and f is superadditive (so sum_u f(n_u) <= f(T)).
+		var scores int64
 		for m := 0; m*a.chunk < c.SeqLen; m++ {
 			nq := min(a.chunk, c.SeqLen-m*a.chunk)
 			nk := min((m+1)*a.chunk, c.SeqLen) - max(0, (m-1)*a.chunk)
