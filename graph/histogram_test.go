@@ -151,58 +151,11 @@ func histogramReference(s HistogramShape, q, k, v, mask, r, rl []float64) histRe
 // histogramReference does (gap aside).
 func runHistogram(t *testing.T, s HistogramShape, qt, kt, vt, mt, rt, rlt *tensor.Dense) histRef {
 	t.Helper()
-	g := G.NewGraph()
-	q, k, v := Variable(g, "q", qt.Clone().(*tensor.Dense)), Variable(g, "k", kt.Clone().(*tensor.Dense)), Variable(g, "v", vt.Clone().(*tensor.Dense))
-	var m *G.Node
-	if mt != nil {
-		m = Variable(g, "mask", mt.Clone().(*tensor.Dense))
-	}
-	out, lse, err := HistogramAttentionLSE(q, k, v, m, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := HistogramWeights(q, k, m, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prod, err := G.HadamardProd(out, Variable(g, "r", rt.Clone().(*tensor.Dense)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss, err := G.Sum(prod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rlt != nil {
-		lp, err := G.HadamardProd(lse, Variable(g, "rl", rlt.Clone().(*tensor.Dense)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls, err := G.Sum(lp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if loss, err = G.Add(loss, ls); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := G.Grad(loss, q, k, v); err != nil {
-		t.Fatal(err)
-	}
-	vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
-	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	val := func(n *G.Node) []float64 { return append([]float64(nil), Float64s(n.Value())...) }
-	grad := func(n *G.Node) []float64 {
-		gv, err := n.Grad()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return append([]float64(nil), Float64s(gv)...)
-	}
-	return histRef{out: val(out), lse: val(lse), weights: val(w), dq: grad(q), dk: grad(k), dv: grad(v)}
+	r := runMappedCore(t, coreOps{
+		attend:  func(q, k, v, m *G.Node) (*G.Node, *G.Node, error) { return HistogramAttentionLSE(q, k, v, m, s) },
+		weights: func(q, k, m *G.Node) (*G.Node, error) { return HistogramWeights(q, k, m, s) },
+	}, qt, kt, vt, mt, rt, rlt)
+	return histRef{out: r.out, lse: r.lse, weights: r.weights, dq: r.dq, dk: r.dk, dv: r.dv}
 }
 
 // TestHistogramMatchesReference: the op's output, logsumexp, map

@@ -142,58 +142,11 @@ func topKReference(s TopKShape, q, k, v, mask, r, rl []float64) topKRef {
 // (gap aside).
 func runTopK(t *testing.T, s TopKShape, qt, kt, vt, mt, rt, rlt *tensor.Dense) topKRef {
 	t.Helper()
-	g := G.NewGraph()
-	q, k, v := Variable(g, "q", qt.Clone().(*tensor.Dense)), Variable(g, "k", kt.Clone().(*tensor.Dense)), Variable(g, "v", vt.Clone().(*tensor.Dense))
-	var m *G.Node
-	if mt != nil {
-		m = Variable(g, "mask", mt.Clone().(*tensor.Dense))
-	}
-	out, lse, err := TopKAttentionLSE(q, k, v, m, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := TopKWeights(q, k, m, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prod, err := G.HadamardProd(out, Variable(g, "r", rt.Clone().(*tensor.Dense)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss, err := G.Sum(prod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rlt != nil {
-		lp, err := G.HadamardProd(lse, Variable(g, "rl", rlt.Clone().(*tensor.Dense)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls, err := G.Sum(lp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if loss, err = G.Add(loss, ls); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := G.Grad(loss, q, k, v); err != nil {
-		t.Fatal(err)
-	}
-	vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
-	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	val := func(n *G.Node) []float64 { return append([]float64(nil), Float64s(n.Value())...) }
-	grad := func(n *G.Node) []float64 {
-		gv, err := n.Grad()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return append([]float64(nil), Float64s(gv)...)
-	}
-	return topKRef{out: val(out), lse: val(lse), weights: val(w), dq: grad(q), dk: grad(k), dv: grad(v)}
+	r := runMappedCore(t, coreOps{
+		attend:  func(q, k, v, m *G.Node) (*G.Node, *G.Node, error) { return TopKAttentionLSE(q, k, v, m, s) },
+		weights: func(q, k, m *G.Node) (*G.Node, error) { return TopKWeights(q, k, m, s) },
+	}, qt, kt, vt, mt, rt, rlt)
+	return topKRef{out: r.out, lse: r.lse, weights: r.weights, dq: r.dq, dk: r.dk, dv: r.dv}
 }
 
 // integerTensor has entries drawn from {-1, 0, 1}: with Scale 1 every score

@@ -1,0 +1,82 @@
+package graph
+
+import (
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// coreRun is what a content-based core op gives for one set of inputs:
+// its output, logsumexp and map, and the q, k and v gradients of the
+// loss sum(out * r) + sum(lse * rl).
+type coreRun struct {
+	out, lse, weights, dq, dk, dv []float64
+}
+
+// coreOps builds a core and its map over the graph's q, k, v and key mask
+// (nil: none), as TopKAttentionLSE and TopKWeights do.
+type coreOps struct {
+	attend  func(q, k, v, mask *G.Node) (out, lse *G.Node, err error)
+	weights func(q, k, mask *G.Node) (*G.Node, error)
+}
+
+// runMappedCore runs ops on copies of the inputs with loss sum(out * r) +
+// sum(lse * rl) (rlt nil: no lse term) and returns the values and the
+// gradients of q, k and v; the reference tests of topk, routing and
+// histogram compare it with their slow references.
+func runMappedCore(t *testing.T, ops coreOps, qt, kt, vt, mt, rt, rlt *tensor.Dense) coreRun {
+	t.Helper()
+	g := G.NewGraph()
+	q, k, v := Variable(g, "q", qt.Clone().(*tensor.Dense)), Variable(g, "k", kt.Clone().(*tensor.Dense)), Variable(g, "v", vt.Clone().(*tensor.Dense))
+	var m *G.Node
+	if mt != nil {
+		m = Variable(g, "mask", mt.Clone().(*tensor.Dense))
+	}
+	out, lse, err := ops.attend(q, k, v, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := ops.weights(q, k, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod, err := G.HadamardProd(out, Variable(g, "r", rt.Clone().(*tensor.Dense)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loss, err := G.Sum(prod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rlt != nil {
+		lp, err := G.HadamardProd(lse, Variable(g, "rl", rlt.Clone().(*tensor.Dense)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls, err := G.Sum(lp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loss, err = G.Add(loss, ls); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := G.Grad(loss, q, k, v); err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	val := func(n *G.Node) []float64 { return append([]float64(nil), Float64s(n.Value())...) }
+	grad := func(n *G.Node) []float64 {
+		gv, err := n.Grad()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append([]float64(nil), Float64s(gv)...)
+	}
+	return coreRun{out: val(out), lse: val(lse), weights: val(w), dq: grad(q), dk: grad(k), dv: grad(v)}
+}
