@@ -235,34 +235,8 @@ func TestHMTGradients(t *testing.T) {
 			const T = 8
 			mc, tc := memModel(T, c.mem)
 			mc.Positional = c.pos
-			task, err := data.New(tc, 3)
-			if err != nil {
-				t.Fatal(err)
-			}
-			store, _ := graph.NewStore(tensor.Float64, 5)
-			m, err := Build(mc, task, store, 2)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b := data.NewBatch(task, 2)
-			task.Fill(b, data.Train, 0)
 			L := c.mem.Options["segment"].(int)
-			for i := range b.LossMask {
-				b.LossMask[i] = 1
-				if c.scored > 0 && (i%T)/L >= c.scored {
-					b.LossMask[i] = 0
-				}
-			}
-			if err := m.Feed(b); err != nil {
-				t.Fatal(err)
-			}
-			res, err := graph.GradCheck{Seed: 9, MaxPerInput: 6, Eps: 1e-6}.Run(m.Graph, m.Loss, m.Params)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !res.Pass {
-				t.Error(res)
-			}
+			memGradCheck(t, mc, tc, 6, func(i int) bool { return c.scored == 0 || i/L < c.scored })
 		})
 	}
 }
@@ -276,15 +250,7 @@ func TestHMTGradients(t *testing.T) {
 // keep their gradients under truncation (they act inside the segment).
 func TestHMTTruncation(t *testing.T) {
 	const T, L = 6, 2
-	scoreSegment := func(s int) []float64 {
-		w := make([]float64, 2*T)
-		for b := 0; b < 2; b++ {
-			for j := 0; j < L; j++ {
-				w[b*T+s*L+j] = 1
-			}
-		}
-		return w
-	}
+	scoreSegment := func(s int) []float64 { return segmentMask(T, L, s) }
 	norm := func(bptt, scored int, param string) float64 {
 		mc, tc := memModel(T, hmtMem(L, 1, 2, 1, bptt))
 		g, ok := memRun(t, mc, tc, 2, scoreSegment(scored), nil).grads[param]

@@ -149,30 +149,7 @@ func TestMemoryGradients(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			mc, tc := memModel(6, c.mem)
 			mc.Positional = c.pos
-			task, err := data.New(tc, 3)
-			if err != nil {
-				t.Fatal(err)
-			}
-			store, _ := graph.NewStore(tensor.Float64, 5)
-			m, err := Build(mc, task, store, 2)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b := data.NewBatch(task, 2)
-			task.Fill(b, data.Train, 0)
-			for i := range b.LossMask { // score every position, so that every segment's loss counts
-				b.LossMask[i] = 1
-			}
-			if err := m.Feed(b); err != nil {
-				t.Fatal(err)
-			}
-			res, err := graph.GradCheck{Seed: 9, MaxPerInput: 12, Eps: 1e-6}.Run(m.Graph, m.Loss, m.Params)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !res.Pass {
-				t.Error(res)
-			}
+			memGradCheck(t, mc, tc, 12, func(int) bool { return true }) // every segment's loss counts
 		})
 	}
 }
@@ -184,15 +161,7 @@ func TestMemoryGradients(t *testing.T) {
 // loss with bptt_segments 2 (the window {0, 1}).
 func TestMemoryTruncation(t *testing.T) {
 	const T, L = 6, 2
-	scoreSegment := func(s int) []float64 {
-		w := make([]float64, 2*T)
-		for b := 0; b < 2; b++ {
-			for j := 0; j < L; j++ {
-				w[b*T+s*L+j] = 1
-			}
-		}
-		return w
-	}
+	scoreSegment := func(s int) []float64 { return segmentMask(T, L, s) }
 	for _, c := range []struct{ kind, opt, param string }{{"rmt", "memory_tokens", "memory.init"}, {"memformer", "slots", "memory.slots"}} {
 		norm := func(bptt, scored int) float64 {
 			mc, tc := memModel(T, config.Component{Kind: c.kind, Options: map[string]any{"segment": L, c.opt: 2, "bptt_segments": bptt}})
@@ -392,4 +361,51 @@ func TestMemoryReachesLaterSegments(t *testing.T) {
 			}
 		})
 	}
+}
+
+// memGradCheck gradient-checks (float64 finite differences) every
+// parameter of model mc on task tc, batch 2, with the loss over the
+// positions i (of each sequence) that scored(i) keeps.
+func memGradCheck(t *testing.T, mc config.Model, tc config.Component, maxPerInput int, scored func(i int) bool) {
+	t.Helper()
+	task, err := data.New(tc, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, _ := graph.NewStore(tensor.Float64, 5)
+	m, err := Build(mc, task, store, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := data.NewBatch(task, 2)
+	task.Fill(b, data.Train, 0)
+	T := task.SeqLen()
+	for i := range b.LossMask {
+		b.LossMask[i] = 0
+		if scored(i % T) {
+			b.LossMask[i] = 1
+		}
+	}
+	if err := m.Feed(b); err != nil {
+		t.Fatal(err)
+	}
+	res, err := graph.GradCheck{Seed: 9, MaxPerInput: maxPerInput, Eps: 1e-6}.Run(m.Graph, m.Loss, m.Params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Pass {
+		t.Error(res)
+	}
+}
+
+// segmentMask is a loss mask for 2 sequences of T positions that scores
+// only segment s (positions s*L .. s*L+L-1).
+func segmentMask(T, L, s int) []float64 {
+	w := make([]float64, 2*T)
+	for b := 0; b < 2; b++ {
+		for j := 0; j < L; j++ {
+			w[b*T+s*L+j] = 1
+		}
+	}
+	return w
 }
