@@ -24,6 +24,9 @@ type BenchResult struct {
 	Name      string `json:"name"`
 	Model     string `json:"model"`
 	Attention string `json:"attention"`
+	// Memory is the model.memory kind and segment ("rmt, segments of
+	// 64"), empty for a plain model.
+	Memory    string `json:"memory,omitempty"`
 	Task      string `json:"task"`
 	DType     string `json:"dtype"`
 	SeqLen    int    `json:"seq_len"`
@@ -114,8 +117,15 @@ func Bench(exp config.Experiment, warmup, steps int) (*BenchResult, error) {
 		}
 		loss = res.Loss
 	}
+	memory := ""
+	if k := exp.Model.Memory.Kind; k != "" && k != "none" {
+		memory = k
+		if seg, ok := exp.Model.Memory.Options["segment"]; ok {
+			memory = fmt.Sprintf("%s, segments of %v", k, seg)
+		}
+	}
 	r := &BenchResult{
-		Name: exp.Name, Model: exp.Model.Kind, Attention: exp.Model.Attention.Kind, Task: exp.Task.Kind, DType: exp.DType,
+		Name: exp.Name, Model: exp.Model.Kind, Attention: exp.Model.Attention.Kind, Memory: memory, Task: exp.Task.Kind, DType: exp.DType,
 		SeqLen: s.Task.SeqLen(), BatchSize: tr.BatchSize, Params: s.Store.NumElements(),
 		Threads: runtime.GOMAXPROCS(0), BLAS: graph.BLASName(), Warmup: warmup, Steps: steps, BuildSeconds: build,
 		StepMsMedian: median(stepMs), StepMsMin: slices.Min(stepMs), StepMsMax: slices.Max(stepMs),

@@ -40,6 +40,20 @@ func TestBenchTiny(t *testing.T) {
 	if _, err := Bench(exp, 0, 0); !IsBadInput(err) {
 		t.Errorf("0 steps: got %v, want a bad-input error", err)
 	}
+	if r.Memory != "" {
+		t.Errorf("a plain model reports memory %q", r.Memory)
+	}
+	if err := exp.Set("model.memory.kind=rmt"); err != nil {
+		t.Fatal(err)
+	}
+	if err := exp.Set("model.memory.segment=8"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = Bench(exp, 0, 1); err != nil {
+		t.Fatal(err)
+	} else if r.Memory != "rmt, segments of 8" {
+		t.Errorf("a memory model reports memory %q, want %q", r.Memory, "rmt, segments of 8")
+	}
 }
 
 func TestBenchAttentionTiny(t *testing.T) {

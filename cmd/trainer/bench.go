@@ -113,8 +113,12 @@ func loadBenchExperiment(cfgPath string, sets []string, notes io.Writer) (config
 }
 
 func printModelBench(w io.Writer, r *train.BenchResult) {
-	fmt.Fprintf(w, "bench %s: %s, %s attention, task %s, T=%d, batch %d, %s, %d params\n",
-		r.Name, r.Model, r.Attention, r.Task, r.SeqLen, r.BatchSize, r.DType, r.Params)
+	memory := ""
+	if r.Memory != "" {
+		memory = ", memory " + r.Memory
+	}
+	fmt.Fprintf(w, "bench %s: %s, %s attention%s, task %s, T=%d, batch %d, %s, %d params\n",
+		r.Name, r.Model, r.Attention, memory, r.Task, r.SeqLen, r.BatchSize, r.DType, r.Params)
 	fmt.Fprintf(w, "%d threads (GOMAXPROCS), BLAS %s; %d warm-up + %d timed steps; build %.2fs\n",
 		r.Threads, r.BLAS, r.Warmup, r.Steps, r.BuildSeconds)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
