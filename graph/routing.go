@@ -80,11 +80,14 @@ func (s RoutingShape) checkCentroids(centroids *Param) (string, error) {
 	return centroids.Name, nil
 }
 
-// RoutingStats is the sink of the k-means statistics of one routing core:
-// each forward of RoutingAttention overwrites it with, per routing head
-// and cluster, the sum of the unit-normalized queries and keys assigned
-// there (unpadded tokens only, summed over the batch) and their count;
-// UpdateCentroids consumes it.
+// RoutingStats is the sink of the k-means statistics of a routing layer:
+// each forward of RoutingAttention adds to it, per routing head and
+// cluster, the sum of the unit-normalized queries and keys assigned there
+// (unpadded tokens only, summed over the batch) and their count, and
+// UpdateCentroids consumes it. Several cores may share one sink (a layer
+// run on each segment of a memory model), so that one update per step
+// sees every segment's assignments; the update's mean is the same
+// whether a forward ran once or twice on the same data.
 type RoutingStats struct {
 	headDim int
 	Sum     []float64 // [RoutingHeads*Clusters*HeadDim]
@@ -149,8 +152,8 @@ func (st *RoutingStats) UpdateCentroids(mu []float64, decay float64) {
 // value (a float64 store buffer that training moves between steps), and
 // saves c_q and c_k per (sequence, head, position) after O and L, so the
 // backward uses the forward's assignments whatever the centroids do
-// afterwards. When stats is not nil the forward overwrites it with the
-// k-means statistics of its assignments (RoutingStats).
+// afterwards. When stats is not nil the forward adds the k-means
+// statistics of its assignments to it (RoutingStats).
 //
 // Forward, per (sequence, head): the assignments (O(T C d)), a counting
 // sort of the keys by cluster that gathers each cluster's keys and values
@@ -384,7 +387,7 @@ func planRouting[T Float](bl *routingBlocks, causal bool, w int, cq, ck []T, sta
 // routingForward fills, for every (sequence, head), the assignments
 // saved[:B*H*T] (c_q) and saved[B*H*T:] (c_k, -1 for padded keys), lse and,
 // when v is not nil, the output rows; when weights is not nil it writes
-// the dense map; when stats is not nil it overwrites them.
+// the dense map; when stats is not nil it adds to them.
 func routingForward[T Float](s RoutingShape, mu []float64, q, k, v, mask, out, lse, saved, weights []T, stats *RoutingStats) {
 	T_, hd := s.QLen, s.HeadDim
 	dq := s.Heads * hd
@@ -549,9 +552,7 @@ func routingForward[T Float](s RoutingShape, mu []float64, q, k, v, mask, out, l
 			}
 		}
 	})
-	if stats != nil {
-		clear(stats.Sum)
-		clear(stats.Count)
+	if stats != nil { // added to what the sink holds (UpdateCentroids clears it)
 		for b := 0; b < s.Batch; b++ { // in a fixed order: deterministic sums
 			for hr := 0; hr < rh; hr++ {
 				ps := part[(b*rh+hr)*stride : (b*rh+hr+1)*stride]

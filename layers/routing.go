@@ -33,9 +33,10 @@ import (
 //
 // Centroids: a store state buffer "centroids" [routing heads * C, d],
 // drawn N(0, 1), that checkpoints save and restore. Each forward pass
-// writes per cluster the sum and count of the unit queries and keys
-// assigned to it (unpadded tokens, summed over the batch) into a sink of
-// its graph; after each optimizer step the training model applies the
+// adds per cluster the sum and count of the unit queries and keys
+// assigned to it (unpadded tokens, summed over the batch) to a sink of
+// its graph (one per layer, shared by the segments of a memory model);
+// after each optimizer step the training model applies the
 // EMA (Context.AddStateUpdate) mu_c <- lambda mu_c + (1 - lambda) sum_c /
 // count_c for clusters with count > 0, renormalizes mu_c to unit length,
 // and clears the sink. The evaluation graph's updates never run, so
@@ -127,14 +128,24 @@ func (a *Routing) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 		if centroids, err = s.Binder().Store().StateBuffer(s.Name("centroids"), rs.CentroidShape(), graph.Normal(1)); err != nil {
 			return nil, fmt.Errorf("model.attention (routing): %w", err)
 		}
-		// The sink belongs to this graph; only the training model runs
+		// The sink belongs to this graph, one per layer however often its
+		// Forward runs (each segment of a memory model), so that one
+		// update per step sees all of them; only the training model runs
 		// its update (Context.AddStateUpdate).
-		stats = graph.NewRoutingStats(rs)
 		mu := centroids
-		c.AddStateUpdate(func() error {
-			stats.UpdateCentroids(mu.Value.Data().([]float64), a.decay)
-			return nil
-		})
+		newSink := func() any {
+			st := graph.NewRoutingStats(rs)
+			c.AddStateUpdate(func() error {
+				st.UpdateCentroids(mu.Value.Data().([]float64), a.decay)
+				return nil
+			})
+			return st
+		}
+		if c.Steps != nil {
+			stats = c.Steps.Shared(s.Name("centroids"), newSink).(*graph.RoutingStats)
+		} else {
+			stats = newSink().(*graph.RoutingStats)
+		}
 	}
 	o, err := a.core(q, k, v, c, rs, centroids, stats)
 	if err != nil {

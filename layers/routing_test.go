@@ -1,6 +1,7 @@
 package layers
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -216,4 +217,53 @@ func routingMaxDiff(a, b []float64) float64 {
 		d = math.Max(d, math.Abs(a[i]-b[i]))
 	}
 	return d
+}
+
+// TestRoutingSegmentsShareOneSink: a routing layer whose Forward runs
+// several times in one graph (each segment of a memory model) keeps one
+// statistics sink and registers one update, and each run adds its
+// assignments to the sink: after two runs every routing head has counted
+// each token's query and key twice over.
+func TestRoutingSegmentsShareOneSink(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 5))
+	const batch, T, d, heads, clusters = 2, 6, 8, 2, 3
+	store, err := graph.NewStore(tensor.Float64, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := NewAttention(config.Component{Kind: "routing", Options: map[string]any{"clusters": clusters, "window": 2}},
+		Spec{DModel: d, Heads: heads, NLayers: 1, Causal: true, Pos: CheckSetting{Positional: "none"}.Position()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := G.NewGraph()
+	steps := &StepInputs{}
+	c := Context{Shape: Shape{Batch: batch, SeqLen: T, DModel: d}, Causal: true, Steps: steps}
+	scope := NewScope(store.Bind(g)).Sub("attn")
+	for i := 0; i < 2; i++ {
+		x := graph.Variable(g, fmt.Sprintf("x%d", i), graph.RandomTensor(rng, 1, batch*T, d))
+		if _, err := a.Forward(scope, x, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(steps.updates); n != 1 {
+		t.Fatalf("two runs of one layer registered %d state updates, want 1", n)
+	}
+	m := G.NewTapeMachine(g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	sink := steps.shared[scope.Name("centroids")].(*graph.RoutingStats)
+	for h := 0; h < heads; h++ {
+		n := 0.0
+		for _, x := range sink.Count[h*clusters : (h+1)*clusters] {
+			n += x
+		}
+		if want := float64(2 * 2 * batch * T); n != want {
+			t.Errorf("routing head %d counted %g queries and keys, want %g (two runs)", h, n, want)
+		}
+	}
 }

@@ -32,6 +32,7 @@ type StepInput struct {
 type StepInputs struct {
 	inputs  []StepInput
 	updates []func() error
+	shared  map[string]any
 	buf     []float64
 }
 
@@ -132,4 +133,20 @@ func (c Context) AddStateUpdate(update func() error) {
 	if c.Steps != nil {
 		c.Steps.AddUpdate(update)
 	}
+}
+
+// Shared returns the value a layer keeps under key for this model's
+// graph, made by build the first time: state that several calls of one
+// layer's Forward in one graph share (a routing layer run on each segment
+// of a memory model keeps one statistics sink and registers one update).
+func (s *StepInputs) Shared(key string, build func() any) any {
+	if s.shared == nil {
+		s.shared = map[string]any{}
+	}
+	v, ok := s.shared[key]
+	if !ok {
+		v = build()
+		s.shared[key] = v
+	}
+	return v
 }
