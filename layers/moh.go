@@ -73,7 +73,7 @@ type MixtureOfHeads struct {
 
 func init() {
 	Register("moh", "mixture-of-head attention (Jin et al. 2024): a router weighs shared heads and picks each token's top-k routed heads",
-		Support{Causal: true, Bidirectional: true, Padding: true, Positions: Positions},
+		Support{Causal: true, Bidirectional: true, Padding: true, Positions: Positions, NonSmooth: true},
 		[]config.OptionSpec{
 			{Name: "shared_heads", Kind: config.Int, Default: 1, Help: "heads every token uses, in [0, n_heads]; the rest are routed"},
 			{Name: "top_k", Kind: config.Int, Default: 1, Help: "routed heads each token uses, in [1, n_heads - shared_heads] (ignored without routed heads)"},

@@ -30,8 +30,9 @@ type Support struct {
 	// 2, not 128).
 	CheckOptions map[string]any
 	// NonSmooth marks a variant that is not twice differentiable
-	// everywhere: it selects keys by content (top-k, hashing, clustering,
-	// sorting: at a tie the selection flips) or its feature map has a kink
+	// everywhere: it selects keys or heads by content (top-k, hashing,
+	// clustering, sorting, moh's top-k heads: at a tie the selection flips)
+	// or its feature map has a kink
 	// (linear attention's elu + 1, whose second derivative jumps at 0). A
 	// finite-difference step that crosses such a point gives an inaccurate
 	// numeric gradient. CheckAttention therefore retries a failing check
