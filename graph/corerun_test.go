@@ -80,3 +80,87 @@ func runMappedCore(t *testing.T, ops coreOps, qt, kt, vt, mt, rt, rlt *tensor.De
 	}
 	return coreRun{out: val(out), lse: val(lse), weights: val(w), dq: grad(q), dk: grad(k), dv: grad(v)}
 }
+
+// gradCheckCore finite-difference checks the q, k and v gradients of a
+// core's output and, separately, of its logsumexp, on copies of the
+// inputs (mt nil: no key mask).
+func gradCheckCore(t *testing.T, attend func(q, k, v, mask *G.Node) (out, lse *G.Node, err error), qt, kt, vt, mt *tensor.Dense) {
+	t.Helper()
+	for _, lse := range []bool{false, true} {
+		g := G.NewGraph()
+		q, k, v := Variable(g, "q", qt.Clone().(*tensor.Dense)), Variable(g, "k", kt.Clone().(*tensor.Dense)), Variable(g, "v", vt.Clone().(*tensor.Dense))
+		var m *G.Node
+		if mt != nil {
+			m = Variable(g, "mask", mt.Clone().(*tensor.Dense))
+		}
+		out, l, err := attend(q, k, v, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lse {
+			out = l
+		}
+		res, err := GradCheck{}.Run(g, out, []*G.Node{q, k, v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Pass {
+			t.Errorf("lse %v: %s", lse, res)
+		}
+	}
+}
+
+// toFloat32 is a float32 copy of x.
+func toFloat32(x *tensor.Dense) *tensor.Dense {
+	d := Float64s(x)
+	out := make([]float32, len(d))
+	for i, v := range d {
+		out[i] = float32(v)
+	}
+	return tensor.New(tensor.WithShape(x.Shape().Clone()...), tensor.WithBacking(out))
+}
+
+// checkFloat32Core runs a core in float32 on the inputs (no key mask)
+// with loss sum(out * r) and fails where its output or q, k, v gradients
+// differ from the float64 reference want by more than 1e-4.
+func checkFloat32Core(t *testing.T, what string, attend func(q, k, v *G.Node) (*G.Node, error), qt, kt, vt, rt *tensor.Dense, want coreRun) {
+	t.Helper()
+	g := G.NewGraph()
+	q, k, v := Variable(g, "q", toFloat32(qt)), Variable(g, "k", toFloat32(kt)), Variable(g, "v", toFloat32(vt))
+	out, err := attend(q, k, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod, err := G.HadamardProd(out, Variable(g, "r", toFloat32(rt)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loss, err := G.Sum(prod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := G.Grad(loss, q, k, v); err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []struct {
+		name string
+		n    *G.Node
+		want []float64
+		grad bool
+	}{{"output", out, want.out, false}, {"dq", q, want.dq, true}, {"dk", k, want.dk, true}, {"dv", v, want.dv, true}} {
+		val := x.n.Value()
+		if x.grad {
+			if val, err = x.n.Grad(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := maxAbsDiff(Float64s(val), x.want); !(d <= 1e-4) {
+			t.Errorf("%s%s differs from the reference by %g", what, x.name, d)
+		}
+	}
+}

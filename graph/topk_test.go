@@ -272,28 +272,7 @@ func TestTopKGradCheck(t *testing.T) {
 					break
 				}
 			}
-			for _, lse := range []bool{false, true} {
-				g := G.NewGraph()
-				q, k, v := Variable(g, "q", qt.Clone().(*tensor.Dense)), Variable(g, "k", kt.Clone().(*tensor.Dense)), Variable(g, "v", vt.Clone().(*tensor.Dense))
-				var m *G.Node
-				if mt != nil {
-					m = Variable(g, "mask", mt.Clone().(*tensor.Dense))
-				}
-				out, l, err := TopKAttentionLSE(q, k, v, m, s)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if lse {
-					out = l
-				}
-				res, err := GradCheck{}.Run(g, out, []*G.Node{q, k, v})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !res.Pass {
-					t.Errorf("lse %v: %s", lse, res)
-				}
-			}
+			gradCheckCore(t, func(q, k, v, m *G.Node) (*G.Node, *G.Node, error) { return TopKAttentionLSE(q, k, v, m, s) }, qt, kt, vt, mt)
 		})
 	}
 }
@@ -349,50 +328,6 @@ func TestTopKFloat32(t *testing.T) {
 	}
 	rt := RandomTensor(rng, 1, 18, 8)
 	want := topKReference(s, Float64s(qt), Float64s(kt), Float64s(vt), nil, Float64s(rt), nil)
-	f32 := func(x *tensor.Dense) *tensor.Dense {
-		d := Float64s(x)
-		out := make([]float32, len(d))
-		for i, v := range d {
-			out[i] = float32(v)
-		}
-		return tensor.New(tensor.WithShape(x.Shape().Clone()...), tensor.WithBacking(out))
-	}
-	g := G.NewGraph()
-	q, k, v := Variable(g, "q", f32(qt)), Variable(g, "k", f32(kt)), Variable(g, "v", f32(vt))
-	out, err := TopKAttention(q, k, v, nil, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prod, err := G.HadamardProd(out, Variable(g, "r", f32(rt)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss, err := G.Sum(prod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := G.Grad(loss, q, k, v); err != nil {
-		t.Fatal(err)
-	}
-	vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
-	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	for _, x := range []struct {
-		name string
-		n    *G.Node
-		want []float64
-		grad bool
-	}{{"output", out, want.out, false}, {"dq", q, want.dq, true}, {"dk", k, want.dk, true}, {"dv", v, want.dv, true}} {
-		val := x.n.Value()
-		if x.grad {
-			if val, err = x.n.Grad(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if d := maxAbsDiff(Float64s(val), x.want); !(d <= 1e-4) {
-			t.Errorf("%s: differs from the reference by %g", x.name, d)
-		}
-	}
+	checkFloat32Core(t, "", func(q, k, v *G.Node) (*G.Node, error) { return TopKAttention(q, k, v, nil, s) }, qt, kt, vt, rt,
+		coreRun{out: want.out, dq: want.dq, dk: want.dk, dv: want.dv})
 }
