@@ -287,20 +287,31 @@ func probabilities[T Float](s AttentionShape, slopes []float64, pat *Pattern, q,
 	}
 }
 
-// hidePattern sets to -Inf every score of p [QLen, KLen] (head h) that the
-// pattern hides: query and key not in one stream, or the stream's mask
-// predicate false. It evaluates the predicate at every element.
+// hidePattern applies the pattern to p [QLen, KLen] (head h): a score no
+// stream shows is set to -Inf, and one that c > 1 streams show (both query
+// and key in the stream, its predicate true) gets log c added, so that the
+// softmax counts the key c times (overlapping streams: see Stream). It
+// evaluates the predicates at every element.
 func hidePattern[T Float](s AttentionShape, pat *Pattern, h int, p []T) {
-	qs, qi := pat.positionIndex(h, s.QLen)
-	ks, ki := pat.positionIndex(h, s.KLen)
-	streams := pat.Streams(h)
-	inf := T(math.Inf(-1))
-	for i := 0; i < s.QLen; i++ {
-		row := p[i*s.KLen : (i+1)*s.KLen]
-		for j := range row {
-			if qs[i] < 0 || qs[i] != ks[j] || !streams[qs[i]].Mask.Visible(qi[i], ki[j]) {
-				row[j] = inf
+	count := make([]int32, s.QLen*s.KLen)
+	for _, st := range pat.Streams(h) {
+		nq, nk := st.gathered(s.QLen), st.gathered(s.KLen)
+		for i := 0; i < nq; i++ {
+			row := count[(st.Offset+st.Stride*i)*s.KLen:]
+			for j := 0; j < nk; j++ {
+				if st.Mask.Visible(i, j) {
+					row[st.Offset+st.Stride*j]++
+				}
 			}
+		}
+	}
+	inf := T(math.Inf(-1))
+	for x, c := range count {
+		switch {
+		case c == 0:
+			p[x] = inf
+		case c > 1:
+			p[x] += T(math.Log(float64(c)))
 		}
 	}
 }

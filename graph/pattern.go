@@ -32,10 +32,16 @@ type Pattern struct {
 // positions: Mask.Q = Mask.K = ceil((T - Offset) / Stride). Gathering is
 // free: the cores read every Stride-th row through the leading dimension.
 //
-// LongNet's dilated attention is one stream per head (offset h mod r); the
-// Sparse Transformer's strided head is Stride streams, one per offset, each
-// dense; a local pattern is one stream of stride 1. The streams of a head
-// must cover disjoint positions: the same Stride, different Offsets.
+// The Sparse Transformer's strided head is Stride streams, one per offset,
+// each dense; a local pattern is one stream of stride 1; LongNet's dilated
+// attention is one stream per (segment, dilation) pair (offset h mod r).
+// Streams of a head may overlap (other strides, or the same positions
+// under another mask): a query then attends over the keys of all its
+// streams as one softmax in which a key shown by two streams counts
+// twice, which is LongNet's mixing of its pairs by their softmax
+// denominators; over disjoint streams it is plain attention over their
+// union. The tiled core merges each stream's rows into the output through
+// the logsumexp as it goes.
 type Stream struct {
 	Offset, Stride int
 	Mask           *blockmask.Mask
@@ -84,19 +90,15 @@ func (p *Pattern) check(s AttentionShape) error {
 		if len(streams) == 0 {
 			return fmt.Errorf("attention pattern: head %d has no stream", h)
 		}
-		offsets := map[int]bool{}
 		for _, st := range streams {
 			switch {
 			case st.Mask == nil:
 				return fmt.Errorf("attention pattern: head %d: a stream without a mask", h)
 			case st.Stride < 1 || st.Offset < 0 || st.Offset >= st.Stride:
 				return fmt.Errorf("attention pattern: head %d: stream offset %d, stride %d: want 0 <= offset < stride", h, st.Offset, st.Stride)
-			case st.Stride != streams[0].Stride || offsets[st.Offset]:
-				return fmt.Errorf("attention pattern: head %d: streams must share one stride and have distinct offsets", h)
 			case s.QLen != s.KLen && (st.Stride != 1 || len(streams) != 1):
 				return fmt.Errorf("attention pattern: %d queries over %d keys: only one stream of stride 1", s.QLen, s.KLen)
 			}
-			offsets[st.Offset] = true
 			if nq, nk := st.gathered(s.QLen), st.gathered(s.KLen); st.Mask.Q != nq || st.Mask.K != nk {
 				return fmt.Errorf("attention pattern: head %d: mask %s is %dx%d, the stream (offset %d, stride %d) has %dx%d positions",
 					h, st.Mask.Name, st.Mask.Q, st.Mask.K, st.Offset, st.Stride, nq, nk)
@@ -201,19 +203,4 @@ func (p *Pattern) tileBounds() (rows, cols int) {
 		}
 	}
 	return rows, cols
-}
-
-// positionIndex maps each of n positions to its stream of head h and its
-// index there (stream -1: in none), for the dense core's predicate.
-func (p *Pattern) positionIndex(h, n int) (stream, index []int) {
-	stream, index = make([]int, n), make([]int, n)
-	for i := range stream {
-		stream[i] = -1
-	}
-	for si, st := range p.Streams(h) {
-		for i, pos := 0, st.Offset; pos < n; i, pos = i+1, pos+st.Stride {
-			stream[pos], index[pos] = si, i
-		}
-	}
-	return stream, index
 }

@@ -176,6 +176,26 @@ func stridedPattern(s AttentionShape, r, block int) *Pattern {
 	return p
 }
 
+// unionPattern has, for every head, the streams of all of ps (overlapping
+// streams: LongNet's pairs in one call).
+func unionPattern(s AttentionShape, ps ...*Pattern) *Pattern {
+	u := &Pattern{Heads: make([][]Stream, s.Heads)}
+	for h := range u.Heads {
+		for _, p := range ps {
+			u.Heads[h] = append(u.Heads[h], p.Streams(h)...)
+		}
+	}
+	return u
+}
+
+// dilatedPairs is the three-pair dilated pattern (r, w) = (1, 4), (2, 2),
+// (3, 2) as overlapping streams of one pattern, with a duplicated window
+// stream on top (a key shown by the same positions twice).
+func dilatedPairs(s AttentionShape) *Pattern {
+	return unionPattern(s, dilatedPattern(s, 1, 4, 2), dilatedPattern(s, 2, 2, 2), dilatedPattern(s, 3, 2, 3),
+		MaskPattern(blockmask.SlidingWindow(s.QLen, 2, 1, false)))
+}
+
 type patternCase struct {
 	name   string
 	s      AttentionShape
@@ -204,10 +224,15 @@ func patternCases() []patternCase {
 			cases = append(cases,
 				patternCase{"window3-block4-T13-" + name, sh(13, 2, 2, causal, false), padded, window(3, 4)},
 				patternCase{"window0-block3-T7-" + name, sh(7, 2, 1, causal, false), padded, window(0, 3)},
-				patternCase{"window2-block64-T7-" + name, sh(7, 2, 1, causal, false), padded, window(2, 64)}, // a tile larger than the sequence
+				patternCase{"window2-block64-T7-" + name, sh(7, 2, 1, causal, false), padded, window(2, 64)},   // a tile larger than the sequence
+				patternCase{"window5-block32-T45-" + name, sh(45, 2, 1, causal, false), padded, window(5, 32)}, // spans widened to 16 inside a tile
+				patternCase{"summary-l12-c4-block32-T45-" + name, sh(45, 2, 1, causal, true), padded, func(s AttentionShape) *Pattern {
+					return MaskPattern(blockmask.Summary(s.QLen, 32, 12, 4)) // hidden column runs
+				}},
 				patternCase{"window5-block2-T11-gqa-alibi-" + name, sh(11, 4, 2, causal, true), padded, window(5, 2)},
 				patternCase{"dilated-r2-w3-T11-" + name, sh(11, 2, 2, causal, false), padded, func(s AttentionShape) *Pattern { return dilatedPattern(s, 2, 3, 2) }},
 				patternCase{"dilated-r3-w2-T10-alibi-" + name, sh(10, 4, 2, causal, true), padded, func(s AttentionShape) *Pattern { return dilatedPattern(s, 3, 2, 2) }},
+				patternCase{"overlapping-streams-T11-gqa-alibi-" + name, sh(11, 4, 2, causal, true), padded, dilatedPairs},
 				patternCase{"strided-r3-T10-" + name, sh(10, 2, 2, causal, false), padded, func(s AttentionShape) *Pattern { return stridedPattern(s, 3, 2) }},
 				patternCase{"random-T9-" + name, sh(9, 2, 2, causal, false), padded, random},
 				patternCase{"odd-rows-uncovered-T9-" + name, sh(9, 2, 2, causal, false), padded, func(s AttentionShape) *Pattern {
@@ -400,6 +425,56 @@ func TestMergeOfSplitKeysIsAttention(t *testing.T) {
 	}
 }
 
+// TestOverlappingStreamsAreMergedPairs: one call over overlapping streams
+// equals one call per stream group merged by MergeAttention (LongNet's
+// mixing of its pairs): outputs and every gradient to 1e-10 (the loss
+// through the outputs; the logsumexp's own gradient is checked against the
+// dense core in TestTiledMatchesDensePattern), and the logsumexp is that of
+// the parts' logsumexps.
+func TestOverlappingStreamsAreMergedPairs(t *testing.T) {
+	rng := testRNG(t)
+	for _, causal := range []bool{true, false} {
+		for _, padded := range []bool{false, true} {
+			s := AttentionShape{Batch: 2, QLen: 11, KLen: 11, Heads: 4, KVHeads: 2, HeadDim: 3, Causal: causal, ALiBi: true}
+			parts := []*Pattern{dilatedPattern(s, 1, 4, 2), dilatedPattern(s, 2, 2, 2), dilatedPattern(s, 3, 2, 3), MaskPattern(blockmask.SlidingWindow(11, 2, 1, false))}
+			in := patternInputs(rng, s, padded)
+			in[5] = tensor.New(tensor.WithShape(s.Batch*s.Heads, s.QLen), tensor.Of(tensor.Float64))
+			one := runPatternCore(t, TiledAttentionLSE, s, unionPattern(s, parts...), in)
+			merged := runPatternCore(t, func(q, k, v, m *G.Node, s AttentionShape, _ *Pattern) (*G.Node, *G.Node, error) {
+				var outs, lses []*G.Node
+				for _, p := range parts {
+					o, l, err := TiledAttentionLSE(q, k, v, m, s, p)
+					if err != nil {
+						return nil, nil, err
+					}
+					outs, lses = append(outs, o), append(lses, l)
+				}
+				o, err := MergeAttention(outs, lses, s)
+				return o, lses[0], err
+			}, s, nil, in)
+			lse := make([]float64, len(one.lse))
+			for i := range lse {
+				lse[i] = math.Inf(-1)
+			}
+			for _, p := range parts {
+				for i, l := range runPatternCore(t, TiledAttentionLSE, s, p, in).lse {
+					if hi := math.Max(lse[i], l); !math.IsInf(hi, -1) {
+						lse[i] = hi + math.Log(math.Exp(lse[i]-hi)+math.Exp(l-hi))
+					}
+				}
+			}
+			for _, x := range []struct {
+				name string
+				a, b []float64
+			}{{"out", one.out, merged.out}, {"lse", one.lse, lse}, {"dq", one.dq, merged.dq}, {"dk", one.dk, merged.dk}, {"dv", one.dv, merged.dv}} {
+				if d := maxAbsDiff(x.a, x.b); !(d <= 1e-10) {
+					t.Errorf("causal %v padded %v: %s differs by %g", causal, padded, x.name, d)
+				}
+			}
+		}
+	}
+}
+
 // Two patterns on the same inputs are two nodes, not one merged by name.
 func TestPatternsAreDistinctOps(t *testing.T) {
 	s := AttentionShape{Batch: 1, QLen: 8, KLen: 8, Heads: 1, KVHeads: 1, HeadDim: 2}
@@ -422,11 +497,11 @@ func TestPatternsAreDistinctOps(t *testing.T) {
 func TestPatternCheck(t *testing.T) {
 	s := AttentionShape{Batch: 1, QLen: 8, KLen: 8, Heads: 2, KVHeads: 2, HeadDim: 2}
 	for name, p := range map[string]*Pattern{
-		"heads":         {Heads: [][]Stream{{{0, 1, blockmask.Dense(8, 8, 2)}}, {{0, 1, blockmask.Dense(8, 8, 2)}}, {{0, 1, blockmask.Dense(8, 8, 2)}}}},
-		"size":          MaskPattern(blockmask.Dense(7, 7, 2)),
-		"offset":        {Heads: [][]Stream{{{2, 2, blockmask.Dense(3, 3, 2)}}}},
-		"overlap":       {Heads: [][]Stream{{{0, 2, blockmask.Dense(4, 4, 2)}, {0, 2, blockmask.Dense(4, 4, 2)}}}},
-		"mixed strides": {Heads: [][]Stream{{{0, 2, blockmask.Dense(4, 4, 2)}, {1, 3, blockmask.Dense(3, 3, 2)}}}},
+		"heads":       {Heads: [][]Stream{{{0, 1, blockmask.Dense(8, 8, 2)}}, {{0, 1, blockmask.Dense(8, 8, 2)}}, {{0, 1, blockmask.Dense(8, 8, 2)}}}},
+		"size":        MaskPattern(blockmask.Dense(7, 7, 2)),
+		"offset":      {Heads: [][]Stream{{{2, 2, blockmask.Dense(3, 3, 2)}}}},
+		"stream size": {Heads: [][]Stream{{{0, 2, blockmask.Dense(4, 4, 2)}, {1, 3, blockmask.Dense(4, 4, 2)}}}},
+		"no mask":     {Heads: [][]Stream{{{0, 1, nil}}}},
 	} {
 		if err := p.check(s); err == nil {
 			t.Errorf("%s: accepted", name)

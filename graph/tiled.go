@@ -108,56 +108,110 @@ func layoutOf(s AttentionShape, st Stream, b, h int) streamLayout {
 // raw scores: the element predicate in Partial tiles, the key padding
 // (pad, the sequence's key mask from the stream's first key, every
 // stride-th entry) and the ALiBi bias by the distance in the original
-// positions.
+// positions. A mask described by rows and columns (Interval, KeyVisible)
+// costs O(block) predicate calls per tile, not O(block^2): each row's
+// interval bounds its span (the kernels exponentiate only there and zero
+// the rest), and the hidden columns are found once per tile, as runs.
 type tileMasker[T Float] struct {
-	visible  func(q, k int) bool
-	interval func(q int) (lo, hi int) // the mask's Interval, nil if it has none
-	pad      []T
-	stride   int
-	shift    int // KLen - QLen
-	slope    float64
+	visible    func(q, k int) bool
+	interval   func(q int) (lo, hi int) // the mask's Interval, nil if it has none
+	keyVisible func(k int) bool         // the mask's KeyVisible, nil if it has none
+	described  bool                     // interval and keyVisible say what visible says
+	hidden     *[][2]int                // scratch: the runs of columns keyVisible hides in the tile
+	pad        []T
+	stride     int
+	shift      int // KLen - QLen
+	slope      float64
 }
 
 func newTileMasker[T Float](s AttentionShape, st Stream, mask []T, b int, slope float64) tileMasker[T] {
-	t := tileMasker[T]{visible: st.Mask.Visible, interval: st.Mask.Interval, stride: st.Stride, shift: s.KLen - s.QLen, slope: slope}
+	m := st.Mask
+	t := tileMasker[T]{visible: m.Visible, interval: m.Interval, keyVisible: m.KeyVisible, described: m.Interval != nil || m.KeyVisible != nil,
+		hidden: new([][2]int), stride: st.Stride, shift: s.KLen - s.QLen, slope: slope}
 	if mask != nil {
 		t.pad = mask[b*s.KLen+st.Offset : (b+1)*s.KLen]
 	}
 	return t
 }
 
+// vecWidth is the float32 vector width of math32.go's loops: spans are
+// widened to its multiples so that no scalar tail is left.
+const vecWidth = 16
+
+// visibleCols is the columns [lo, hi) of a tile (key j0 first, nj keys)
+// that query q may see at all: its Interval in a Partial tile of a mask
+// that has one, else every column. lo >= hi: none.
+func (t tileMasker[T]) visibleCols(kind blockmask.Kind, q, j0, nj int) (lo, hi int) {
+	if kind != blockmask.Partial || t.interval == nil {
+		return 0, nj
+	}
+	lo, hi = t.interval(q)
+	return min(max(lo-j0, 0), nj), min(max(hi-j0, 0), nj)
+}
+
+// span is the columns [lo, hi) of query q's row that the kernels reduce
+// and exponentiate (the rest of the row they zero): its visible columns
+// widened to multiples of vecWidth within the tile (apply sets the
+// widening to -Inf), or none (lo == hi == 0).
+func (t tileMasker[T]) span(kind blockmask.Kind, q, j0, nj int) (lo, hi int) {
+	a, b := t.visibleCols(kind, q, j0, nj)
+	if a >= b {
+		return 0, 0
+	}
+	return a &^ (vecWidth - 1), min(roundUp(b, vecWidth), nj)
+}
+
+// apply masks the tile's scores within each row's span (the kernels
+// ignore the rest) and adds the ALiBi bias there.
 func (t tileMasker[T]) apply(kind blockmask.Kind, i0, ni, j0, nj int, st []T) {
-	if kind == blockmask.Full && t.pad == nil && t.slope == 0 {
+	partial := kind == blockmask.Partial
+	rows := partial && t.interval != nil
+	columns := partial && t.keyVisible != nil
+	elements := partial && !t.described
+	if !rows && !columns && !elements && t.pad == nil && t.slope == 0 {
 		return
 	}
-	inf := T(math.Inf(-1))
-	partial := kind == blockmask.Partial
-	if partial && t.interval != nil { // hide each row's keys outside its interval
-		for r := 0; r < ni; r++ {
-			row := st[r*nj : (r+1)*nj]
-			lo, hi := t.interval(i0 + r)
-			lo, hi = min(max(lo-j0, 0), nj), min(max(hi-j0, 0), nj)
-			if lo >= hi {
-				lo, hi = 0, 0
+	runs := (*t.hidden)[:0]
+	if columns {
+		for c := 0; c < nj; c++ {
+			if t.keyVisible(j0 + c) {
+				continue
 			}
-			for c := range row[:lo] {
-				row[c] = inf
-			}
-			for c := hi; c < nj; c++ {
-				row[c] = inf
+			if n := len(runs); n > 0 && runs[n-1][1] == c {
+				runs[n-1][1]++
+			} else {
+				runs = append(runs, [2]int{c, c + 1})
 			}
 		}
-		partial = false
-		if t.pad == nil && t.slope == 0 {
-			return
+		*t.hidden = runs
+	}
+	inf := T(math.Inf(-1))
+	fill := func(row []T) {
+		for c := range row {
+			row[c] = inf
 		}
 	}
 	for r := 0; r < ni; r++ {
-		row := st[r*nj : (r+1)*nj]
 		qi := i0 + r
-		for c := range row {
+		row := st[r*nj : (r+1)*nj]
+		a, b := t.visibleCols(kind, qi, j0, nj)
+		lo, hi := t.span(kind, qi, j0, nj)
+		if a >= b {
+			continue
+		}
+		fill(row[lo:a])
+		fill(row[b:hi])
+		for _, run := range runs {
+			if x, y := max(run[0], a), min(run[1], b); x < y {
+				fill(row[x:y])
+			}
+		}
+		if !elements && t.pad == nil && t.slope == 0 {
+			continue
+		}
+		for c := a; c < b; c++ {
 			kj := j0 + c
-			if partial && !t.visible(qi, kj) || t.pad != nil && t.pad[t.stride*kj] == 0 {
+			if elements && !t.visible(qi, kj) || t.pad != nil && t.pad[t.stride*kj] == 0 {
 				row[c] = inf
 				continue
 			}
@@ -224,12 +278,19 @@ func tiledForward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, out, lse
 						tm.apply(kinds[x], i0, ni, j0, nj, st)
 						for r := 0; r < ni; r++ {
 							row := st[r*nj : (r+1)*nj]
-							mx := rowMax(row, m[r])
+							lo, hi := tm.span(kinds[x], i0+r, j0, nj)
+							if lo >= hi {
+								clear(row)
+								continue
+							}
+							mx := rowMax(row[lo:hi], m[r])
 							if math.IsInf(mx, -1) { // nothing visible yet
 								clear(row)
 								continue
 							}
-							sum := expShiftSum(row, mx)
+							sum := expShiftSum(row[lo:hi], mx)
+							clear(row[:lo])
+							clear(row[hi:])
 							if alpha := math.Exp(m[r] - mx); alpha != 1 {
 								a := acc[r*dv : (r+1)*dv]
 								for c := range a {
@@ -247,11 +308,27 @@ func tiledForward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, out, lse
 							continue
 						}
 						o := out[at.o+(i0+r)*at.oLd : at.o+(i0+r)*at.oLd+dv]
-						inv := T(1 / l[r])
-						for c, a := range acc[r*dv : (r+1)*dv] {
-							o[c] = a * inv
+						a := acc[r*dv : (r+1)*dv]
+						pos := stream.Offset + stream.Stride*(i0+r)
+						lse := m[r] + math.Log(l[r])
+						prev := float64(rowLSE[pos])
+						if math.IsInf(prev, -1) { // the row's first stream
+							inv := T(1 / l[r])
+							for c := range o {
+								o[c] = a[c] * inv
+							}
+							rowLSE[pos] = T(lse)
+							continue
 						}
-						rowLSE[stream.Offset+stream.Stride*(i0+r)] = T(m[r] + math.Log(l[r]))
+						// An earlier stream of this head showed the query keys
+						// too: merge through the logsumexps (MergeAttention's
+						// formula), the softmax over both streams' keys.
+						both := max(prev, lse) + math.Log1p(math.Exp(-math.Abs(prev-lse)))
+						wPrev, wNew := T(math.Exp(prev-both)), T(math.Exp(lse-both)/l[r])
+						for c := range o {
+							o[c] = o[c]*wPrev + a[c]*wNew
+						}
+						rowLSE[pos] = T(both)
 					}
 				}
 			}
@@ -303,10 +380,13 @@ func tiledBackward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, o, lse,
 							tm.apply(kinds[x], i0, ni, j0, nj, pt)
 							for r := 0; r < ni; r++ { // P = exp(S - L)
 								row := pt[r*nj : (r+1)*nj]
-								if L := lseOf(i0 + r); math.IsInf(L, -1) {
-									clear(row) // the query sees no key
+								lo, hi := tm.span(kinds[x], i0+r, j0, nj)
+								if L := lseOf(i0 + r); math.IsInf(L, -1) || lo >= hi {
+									clear(row) // the query sees no key here
 								} else {
-									expShift(row, L)
+									expShift(row[lo:hi], L)
+									clear(row[:lo])
+									clear(row[hi:])
 								}
 							}
 							doI := do[at.o+i0*at.oLd:]

@@ -21,13 +21,16 @@ import (
 //	O = sum_i s_i O_i / sum_j s_j,   s_i = sum of exp(scores) of pair i
 //
 // which is, through each pair's per-row logsumexp L_i = log s_i,
-// O = sum_i exp(L_i - L) O_i with L = logsumexp_i L_i (graph.MergeAttention);
-// a position a pair does not keep contributes nothing to that pair. Each
-// pair is one call of the tiled core over gathered positions (every r-th
-// row, read in place), block-diagonal: O(T w_i / r_i^2 D) time, and O(T D)
-// memory, for each pair; with fixed (w, r) the whole is linear in T. Causal
-// models keep j <= i inside each segment. Each w_i must be a multiple of
-// r_i (LongNet's geometric sequences are).
+// O = sum_i exp(L_i - L) O_i with L = logsumexp_i L_i: one softmax over the
+// keys of all pairs, a key two pairs keep counting twice. A position a pair
+// does not keep contributes nothing to that pair. The pairs are the
+// overlapping streams of one pattern (graph.Stream: every r-th row, read
+// in place, block-diagonal in segments of w/r), so one call of the tiled
+// core computes them all, merging each pair's rows through the logsumexp
+// as it goes: O(T w_i / r_i^2 D) time for each pair and O(T D) memory in
+// all; with fixed (w, r) the whole is linear in T. Causal models keep
+// j <= i inside each segment. Each w_i must be a multiple of r_i
+// (LongNet's geometric sequences are).
 type Dilated struct {
 	spec                Spec
 	segments, dilations []int
@@ -76,48 +79,44 @@ func (a *Dilated) Forward(s Scope, x *G.Node, c Context) (*G.Node, error) {
 	if k, err = a.spec.Pos.Rotate(k, c.Shape, H, dh, false); err != nil {
 		return nil, err
 	}
-	var outs, lses []*G.Node
-	for i, w := range a.segments {
-		r := a.dilations[i]
-		cs := CoreSpec{Heads: Heads{Heads: H, HeadDim: dh}, ALiBi: a.spec.Pos.ALiBi(), Pattern: DilatedPattern(H, w, r)}
-		if len(a.segments) > 1 {
-			cs.Map = MapSpec{Label: fmt.Sprintf("w=%d,r=%d", w, r), Note: "one (segment, dilation) pair; the pairs are mixed by their softmax denominators"}
-		}
-		o, lse, err := c.Attend(q, k, v, cs)
-		if err != nil {
-			return nil, err
-		}
-		outs, lses = append(outs, o), append(lses, lse)
-	}
-	sh := graph.AttentionShape{Batch: c.Batch, QLen: c.SeqLen, KLen: c.SeqLen, Heads: H, KVHeads: H, HeadDim: dh}
-	o, err := graph.MergeAttention(outs, lses, sh)
+	cs := CoreSpec{Heads: Heads{Heads: H, HeadDim: dh}, ALiBi: a.spec.Pos.ALiBi(), Pattern: DilatedPattern(H, a.segments, a.dilations)}
+	o, _, err := c.Attend(q, k, v, cs)
 	if err != nil {
 		return nil, err
 	}
 	return Project(s, "wo", o, d, d, a.bias)
 }
 
-// DilatedPattern is one (w, r) pair of dilated attention: head h reads
-// positions h mod r, h mod r + r, ..., in segments of w / r of them.
-func DilatedPattern(heads, w, r int) PatternFunc {
+// DilatedPattern is dilated attention's pattern: for each pair (w_i, r_i)
+// of segments and dilations, head h reads positions h mod r, h mod r + r,
+// ..., in segments of w / r of them; the pairs are overlapping streams of
+// each head.
+func DilatedPattern(heads int, segments, dilations []int) PatternFunc {
 	return func(t, tile int) (*graph.Pattern, error) {
+		if len(segments) != len(dilations) {
+			return nil, fmt.Errorf("dilated pattern: %d segment lengths, %d dilations", len(segments), len(dilations))
+		}
 		p := &graph.Pattern{Heads: make([][]graph.Stream, heads)}
-		masks := map[int]*blockmask.Mask{} // by offset
-		for h := range p.Heads {
-			off := h % r
-			if off >= t {
-				off = 0 // more offsets than positions: the head reads from 0
+		masks := map[[3]int]*blockmask.Mask{} // by offset, stride and segment
+		for i, w := range segments {
+			r := dilations[i]
+			for h := range p.Heads {
+				off := h % r
+				if off >= t {
+					off = 0 // more offsets than positions: the head reads from 0
+				}
+				// A dilation of T or more keeps one position per head, as a
+				// dilation of T does (and the rows' stride must not overflow).
+				stride := min(r, t)
+				key := [3]int{off, stride, max(w/r, 1)}
+				m, ok := masks[key]
+				if !ok {
+					n := (t-1-off)/stride + 1
+					m = blockmask.Segments(n, tile, key[2])
+					masks[key] = m
+				}
+				p.Heads[h] = append(p.Heads[h], graph.Stream{Offset: off, Stride: stride, Mask: m})
 			}
-			// A dilation of T or more keeps one position per head, as a
-			// dilation of T does (and the rows' stride must not overflow).
-			stride := min(r, t)
-			m, ok := masks[off]
-			if !ok {
-				n := (t-1-off)/stride + 1
-				m = blockmask.Segments(n, tile, max(w/r, 1))
-				masks[off] = m
-			}
-			p.Heads[h] = []graph.Stream{{Offset: off, Stride: stride, Mask: m}}
 		}
 		return p, nil
 	}

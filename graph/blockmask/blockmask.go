@@ -52,6 +52,14 @@ type Mask struct {
 	// row instead of element by element (a causal or windowed diagonal
 	// tile costs O(block) calls, not O(block^2)).
 	Interval func(q int) (lo, hi int)
+	// KeyVisible, if not nil, is a predicate on keys alone: a key it
+	// rejects is hidden from every query (the Sparse Transformer's summary
+	// columns). When Interval or KeyVisible is set, the two together say
+	// the same as Visible: query q sees key k iff k is in Interval(q)
+	// (every key when Interval is nil) and KeyVisible(k) (every key when
+	// it is nil). Cores then mask a Partial tile by rows and columns,
+	// O(block) calls, instead of element by element.
+	KeyVisible func(k int) bool
 
 	// Per query tile qt: the key tiles rows[qt] (ascending), with their
 	// kinds, as CSR: rowStart[qt]..rowStart[qt+1] index rowTiles/rowKinds.
@@ -239,15 +247,33 @@ func And(a, b *Mask) *Mask {
 			return out
 		},
 		func(qt, kt int) Kind { return kinds[[2]int{qt, kt}] })
-	if ia, ib := a.Interval, b.Interval; ia != nil && ib != nil {
-		m.Interval = func(q int) (int, int) {
-			lo, hi := ia(q)
-			lo2, hi2 := ib(q)
-			return max(lo, lo2), min(hi, hi2)
+	if a.described() && b.described() { // rows and columns describe both, so the conjunction
+		switch ia, ib := a.Interval, b.Interval; {
+		case ia != nil && ib != nil:
+			m.Interval = func(q int) (int, int) {
+				lo, hi := ia(q)
+				lo2, hi2 := ib(q)
+				return max(lo, lo2), min(hi, hi2)
+			}
+		case ia != nil:
+			m.Interval = ia
+		default:
+			m.Interval = ib
+		}
+		switch ka, kb := a.KeyVisible, b.KeyVisible; {
+		case ka != nil && kb != nil:
+			m.KeyVisible = func(k int) bool { return ka(k) && kb(k) }
+		case ka != nil:
+			m.KeyVisible = ka
+		default:
+			m.KeyVisible = kb
 		}
 	}
 	return m
 }
+
+// described reports whether Interval and KeyVisible say what Visible says.
+func (m *Mask) described() bool { return m.Interval != nil || m.KeyVisible != nil }
 
 // SlidingWindow lets query i see keys i-window..i when causal, |i-j| <=
 // window otherwise (Q == K).

@@ -46,12 +46,16 @@ func checkMask(t *testing.T, name string, m *Mask, tight bool) {
 	if n != len(kinds) || n != m.Tiles() {
 		t.Fatalf("%s: %d pairs in the rows, %d in the columns, Tiles %d", name, len(kinds), n, m.Tiles())
 	}
-	if m.Interval != nil { // it must say what Visible says
+	if m.described() { // Interval and KeyVisible must say what Visible says
 		for q := 0; q < m.Q; q++ {
-			lo, hi := m.Interval(q)
+			lo, hi := 0, m.K
+			if m.Interval != nil {
+				lo, hi = m.Interval(q)
+			}
 			for k := 0; k < m.K; k++ {
-				if in := k >= lo && k < hi; in != m.Visible(q, k) {
-					t.Fatalf("%s: query %d key %d: Interval [%d, %d) and Visible %v disagree", name, q, k, lo, hi, m.Visible(q, k))
+				in := k >= lo && k < hi && (m.KeyVisible == nil || m.KeyVisible(k))
+				if in != m.Visible(q, k) {
+					t.Fatalf("%s: query %d key %d: Interval [%d, %d) and KeyVisible say %v, Visible %v", name, q, k, lo, hi, in, m.Visible(q, k))
 				}
 			}
 		}

@@ -108,8 +108,9 @@ func Summary(t, block, l, c int) *Mask {
 		kt = p / block
 		cols = append(cols, kt)
 	}
-	return New(fmt.Sprintf("summary(l=%d,c=%d)", l, c), t, t, block,
-		func(_, k int) bool { return k%l >= plain },
+	keyVisible := func(k int) bool { return k%l >= plain }
+	m := New(fmt.Sprintf("summary(l=%d,c=%d)", l, c), t, t, block,
+		func(_, k int) bool { return keyVisible(k) },
 		func(int) []int { return cols },
 		func(_, kt int) Kind {
 			k0, k1 := span(kt, block, t)
@@ -121,6 +122,8 @@ func Summary(t, block, l, c int) *Mask {
 			}
 			return Partial
 		})
+	m.KeyVisible = keyVisible
+	return m
 }
 
 // RandomBlocks draws BigBird's random key blocks (Zaheer et al. 2020, "Big
