@@ -118,6 +118,7 @@ type tileMasker[T Float] struct {
 	keyVisible func(k int) bool         // the mask's KeyVisible, nil if it has none
 	described  bool                     // interval and keyVisible say what visible says
 	hidden     *[][2]int                // scratch: the runs of columns keyVisible hides in the tile
+	spans      *[]int32                 // scratch: apply's result
 	pad        []T
 	stride     int
 	shift      int // KLen - QLen
@@ -127,7 +128,7 @@ type tileMasker[T Float] struct {
 func newTileMasker[T Float](s AttentionShape, st Stream, mask []T, b int, slope float64) tileMasker[T] {
 	m := st.Mask
 	t := tileMasker[T]{visible: m.Visible, interval: m.Interval, keyVisible: m.KeyVisible, described: m.Interval != nil || m.KeyVisible != nil,
-		hidden: new([][2]int), stride: st.Stride, shift: s.KLen - s.QLen, slope: slope}
+		hidden: new([][2]int), spans: new([]int32), stride: st.Stride, shift: s.KLen - s.QLen, slope: slope}
 	if mask != nil {
 		t.pad = mask[b*s.KLen+st.Offset : (b+1)*s.KLen]
 	}
@@ -149,27 +150,19 @@ func (t tileMasker[T]) visibleCols(kind blockmask.Kind, q, j0, nj int) (lo, hi i
 	return min(max(lo-j0, 0), nj), min(max(hi-j0, 0), nj)
 }
 
-// span is the columns [lo, hi) of query q's row that the kernels reduce
-// and exponentiate (the rest of the row they zero): its visible columns
-// widened to multiples of vecWidth within the tile (apply sets the
-// widening to -Inf), or none (lo == hi == 0).
-func (t tileMasker[T]) span(kind blockmask.Kind, q, j0, nj int) (lo, hi int) {
-	a, b := t.visibleCols(kind, q, j0, nj)
-	if a >= b {
-		return 0, 0
-	}
-	return a &^ (vecWidth - 1), min(roundUp(b, vecWidth), nj)
-}
-
-// apply masks the tile's scores within each row's span (the kernels
-// ignore the rest) and adds the ALiBi bias there.
-func (t tileMasker[T]) apply(kind blockmask.Kind, i0, ni, j0, nj int, st []T) {
+// apply masks the tile's scores (ni rows from query i0, nj columns from key
+// j0) and adds the ALiBi bias. It returns each row's span, lo and hi at
+// 2r and 2r+1: the columns the kernels reduce and exponentiate (the rest of
+// the row they zero), which are the row's visible columns widened to
+// multiples of vecWidth within the tile, the widening set to -Inf here, or
+// none (lo == hi). A nil result means every row's span is the whole row.
+func (t tileMasker[T]) apply(kind blockmask.Kind, i0, ni, j0, nj int, st []T) []int32 {
 	partial := kind == blockmask.Partial
 	rows := partial && t.interval != nil
 	columns := partial && t.keyVisible != nil
 	elements := partial && !t.described
 	if !rows && !columns && !elements && t.pad == nil && t.slope == 0 {
-		return
+		return nil
 	}
 	runs := (*t.hidden)[:0]
 	if columns {
@@ -185,6 +178,10 @@ func (t tileMasker[T]) apply(kind blockmask.Kind, i0, ni, j0, nj int, st []T) {
 		}
 		*t.hidden = runs
 	}
+	var spans []int32
+	if rows {
+		spans = (*t.spans)[:0]
+	}
 	inf := T(math.Inf(-1))
 	fill := func(row []T) {
 		for c := range row {
@@ -195,12 +192,18 @@ func (t tileMasker[T]) apply(kind blockmask.Kind, i0, ni, j0, nj int, st []T) {
 		qi := i0 + r
 		row := st[r*nj : (r+1)*nj]
 		a, b := t.visibleCols(kind, qi, j0, nj)
-		lo, hi := t.span(kind, qi, j0, nj)
+		if rows {
+			lo, hi := 0, 0
+			if a < b {
+				lo, hi = a&^(vecWidth-1), min(roundUp(b, vecWidth), nj)
+				fill(row[lo:a])
+				fill(row[b:hi])
+			}
+			spans = append(spans, int32(lo), int32(hi))
+		}
 		if a >= b {
 			continue
 		}
-		fill(row[lo:a])
-		fill(row[b:hi])
 		for _, run := range runs {
 			if x, y := max(run[0], a), min(run[1], b); x < y {
 				fill(row[x:y])
@@ -224,6 +227,18 @@ func (t tileMasker[T]) apply(kind blockmask.Kind, i0, ni, j0, nj int, st []T) {
 			}
 		}
 	}
+	if rows {
+		*t.spans = spans
+	}
+	return spans
+}
+
+// rowSpan is row r's span from apply's result.
+func rowSpan(spans []int32, r, nj int) (lo, hi int) {
+	if spans == nil {
+		return 0, nj
+	}
+	return int(spans[2*r]), int(spans[2*r+1])
 }
 
 // work is the multiply-adds of the pattern's visited tiles per query head,
@@ -275,10 +290,10 @@ func tiledForward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, out, lse
 						j0 := int(kt) * mk.Block
 						nj := min(mk.Block, mk.K-j0)
 						gemm(false, true, ni, nj, s.HeadDim, scale, q[at.q+i0*at.qLd:], at.qLd, k[at.k+j0*at.kLd:], at.kLd, 0, st, nj)
-						tm.apply(kinds[x], i0, ni, j0, nj, st)
+						spans := tm.apply(kinds[x], i0, ni, j0, nj, st)
 						for r := 0; r < ni; r++ {
 							row := st[r*nj : (r+1)*nj]
-							lo, hi := tm.span(kinds[x], i0+r, j0, nj)
+							lo, hi := rowSpan(spans, r, nj)
 							if lo >= hi {
 								clear(row)
 								continue
@@ -377,10 +392,10 @@ func tiledBackward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, o, lse,
 							i0 := int(qt) * mk.Block
 							ni := min(mk.Block, mk.Q-i0)
 							gemm(false, true, ni, nj, s.HeadDim, scale, q[at.q+i0*at.qLd:], at.qLd, k[at.k+j0*at.kLd:], at.kLd, 0, pt, nj)
-							tm.apply(kinds[x], i0, ni, j0, nj, pt)
+							spans := tm.apply(kinds[x], i0, ni, j0, nj, pt)
 							for r := 0; r < ni; r++ { // P = exp(S - L)
 								row := pt[r*nj : (r+1)*nj]
-								lo, hi := tm.span(kinds[x], i0+r, j0, nj)
+								lo, hi := rowSpan(spans, r, nj)
 								if L := lseOf(i0 + r); math.IsInf(L, -1) || lo >= hi {
 									clear(row) // the query sees no key here
 								} else {

@@ -11,6 +11,13 @@
 #   model  the reference model (configs/bench/ref-t1024.yaml) at T = 4096,
 #          whole training steps, flash and sliding_window alternating
 #
+# then, alone (nothing else running), with ALONE_THREADS (default "1 16"):
+#
+#   cores-N  BenchmarkSparseCores at T = 16K on N threads (1: the kernels'
+#            cost per tile with no parallel shape in the way)
+#   alone-N  flash against sliding_window (window 256) at T = 16K, whole
+#            layers, forward+backward, on N threads
+#
 #   scripts/bench-sparse.sh OUT [THREADS]
 #
 # With BIN set to a folder holding trainer and layers.test (built here with
@@ -44,3 +51,7 @@ $T bench attention --kinds flash,sliding_window --set model.attention.window=256
   done
 ) >"$out/model.txt" 2>&1 &
 wait
+for n in ${ALONE_THREADS:-1 16}; do
+  (cd layers && GOMAXPROCS=$n "../$BIN/layers.test" -test.run '^$' -test.bench SparseCores -test.benchtime 3x -sparse.T 16384) >"$out/cores-$n.txt" 2>&1
+  GOMAXPROCS=$n $T bench attention --kinds flash,sliding_window --set model.attention.window=256 --T 16384 --reps 3 --mode fwdbwd >"$out/alone-$n.txt" 2>&1
+done
