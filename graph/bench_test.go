@@ -180,6 +180,9 @@ func BenchmarkFlash(b *testing.B) {
 		b.Run(fmt.Sprintf("backward/T=%d", T), func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
+				clear(dq)
+				clear(dk)
+				clear(dv)
 				tiledBackward(s, pat, q, k, v, nil, out, lse, do, dlse, dq, dk, dv)
 			}
 			b.ReportMetric(5*2*pairs*float64(s.HeadDim)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
@@ -225,6 +228,9 @@ func BenchmarkTiledKernel(b *testing.B) {
 		tiledForward(s, run, q, k, v, nil, out, lse)
 		b.Run(c.name+"/backward", func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
+				clear(dq)
+				clear(dk)
+				clear(dv)
 				tiledBackward(s, run, q, k, v, nil, out, lse, do, dl, dq, dk, dv)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/scores, "ns/score")

@@ -12,6 +12,8 @@ import (
 // needs besides them (top-k's kept indices; most cores save none); the
 // backward maps the inputs, the forward's O, L and saved values and the
 // gradients of O and L to dq, dk and dv. Saved values get no gradient.
+// applyCore hands both kernels freshly allocated, zeroed outputs (out,
+// lse, saved; dq, dk, dv), so a kernel need not clear what it leaves 0.
 type coreFuncs[T Float] struct {
 	saved    int // elements saved after O and L
 	forward  func(q, k, v, mask, out, lse, saved []T)

@@ -258,7 +258,7 @@ func tiledForward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, out, lse
 	scale := T(s.scale())
 	slopes := s.slopes()
 	rows, cols := p.tileBounds()
-	clear(out) // rows outside every stream stay 0
+	// out arrives zeroed (coreFuncs): rows outside every stream stay 0.
 	parallelFor(s.Batch*s.Heads, p.work(s), func(lo, hi int) {
 		st := make([]T, rows*cols)
 		acc := make([]T, rows*dv)
@@ -357,9 +357,7 @@ func tiledBackward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, o, lse,
 	scale := T(s.scale())
 	slopes := s.slopes()
 	rows, cols := p.tileBounds()
-	clear(dqOut)
-	clear(dkOut)
-	clear(dvOut)
+	// dq, dk and dv arrive zeroed (coreFuncs); the tiles add into them.
 	// One worker per (sequence, key/value head): it owns the dK and dV rows
 	// of that head and the dQ rows of the query heads of its group.
 	parallelFor(s.Batch*s.KVHeads, group*p.work(s)*2, func(lo, hi int) {
