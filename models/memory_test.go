@@ -248,6 +248,8 @@ func TestMemoryConfigErrors(t *testing.T) {
 		{"hmt-carry-over-segment", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 4}}, []string{"model.memory.carry: must be at most model.memory.segment (3), got 4"}},
 		{"hmt-summary-over-segment", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 1, "summary": 4}}, []string{"model.memory.summary: must be at most model.memory.segment (3), got 4"}},
 		{"hmt-summary-negative", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 1, "summary": -1}}, []string{"model.memory.summary: must not be negative"}},
+		{"rmt-init-std-zero", "decoder", "copy", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3, "init_std": 0.0}}, []string{"model.memory.init_std: must be a positive finite number, got 0"}},
+		{"hmt-init-std-negative", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 1, "init_std": -0.5}}, []string{"model.memory.init_std: must be a positive finite number, got -0.5"}},
 		{"unknown-kind", "decoder", "copy", config.Component{Kind: "xl"}, []string{"model.memory.kind", `"xl"`, "rmt", "memformer"}},
 		{"unknown-option", "decoder", "copy", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3, "slots": 2}}, []string{"model.memory.slots", "unknown option", "memory_tokens"}},
 		{"encoder", "encoder", "majority", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3}}, []string{"model.memory", "decoder"}},
@@ -408,4 +410,54 @@ func segmentMask(T, L, s int) []float64 {
 		}
 	}
 	return w
+}
+
+// init_std (rmt, hmt) is the standard deviation memory.init is drawn
+// with: the same draw scaled, 0.02 (memoryInitStd) by default.
+func TestMemoryInitStd(t *testing.T) {
+	for _, c := range []struct {
+		kind string
+		opts map[string]any
+	}{
+		{"rmt", map[string]any{"segment": 3, "memory_tokens": 2}},
+		{"hmt", map[string]any{"segment": 3, "carry": 1}},
+	} {
+		t.Run(c.kind, func(t *testing.T) {
+			draw := func(std any) []float64 {
+				opts := map[string]any{}
+				for k, v := range c.opts {
+					opts[k] = v
+				}
+				if std != nil {
+					opts["init_std"] = std
+				}
+				mc, tc := memModel(6, config.Component{Kind: c.kind, Options: opts})
+				task, err := data.New(tc, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				store, err := graph.NewStore(tensor.Float64, 11)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := Build(mc, task, store, 2); err != nil {
+					t.Fatal(err)
+				}
+				p := store.Get("memory.init")
+				if p == nil {
+					t.Fatal("no memory.init")
+				}
+				return graph.Float64s(p.Value)
+			}
+			def, half, one := draw(nil), draw(0.5), draw(1)
+			for i := range def {
+				if d := math.Abs(def[i] - memoryInitStd*one[i]); d > 1e-15 {
+					t.Fatalf("default draw %d is %g, want %g x the init_std 1 draw %g", i, def[i], memoryInitStd, one[i])
+				}
+				if d := math.Abs(half[i] - 0.5*one[i]); d > 1e-15 {
+					t.Fatalf("init_std 0.5 draw %d is %g, want half the init_std 1 draw %g", i, half[i], one[i])
+				}
+			}
+		})
+	}
 }
