@@ -19,8 +19,9 @@ package models
 //	M_{s+1,i} = a_i0 M_s,i + sum_j a_ij v_j
 //
 // so a slot that attends to itself keeps its content. M_0 is a learned
-// [K, D] parameter (memory.slots) shared by every sequence; Wq, Wk, Wv
-// are the writer's own [D, D] projections (memory.write.*), single-headed.
+// [K, D] parameter (memory.slots) shared by every sequence, drawn from
+// N(0, init_std^2), init_std 0.02 by default; Wq, Wk, Wv are the writer's
+// own [D, D] projections (memory.write.*), single-headed.
 //
 // Departures from the paper: the tokens read the slots through the
 // layer's own self-attention over [slots; tokens] (the paper has a
@@ -33,6 +34,14 @@ package models
 // bounded by the values the writer reads). The paper's memory-replay
 // back-propagation is replaced by unrolling with truncation
 // (bptt_segments; models/memory.go).
+//
+// The initial slots are drawn small, as rmt's and hmt's initial memory
+// (see memoryInitStd): at the tokens' scale, N(0, 1), the self term a_i0
+// M_0 keeps the first write mostly the same constant for every example,
+// and on configs/paper/memory-recall.yaml (5-digit passkey three segments
+// back) seeds 2 and 3 stayed at chance, seed 2 still at 3000 steps
+// (0.107), while seed 1 reached 0.623 at 1000 steps; with 0.02, seed 2
+// reaches 0.422 at 1000 steps (EXPERIMENTS.md, section 8).
 //
 // The last segment writes nothing (nothing reads it). bptt_segments 1 is
 // refused with more than one segment: it would stop every write, and the
@@ -58,7 +67,8 @@ func init() {
 		Name:        "memformer",
 		Description: "Memformer (Wu et al. 2020): memory slots read by the segment's tokens, rewritten by slot attention over themselves and the segment's outputs",
 		Options: append(segmentOptions(64),
-			config.OptionSpec{Name: "slots", Kind: config.Int, Default: 8, Help: "memory slots K; 0 = none"}),
+			config.OptionSpec{Name: "slots", Kind: config.Int, Default: 8, Help: "memory slots K; 0 = none"},
+			initStdOption()),
 		Factory: newMemformer,
 	})
 }
@@ -66,6 +76,7 @@ func init() {
 type memformer struct {
 	segment, bptt, k, d int
 	single              bool // one segment: no write
+	initStd             float64
 }
 
 func newMemformer(o config.Values, s MemorySpec) (Memory, error) {
@@ -77,10 +88,14 @@ func newMemformer(o config.Values, s MemorySpec) (Memory, error) {
 	if k < 0 {
 		return nil, fmt.Errorf("model.memory.slots: must not be negative, got %d", k)
 	}
+	initStd, err := initStdOf(o)
+	if err != nil {
+		return nil, err
+	}
 	if bptt == 1 && k > 0 && segment < s.SeqLen {
 		return nil, fmt.Errorf("model.memory.bptt_segments: 1 stops the gradient of every write, so the memory writer would never learn; use 0 or at least 2")
 	}
-	return &memformer{segment: segment, bptt: bptt, k: k, d: s.DModel, single: segment == s.SeqLen}, nil
+	return &memformer{segment: segment, bptt: bptt, k: k, d: s.DModel, single: segment == s.SeqLen, initStd: initStd}, nil
 }
 
 func (f *memformer) Segment() int { return f.segment }
@@ -102,7 +117,7 @@ func (f *memformer) Init(u *Unroll) (MemoryState, error) {
 	if f.k == 0 {
 		return nil, nil
 	}
-	m0, err := u.Root.Param("memory.slots", []int{f.k, f.d}, graph.Normal(layers.EmbedStd))
+	m0, err := u.Root.Param("memory.slots", []int{f.k, f.d}, graph.Normal(f.initStd))
 	if err != nil {
 		return nil, err
 	}

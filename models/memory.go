@@ -136,9 +136,10 @@ func segmentOptions(defaultSegment int) []config.OptionSpec {
 // of the memory entering segment 1 (its variance across the batch over
 // its mean square) is 0.1% at initialization (rmt; 0.2% hmt) and falls to
 // 0.003% by step 500 with the loss on ln 10; with 0.02 it is 9% (rmt; 18%
-// hmt) and rmt learns the task (seeds 1 and 2), hmt with seed 1 (seed 2
-// stays at chance, as rmt with one memory token does: a single memory row
-// is fragile; models/hmt.go).
+// hmt) and rmt learns the task (seeds 1 and 2), hmt with its one memory
+// row with seed 1 only (seed 2 stays at chance, as rmt with one memory
+// token does: a single memory row is fragile), hmt with memory_tokens 4
+// with seeds 1, 2 and 3 (models/hmt.go).
 const memoryInitStd = 0.02
 
 // initStdOption is the init_std option of the kinds with a learned

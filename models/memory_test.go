@@ -144,6 +144,8 @@ func TestMemoryGradients(t *testing.T) {
 		{"rmt-bptt3-rope", config.Component{Kind: "rmt", Options: map[string]any{"segment": 2, "memory_tokens": 1, "bptt_segments": 3}}, "rope"},
 		{"memformer-bptt0", config.Component{Kind: "memformer", Options: map[string]any{"segment": 2, "slots": 2, "bptt_segments": 0}}, "learned"},
 		{"memformer-bptt3-sinusoidal", config.Component{Kind: "memformer", Options: map[string]any{"segment": 3, "slots": 3, "bptt_segments": 3}}, "sinusoidal"},
+		// hmt's recall over two keys (segment 2) with the cached embeddings as values
+		{"hmt-no-value-projection", config.Component{Kind: "hmt", Options: map[string]any{"segment": 2, "summary": 1, "carry": 1, "recall": 2, "bptt_segments": 0, "value_projection": false}}, "learned"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -249,7 +251,11 @@ func TestMemoryConfigErrors(t *testing.T) {
 		{"hmt-summary-over-segment", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 1, "summary": 4}}, []string{"model.memory.summary: must be at most model.memory.segment (3), got 4"}},
 		{"hmt-summary-negative", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 1, "summary": -1}}, []string{"model.memory.summary: must not be negative"}},
 		{"rmt-init-std-zero", "decoder", "copy", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3, "init_std": 0.0}}, []string{"model.memory.init_std: must be a positive finite number, got 0"}},
+		{"memformer-init-std-inf", "decoder", "copy", config.Component{Kind: "memformer", Options: map[string]any{"segment": 3, "init_std": math.Inf(1)}}, []string{"model.memory.init_std: must be a positive finite number, got +Inf"}},
 		{"hmt-init-std-negative", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 1, "init_std": -0.5}}, []string{"model.memory.init_std: must be a positive finite number, got -0.5"}},
+		{"hmt-memory-tokens-zero", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 1, "memory_tokens": 0}}, []string{"model.memory.memory_tokens: must be at least 1, got 0"}},
+		{"hmt-value-projection-not-bool", "decoder", "copy", config.Component{Kind: "hmt", Options: map[string]any{"segment": 3, "carry": 1, "value_projection": 1}}, []string{"model.memory.value_projection"}},
+		{"rmt-value-projection", "decoder", "copy", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3, "value_projection": false}}, []string{"model.memory.value_projection", "unknown option"}},
 		{"unknown-kind", "decoder", "copy", config.Component{Kind: "xl"}, []string{"model.memory.kind", `"xl"`, "rmt", "memformer"}},
 		{"unknown-option", "decoder", "copy", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3, "slots": 2}}, []string{"model.memory.slots", "unknown option", "memory_tokens"}},
 		{"encoder", "encoder", "majority", config.Component{Kind: "rmt", Options: map[string]any{"segment": 3}}, []string{"model.memory", "decoder"}},
@@ -416,11 +422,13 @@ func segmentMask(T, L, s int) []float64 {
 // with: the same draw scaled, 0.02 (memoryInitStd) by default.
 func TestMemoryInitStd(t *testing.T) {
 	for _, c := range []struct {
-		kind string
-		opts map[string]any
+		kind  string
+		opts  map[string]any
+		param string // the initial memory's parameter
 	}{
-		{"rmt", map[string]any{"segment": 3, "memory_tokens": 2}},
-		{"hmt", map[string]any{"segment": 3, "carry": 1}},
+		{"rmt", map[string]any{"segment": 3, "memory_tokens": 2}, "memory.init"},
+		{"hmt", map[string]any{"segment": 3, "carry": 1}, "memory.init"},
+		{"memformer", map[string]any{"segment": 3, "slots": 2}, "memory.slots"},
 	} {
 		t.Run(c.kind, func(t *testing.T) {
 			draw := func(std any) []float64 {
@@ -443,9 +451,9 @@ func TestMemoryInitStd(t *testing.T) {
 				if _, err := Build(mc, task, store, 2); err != nil {
 					t.Fatal(err)
 				}
-				p := store.Get("memory.init")
+				p := store.Get(c.param)
 				if p == nil {
-					t.Fatal("no memory.init")
+					t.Fatalf("no %s", c.param)
 				}
 				return graph.Float64s(p.Value)
 			}
@@ -460,4 +468,91 @@ func TestMemoryInitStd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hmt with value_projection false recalls the cached embeddings
+// themselves (the paper's P_s = softmax(q K^T / sqrt(D)) M): there is no
+// hmt.recall.wv, Params counts Wq and Wk only, and with two segments and
+// no carry (one key: P_1 = m_0) the model is rmt with memory_tokens 1 over
+// both segments with no parameter set, as TestHMTTwoSegmentsIsRMT gets
+// with Wv = I: equal logits and equal gradients of every rmt parameter.
+func TestHMTNoValueProjection(t *testing.T) {
+	const T, L = 8, 4
+	rc, tc := memModel(T, config.Component{Kind: "rmt", Options: map[string]any{"segment": L, "memory_tokens": 1, "bptt_segments": 0}})
+	want := memRunSet(t, rc, tc, 2, func(*graph.Store) {}, nil)
+	hc := rc
+	hc.Memory = config.Component{Kind: "hmt", Options: map[string]any{"segment": L, "summary": 2, "recall": 3, "carry": 0, "bptt_segments": 0, "value_projection": false}}
+	got := memRunSet(t, hc, tc, 2, func(s *graph.Store) {
+		if s.Get("hmt.recall.wv") != nil {
+			t.Error("value_projection false: hmt.recall.wv exists")
+		}
+		if s.Get("hmt.recall.wq") == nil || s.Get("hmt.recall.wk") == nil {
+			t.Error("value_projection false: hmt.recall.wq or wk missing")
+		}
+	}, nil)
+	if d := maxDiff(got.logits, want.logits); d > 1e-10 {
+		t.Errorf("logits differ by %g", d)
+	}
+	for name, g := range want.grads {
+		if d := maxDiff(got.grads[name], g); d > 1e-10 {
+			t.Errorf("gradient of %s differs by %g", name, d)
+		}
+	}
+	for _, vp := range []bool{true, false} {
+		hc.Memory.Options["value_projection"] = vp
+		mem, err := newMemory(hc, T)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, want := hc.DModel, 2*hc.DModel+2*hc.DModel*hc.DModel
+		if vp {
+			want += d * d
+		}
+		if got := mem.Params(); got != want {
+			t.Errorf("value_projection %v: Params %d, want %d", vp, got, want)
+		}
+	}
+}
+
+// hmt with memory_tokens r: each memory embedding is r rows. With one
+// segment the model is [P_0 (r rows); tokens; P_0] exactly as rmt with
+// memory_tokens r (as TestHMTOneSegmentIsRMT for r = 1). With more
+// segments the recall is r queries over the r rows of each cached
+// embedding (a mix of them, not rmt's copy), so there the test checks the
+// rows the estimate counts, the parameters, and the float64 gradients
+// through three segments (recall over two embeddings, carry 1).
+func TestHMTMemoryTokens(t *testing.T) {
+	const T = 6
+	for _, r := range []int{2, 3} {
+		rc, tc := memModel(T, config.Component{Kind: "rmt", Options: map[string]any{"segment": T, "memory_tokens": r}})
+		want := memRun(t, rc, tc, 2, nil, nil)
+		hc := rc
+		hc.Memory = config.Component{Kind: "hmt", Options: map[string]any{"segment": T, "summary": 2, "recall": 3, "carry": 2, "memory_tokens": r}}
+		got := memRun(t, hc, tc, 2, nil, nil)
+		if d := maxDiff(got.logits, want.logits); d > 1e-10 {
+			t.Errorf("r=%d: logits differ by %g", r, d)
+		}
+		if len(got.grads) != len(want.grads) {
+			t.Errorf("r=%d: %d parameters, rmt has %d", r, len(got.grads), len(want.grads))
+		}
+		for name, g := range want.grads {
+			if d := maxDiff(got.grads[name], g); d > 1e-10 {
+				t.Errorf("r=%d: gradient of %s differs by %g", r, name, d)
+			}
+		}
+	}
+	mem := config.Component{Kind: "hmt", Options: map[string]any{"segment": 2, "summary": 1, "carry": 1, "recall": 2, "bptt_segments": 0, "memory_tokens": 2}}
+	mc, tc := memModel(T, mem)
+	m, err := newMemory(mc, T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := mc.DModel
+	if got, want := m.Params(), 2*2*d+3*d*d; got != want {
+		t.Errorf("Params %d, want %d", got, want)
+	}
+	if got, want := m.Rows(), 2*2+1+2+1; got != want {
+		t.Errorf("Rows %d, want %d", got, want)
+	}
+	memGradCheck(t, mc, tc, 12, func(int) bool { return true })
 }

@@ -11,7 +11,7 @@
 #   PART=bench-nsa  nsa's slopes over 1K..64K and nsa at 16K against flash,
 #                   next to topk's slopes over 1K..64K (8 threads each)
 #   PART=memory     configs/paper/memory-recall.yaml (issue 15's memory models),
-#                   then trainer bench of rmt and memformer (segments of 64, the
+#                   then trainer bench of rmt, memformer and hmt (segments of 64, the
 #                   copy task, batch 4) at T = 1K..16K, and the plain model to 4K
 #   PART=memory-long  rmt (4 and 8 memory tokens, lr 1e-3 and 3e-3) and memformer on
 #                   memory-recall's task for 3000 steps instead of 1000
@@ -54,7 +54,7 @@ memory)
   S=${SWEEPS:-configs/paper}
   $B compare --config $S/memory-recall.yaml --workers 6 --threads ${MT:-1} --out /tmp/memory-recall > $R/memory.log 2>&1
   stamp memory
-  for k in rmt memformer; do
+  for k in rmt memformer hmt; do
     for T in 1024 2048 4096 8192 16384; do
       GOMAXPROCS=16 $B bench --set task.kind=copy --set task.seq_len=$T --set model.memory.kind=$k \
         --set model.memory.segment=64 --set train.batch_size=4 --steps 3 --warmup 1 --json 2>/dev/null

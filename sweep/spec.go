@@ -29,7 +29,7 @@ import (
 //	seeds: [1, 2]
 //
 // A grid value is a scalar, assigned like --set KEY=VALUE; under a component
-// key (task, model.attention) it may also be a mapping such as
+// key (task, model.attention, model.memory) it may also be a mapping such as
 // {kind: gqa, kv_heads: 1}, which replaces the whole component.
 type Sweep struct {
 	Name   string
@@ -75,6 +75,7 @@ type Value struct {
 var componentKeys = map[string]func(*config.Experiment) *config.Component{
 	"task":            func(e *config.Experiment) *config.Component { return &e.Task },
 	"model.attention": func(e *config.Experiment) *config.Component { return &e.Model.Attention },
+	"model.memory":    func(e *config.Experiment) *config.Component { return &e.Model.Memory },
 }
 
 // topKeys are the keys of a sweep file, in the order errors list them.
@@ -423,7 +424,7 @@ func (s *Sweep) AddSet(assignment string) error {
 
 // gridConflict returns the grid axis whose values would replace a fixed
 // override of key: the axis of key itself, or that of a whole component
-// (task, model.attention) holding key, since a component value replaces the
+// (task, model.attention, model.memory) holding key, since a component value replaces the
 // component, options and all, after the overrides are applied.
 func (s *Sweep) gridConflict(key string) (Axis, bool) {
 	for _, ax := range s.Grid {
@@ -461,7 +462,7 @@ func parseValue(file, where, key string, n *yaml.Node) (Value, error) {
 		return Value{Label: n.Value, scalar: n.Value, line: n.Line}, nil
 	case n.Kind == yaml.MappingNode:
 		if _, ok := componentKeys[key]; !ok {
-			return Value{}, specError(file, n.Line, "%s: a mapping value is only allowed for a component key (task, model.attention); give a scalar", where)
+			return Value{}, specError(file, n.Line, "%s: a mapping value is only allowed for a component key (task, model.attention, model.memory); give a scalar", where)
 		}
 		v := Value{component: true, options: map[string]string{}, line: n.Line}
 		for i := 0; i+1 < len(n.Content); i += 2 {

@@ -116,6 +116,27 @@ grid:
 	}
 }
 
+// model.memory is a component key too: each memory kind with its own
+// options (hmt's memory_tokens, which rmt's defaults do not share).
+func TestMemoryComponentValues(t *testing.T) {
+	s := mustParse(t, `base: {name: b, model: {d_model: 16, n_heads: 2, d_ff: 32, n_layers: 1},
+  task: {kind: copy, seq_len: 16}, train: {steps: 2, warmup_steps: 1}}
+grid:
+  model.memory: [{kind: none}, {kind: hmt, segment: 8, memory_tokens: 2}, {kind: rmt, segment: 8}]
+`)
+	runs, err := s.Expand(build)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 3 || runs[1].Name != "model.memory=hmt+memory_tokens=2+segment=8,seed=1" {
+		t.Fatalf("runs %d, second %q", len(runs), runs[1].Name)
+	}
+	hmt, rmt := runs[1].Exp.Model.Memory, runs[2].Exp.Model.Memory
+	if hmt.Kind != "hmt" || hmt.Options["memory_tokens"] != 2 || rmt.Kind != "rmt" || rmt.Options["memory_tokens"] != nil {
+		t.Errorf("hmt %+v, rmt %+v", hmt, rmt)
+	}
+}
+
 // A component value may hold lists of scalars (dilated's segments), given
 // to the option as a YAML list.
 func TestComponentListOptions(t *testing.T) {
