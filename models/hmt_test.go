@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	G "gorgonia.org/gorgonia"
-	"gorgonia.org/tensor"
 
 	"github.com/attnlab/attnlab/config"
 	"github.com/attnlab/attnlab/data"
@@ -64,18 +63,7 @@ func TestHMTOneSegmentIsRMT(t *testing.T) {
 // inputs edited by edit when not nil.
 func memRunSet(t *testing.T, mc config.Model, tc config.Component, batch int, set func(*graph.Store), edit func([]int)) memResult {
 	t.Helper()
-	task, err := data.New(tc, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := graph.NewStore(tensor.Float64, 11)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Build(mc, task, store, batch)
-	if err != nil {
-		t.Fatal(err)
-	}
+	task, store, m := memBuild(t, mc, tc, batch)
 	set(store)
 	b := data.NewBatch(task, batch)
 	task.Fill(b, data.Train, 0)
@@ -135,14 +123,7 @@ func TestHMTTwoSegmentsIsRMT(t *testing.T) {
 					}
 				}
 			}, nil)
-			if d := maxDiff(got.logits, want.logits); d > 1e-10 {
-				t.Errorf("logits differ by %g", d)
-			}
-			for name, g := range want.grads {
-				if d := maxDiff(got.grads[name], g); d > 1e-10 {
-					t.Errorf("gradient of %s differs by %g", name, d)
-				}
-			}
+			sameRun(t, got, want)
 		})
 	}
 }

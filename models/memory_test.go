@@ -31,7 +31,9 @@ type memResult struct {
 	grads  map[string][]float64
 }
 
-func memRun(t *testing.T, mc config.Model, tc config.Component, batch int, weights []float64, edit func([]int)) memResult {
+// memBuild builds mc for batch sequences of task tc (seed 1) in a float64
+// store of seed 11.
+func memBuild(t *testing.T, mc config.Model, tc config.Component, batch int) (data.Task, *graph.Store, *Model) {
 	t.Helper()
 	task, err := data.New(tc, 1)
 	if err != nil {
@@ -45,6 +47,12 @@ func memRun(t *testing.T, mc config.Model, tc config.Component, batch int, weigh
 	if err != nil {
 		t.Fatal(err)
 	}
+	return task, store, m
+}
+
+func memRun(t *testing.T, mc config.Model, tc config.Component, batch int, weights []float64, edit func([]int)) memResult {
+	t.Helper()
+	task, _, m := memBuild(t, mc, tc, batch)
 	b := data.NewBatch(task, batch)
 	task.Fill(b, data.Train, 0)
 	if edit != nil {
@@ -74,6 +82,20 @@ func memRun(t *testing.T, mc config.Model, tc config.Component, batch int, weigh
 		r.grads[p.Name()] = graph.Float64s(gv)
 	}
 	return r
+}
+
+// sameRun fails t unless got's logits and every gradient want has are
+// within 1e-10 of want's.
+func sameRun(t *testing.T, got, want memResult) {
+	t.Helper()
+	if d := maxDiff(got.logits, want.logits); d > 1e-10 {
+		t.Errorf("logits differ by %g", d)
+	}
+	for name, g := range want.grads {
+		if d := maxDiff(got.grads[name], g); d > 1e-10 {
+			t.Errorf("gradient of %s differs by %g", name, d)
+		}
+	}
 }
 
 func maxDiff(a, b []float64) float64 {
@@ -440,17 +462,7 @@ func TestMemoryInitStd(t *testing.T) {
 					opts["init_std"] = std
 				}
 				mc, tc := memModel(6, config.Component{Kind: c.kind, Options: opts})
-				task, err := data.New(tc, 1)
-				if err != nil {
-					t.Fatal(err)
-				}
-				store, err := graph.NewStore(tensor.Float64, 11)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := Build(mc, task, store, 2); err != nil {
-					t.Fatal(err)
-				}
+				_, store, _ := memBuild(t, mc, tc, 2)
 				p := store.Get(c.param)
 				if p == nil {
 					t.Fatalf("no %s", c.param)
@@ -490,14 +502,7 @@ func TestHMTNoValueProjection(t *testing.T) {
 			t.Error("value_projection false: hmt.recall.wq or wk missing")
 		}
 	}, nil)
-	if d := maxDiff(got.logits, want.logits); d > 1e-10 {
-		t.Errorf("logits differ by %g", d)
-	}
-	for name, g := range want.grads {
-		if d := maxDiff(got.grads[name], g); d > 1e-10 {
-			t.Errorf("gradient of %s differs by %g", name, d)
-		}
-	}
+	sameRun(t, got, want)
 	for _, vp := range []bool{true, false} {
 		hc.Memory.Options["value_projection"] = vp
 		mem, err := newMemory(hc, T)
