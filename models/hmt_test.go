@@ -4,10 +4,7 @@ import (
 	"math"
 	"testing"
 
-	G "gorgonia.org/gorgonia"
-
 	"github.com/attnlab/attnlab/config"
-	"github.com/attnlab/attnlab/data"
 	"github.com/attnlab/attnlab/graph"
 )
 
@@ -63,36 +60,12 @@ func TestHMTOneSegmentIsRMT(t *testing.T) {
 // inputs edited by edit when not nil.
 func memRunSet(t *testing.T, mc config.Model, tc config.Component, batch int, set func(*graph.Store), edit func([]int)) memResult {
 	t.Helper()
-	task, store, m := memBuild(t, mc, tc, batch)
-	set(store)
-	b := data.NewBatch(task, batch)
-	task.Fill(b, data.Train, 0)
-	if edit != nil {
-		edit(b.Inputs)
-	}
-	for i := range b.LossMask { // every position, every segment
-		b.LossMask[i] = 1
-	}
-	if err := m.Feed(b); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := G.Grad(m.Loss, m.Params...); err != nil {
-		t.Fatal(err)
-	}
-	vm := G.NewTapeMachine(m.Graph, G.BindDualValues(m.Params...))
-	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	r := memResult{logits: graph.Float64s(m.Logits.Value()), grads: map[string][]float64{}}
-	for _, p := range m.Params {
-		gv, err := p.Grad()
-		if err != nil {
-			t.Fatal(err)
+	all := func(mask []float64) {
+		for i := range mask { // every position, every segment
+			mask[i] = 1
 		}
-		r.grads[p.Name()] = graph.Float64s(gv)
 	}
-	return r
+	return memPass(t, mc, tc, batch, set, all, edit)
 }
 
 // Two segments, no carry, and the recall's value projection set to the

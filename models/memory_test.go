@@ -52,14 +52,30 @@ func memBuild(t *testing.T, mc config.Model, tc config.Component, batch int) (da
 
 func memRun(t *testing.T, mc config.Model, tc config.Component, batch int, weights []float64, edit func([]int)) memResult {
 	t.Helper()
-	task, _, m := memBuild(t, mc, tc, batch)
+	var weigh func([]float64)
+	if weights != nil {
+		weigh = func(mask []float64) { copy(mask, weights) }
+	}
+	return memPass(t, mc, tc, batch, nil, weigh, edit)
+}
+
+// memPass builds mc, applies set (if not nil) to the store, fills a
+// training batch, edits its inputs (edit) and its loss weights (weigh),
+// each if not nil, and runs one forward and backward pass: the logits, the
+// loss and every parameter's gradient.
+func memPass(t *testing.T, mc config.Model, tc config.Component, batch int, set func(*graph.Store), weigh func([]float64), edit func([]int)) memResult {
+	t.Helper()
+	task, store, m := memBuild(t, mc, tc, batch)
+	if set != nil {
+		set(store)
+	}
 	b := data.NewBatch(task, batch)
 	task.Fill(b, data.Train, 0)
 	if edit != nil {
 		edit(b.Inputs)
 	}
-	if weights != nil {
-		copy(b.LossMask, weights)
+	if weigh != nil {
+		weigh(b.LossMask)
 	}
 	if err := m.Feed(b); err != nil {
 		t.Fatal(err)
