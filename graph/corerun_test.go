@@ -111,6 +111,30 @@ func gradCheckCore(t *testing.T, attend func(q, k, v, mask *G.Node) (out, lse *G
 }
 
 // toFloat32 is a float32 copy of x.
+// runWeightedSum differentiates loss = sum(out * r) with respect to wrt
+// and runs the graph once: the tests' usual way to send a random upstream
+// gradient r into an op. The caller closes the returned machine.
+func runWeightedSum(t *testing.T, g *G.ExprGraph, out, r *G.Node, wrt ...*G.Node) G.VM {
+	t.Helper()
+	prod, err := G.HadamardProd(out, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loss, err := G.Sum(prod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := G.Grad(loss, wrt...); err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g, G.BindDualValues(wrt...))
+	if err := vm.RunAll(); err != nil {
+		vm.Close()
+		t.Fatal(err)
+	}
+	return vm
+}
+
 func toFloat32(x *tensor.Dense) *tensor.Dense {
 	d := Float64s(x)
 	out := make([]float32, len(d))
@@ -131,22 +155,8 @@ func checkFloat32Core(t *testing.T, what string, attend func(q, k, v *G.Node) (*
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := G.HadamardProd(out, Variable(g, "r", toFloat32(rt)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss, err := G.Sum(prod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := G.Grad(loss, q, k, v); err != nil {
-		t.Fatal(err)
-	}
-	vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
+	vm := runWeightedSum(t, g, out, Variable(g, "r", toFloat32(rt)), q, k, v)
 	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
 	for _, x := range []struct {
 		name string
 		n    *G.Node

@@ -33,22 +33,8 @@ func runCore(t *testing.T, core func(q, k, v, m *G.Node, s AttentionShape) (*G.N
 		t.Fatal(err)
 	}
 	r := Variable(g, "r", rt.Clone().(*tensor.Dense))
-	prod, err := G.HadamardProd(out, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss, err := G.Sum(prod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := G.Grad(loss, q, k, v); err != nil {
-		t.Fatal(err)
-	}
-	vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
+	vm := runWeightedSum(t, g, out, r, q, k, v)
 	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
 	grad := func(n *G.Node) []float64 {
 		gv, err := n.Grad()
 		if err != nil {

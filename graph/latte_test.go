@@ -219,22 +219,8 @@ func TestLatteMatchesQuadraticForm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			prod, err := G.HadamardProd(out, Variable(g, "r", rt))
-			if err != nil {
-				t.Fatal(err)
-			}
-			loss, err := G.Sum(prod)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := G.Grad(loss, q, k, v); err != nil {
-				t.Fatal(err)
-			}
-			vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
+			vm := runWeightedSum(t, g, out, Variable(g, "r", rt), q, k, v)
 			defer vm.Close()
-			if err := vm.RunAll(); err != nil {
-				t.Fatal(err)
-			}
 			wo, ww, wq, wk, wv := naiveLatte(s, Float64s(qt), Float64s(kt), Float64s(vt), mask, Float64s(rt))
 			for _, x := range []struct {
 				name      string
@@ -536,22 +522,8 @@ func latteRun32(t *testing.T, s LatteShape, ins []*tensor.Dense, mask []float64,
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := G.HadamardProd(out, f32("r", R))
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss, err := G.Sum(prod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := G.Grad(loss, q, k, v); err != nil {
-		t.Fatal(err)
-	}
-	vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
+	vm := runWeightedSum(t, g, out, f32("r", R), q, k, v)
 	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
 	return [][]float64{Float64s(out.Value()), gradOf(t, q), gradOf(t, k), gradOf(t, v)}
 }
 

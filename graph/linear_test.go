@@ -175,22 +175,8 @@ func testLinearCase(t *testing.T, rng *rand.Rand, name string, s LinearShape, pa
 		if err != nil {
 			t.Fatal(err)
 		}
-		prod, err := G.HadamardProd(out, Variable(g, "r", rt))
-		if err != nil {
-			t.Fatal(err)
-		}
-		loss, err := G.Sum(prod)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := G.Grad(loss, q, k, v); err != nil {
-			t.Fatal(err)
-		}
-		vm := G.NewTapeMachine(g, G.BindDualValues(q, k, v))
+		vm := runWeightedSum(t, g, out, Variable(g, "r", rt), q, k, v)
 		defer vm.Close()
-		if err := vm.RunAll(); err != nil {
-			t.Fatal(err)
-		}
 		wo, wq, wk, wv := naiveLinear(s, Float64s(qt), Float64s(kt), Float64s(vt), mask, Float64s(rt))
 		grad := func(n *G.Node) []float64 {
 			gv, err := n.Grad()

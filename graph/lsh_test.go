@@ -225,22 +225,8 @@ func runLSH(t *testing.T, s LSHShape, rots [][]float64, qt, vt, mt, rt *tensor.D
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := G.HadamardProd(out, Variable(g, "r", rt.Clone().(*tensor.Dense)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss, err := G.Sum(prod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := G.Grad(loss, q, v); err != nil {
-		t.Fatal(err)
-	}
-	vm := G.NewTapeMachine(g, G.BindDualValues(q, v))
+	vm := runWeightedSum(t, g, out, Variable(g, "r", rt.Clone().(*tensor.Dense)), q, v)
 	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
 	grad := func(n *G.Node) []float64 {
 		gv, err := n.Grad()
 		if err != nil {
@@ -470,22 +456,8 @@ func TestLSHFloat32(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := G.HadamardProd(out, Variable(g, "r", f32(rt)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	loss, err := G.Sum(prod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := G.Grad(loss, q, v); err != nil {
-		t.Fatal(err)
-	}
-	vm := G.NewTapeMachine(g, G.BindDualValues(q, v))
+	vm := runWeightedSum(t, g, out, Variable(g, "r", f32(rt)), q, v)
 	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
 	dq, _ := q.Grad()
 	dv, _ := v.Grad()
 	for _, x := range []struct {

@@ -178,22 +178,8 @@ func TestTokenStatisticsMatchesNaive(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			prod, err := G.HadamardProd(out, Variable(g, "r", rt))
-			if err != nil {
-				t.Fatal(err)
-			}
-			loss, err := G.Sum(prod)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := G.Grad(loss, w, tau); err != nil {
-				t.Fatal(err)
-			}
-			vm := G.NewTapeMachine(g, G.BindDualValues(w, tau))
+			vm := runWeightedSum(t, g, out, Variable(g, "r", rt), w, tau)
 			defer vm.Close()
-			if err := vm.RunAll(); err != nil {
-				t.Fatal(err)
-			}
 			wo, ww, wtau := naiveTokenStatsGrads(s, Float64s(wt), Float64s(taut), mask, Float64s(rt))
 			grad := func(n *G.Node) []float64 {
 				gv, err := n.Grad()
