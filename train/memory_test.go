@@ -5,7 +5,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -28,43 +27,13 @@ func TestRMTResumeIsExact(t *testing.T) {
 			"train.schedule=constant", "train.warmup_steps=0", "train.steps=4", "train.eval_every=2", "train.checkpoint_every=2"}, more...)
 	}
 	exp := tinyExperiment(t, sets()...)
-	whole := t.TempDir()
-	ws, err := Run(context.Background(), exp, Options{Dir: whole})
-	if err != nil {
-		t.Fatal(err)
-	}
-	parted := t.TempDir()
-	if _, err := Run(context.Background(), tinyExperiment(t, sets("train.steps=2")...), Options{Dir: parted}); err != nil {
-		t.Fatal(err)
-	}
-	rs, err := Run(context.Background(), exp, Options{Dir: parted, Resume: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tensors := func(dir string) map[string]any {
-		t.Helper()
-		f, err := readCheckpoint(filepath.Join(dir, CheckpointFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]any{}
-		for _, ts := range f.Tensors {
-			out[ts.Name] = ts.Data
-		}
-		return out
-	}
+	whole, parted, ws, rs := resumeRuns(t, exp, tinyExperiment(t, sets("train.steps=2")...))
+	tensors := func(dir string) map[string]ckptTensor { return checkpointTensors(t, dir) }
 	want, got := tensors(whole), tensors(parted)
 	if _, ok := want["memory.init"]; !ok {
 		t.Fatal("no memory.init in the checkpoint")
 	}
-	for name, w := range want {
-		if !reflect.DeepEqual(got[name], w) {
-			t.Errorf("%s: the resumed run ends with other values than the uninterrupted one", name)
-		}
-	}
-	if rs.EvalLoss != ws.EvalLoss || rs.EvalAccuracy != ws.EvalAccuracy {
-		t.Errorf("final evaluation: resumed %v/%v, uninterrupted %v/%v", rs.EvalLoss, rs.EvalAccuracy, ws.EvalLoss, ws.EvalAccuracy)
-	}
+	sameEnd(t, want, got, ws, rs)
 }
 
 // Sampling and attention maps work on memory models: the sampler's

@@ -30,44 +30,14 @@ func TestPerformerResumeIsExact(t *testing.T) {
 			"train.schedule=constant", "train.warmup_steps=0"}, more...)
 	}
 	exp := tinyExperiment(t, sets("2")...)
-	whole := t.TempDir()
-	ws, err := Run(context.Background(), exp, Options{Dir: whole})
-	if err != nil {
-		t.Fatal(err)
-	}
-	parted := t.TempDir()
-	if _, err := Run(context.Background(), tinyExperiment(t, sets("2", "train.steps=3")...), Options{Dir: parted}); err != nil {
-		t.Fatal(err)
-	}
-	rs, err := Run(context.Background(), exp, Options{Dir: parted, Resume: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tensors := func(dir string) map[string]any {
-		t.Helper()
-		f, err := readCheckpoint(filepath.Join(dir, CheckpointFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]any{}
-		for _, ts := range f.Tensors {
-			out[ts.Name] = ts.Data
-		}
-		return out
-	}
+	whole, parted, ws, rs := resumeRuns(t, exp, tinyExperiment(t, sets("2", "train.steps=3")...))
+	tensors := func(dir string) map[string]ckptTensor { return checkpointTensors(t, dir) }
 	want := tensors(whole)
 	if len(want) < 10 {
 		t.Fatalf("%d tensors in the checkpoint", len(want))
 	}
 	got := tensors(parted)
-	for name, w := range want {
-		if !reflect.DeepEqual(got[name], w) {
-			t.Errorf("%s: the resumed run ends with other values than the uninterrupted one", name)
-		}
-	}
-	if rs.EvalLoss != ws.EvalLoss || rs.EvalAccuracy != ws.EvalAccuracy {
-		t.Errorf("final evaluation: resumed %v/%v, uninterrupted %v/%v", rs.EvalLoss, rs.EvalAccuracy, ws.EvalLoss, ws.EvalAccuracy)
-	}
+	sameEnd(t, want, got, ws, rs)
 	ev, err := Evaluate(exp, filepath.Join(whole, CheckpointFile))
 	if err != nil {
 		t.Fatal(err)

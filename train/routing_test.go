@@ -28,35 +28,8 @@ func TestRoutingResumeIsExact(t *testing.T) {
 			"model.attention.decay=0.5", "train.schedule=constant", "train.warmup_steps=0"}, more...)
 	}
 	exp := tinyExperiment(t, sets()...)
-	whole := t.TempDir()
-	ws, err := Run(context.Background(), exp, Options{Dir: whole})
-	if err != nil {
-		t.Fatal(err)
-	}
-	parted := t.TempDir()
-	if _, err := Run(context.Background(), tinyExperiment(t, sets("train.steps=3")...), Options{Dir: parted}); err != nil {
-		t.Fatal(err)
-	}
-	rs, err := Run(context.Background(), exp, Options{Dir: parted, Resume: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	type tensorData struct {
-		shape []int
-		data  any
-	}
-	tensors := func(dir string) map[string]tensorData {
-		t.Helper()
-		f, err := readCheckpoint(filepath.Join(dir, CheckpointFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]tensorData{}
-		for _, ts := range f.Tensors {
-			out[ts.Name] = tensorData{ts.Shape, ts.Data}
-		}
-		return out
-	}
+	whole, parted, ws, rs := resumeRuns(t, exp, tinyExperiment(t, sets("train.steps=3")...))
+	tensors := func(dir string) map[string]ckptTensor { return checkpointTensors(t, dir) }
 	want := tensors(whole)
 	var centroids []string
 	for name := range want {
@@ -68,14 +41,7 @@ func TestRoutingResumeIsExact(t *testing.T) {
 		t.Fatal("no centroid buffer in the checkpoint")
 	}
 	got := tensors(parted)
-	for name, w := range want {
-		if !reflect.DeepEqual(got[name], w) {
-			t.Errorf("%s: the resumed run ends with other values than the uninterrupted one", name)
-		}
-	}
-	if rs.EvalLoss != ws.EvalLoss || rs.EvalAccuracy != ws.EvalAccuracy {
-		t.Errorf("final evaluation: resumed %v/%v, uninterrupted %v/%v", rs.EvalLoss, rs.EvalAccuracy, ws.EvalLoss, ws.EvalAccuracy)
-	}
+	sameEnd(t, want, got, ws, rs)
 
 	// The centroids moved from their initial draw (a store of the run's
 	// seed draws them as the model did).
