@@ -43,3 +43,9 @@ require (
 	gorgonia.org/vecf32 v0.9.0 // indirect
 	gorgonia.org/vecf64 v0.9.0 // indirect
 )
+
+// Gorgonia v0.9.18 with two fixes to its node deduplication (hash
+// collisions merged distinct nodes) and three that make building and
+// compiling linear in the number of nodes; third_party/gorgonia/ATTNLAB.md
+// says what changed and why.
+replace gorgonia.org/gorgonia v0.9.18 => ./third_party/gorgonia
