@@ -13,6 +13,8 @@
 #   PART=memory     configs/paper/memory-recall.yaml (issue 15's memory models),
 #                   then trainer bench of rmt, memformer and hmt (segments of 64, the
 #                   copy task, batch 4) at T = 1K..16K, and the plain model to 4K
+#                   (MW workers for the sweep, KINDS the memory kinds benched,
+#                   PLAIN=0 skips the plain model)
 #   PART=memory-long  rmt (4 and 8 memory tokens, lr 1e-3 and 3e-3) and memformer on
 #                   memory-recall's task for 3000 steps instead of 1000
 #
@@ -52,15 +54,15 @@ bench-nsa)
   stamp 16k ;;
 memory)
   S=${SWEEPS:-configs/paper}
-  $B compare --config $S/memory-recall.yaml --workers 6 --threads ${MT:-1} --out /tmp/memory-recall > $R/memory.log 2>&1
+  $B compare --config $S/memory-recall.yaml --workers ${MW:-6} --threads ${MT:-1} --out /tmp/memory-recall > $R/memory.log 2>&1
   stamp memory
-  for k in rmt memformer hmt; do
+  for k in ${KINDS:-rmt memformer hmt}; do
     for T in 1024 2048 4096 8192 16384; do
       GOMAXPROCS=16 $B bench --set task.kind=copy --set task.seq_len=$T --set model.memory.kind=$k \
         --set model.memory.segment=64 --set train.batch_size=4 --steps 3 --warmup 1 --json 2>/dev/null
     done > $R/bench-$k.jsonl
   done
-  for T in 1024 2048 4096; do
+  [ "${PLAIN:-1}" = 1 ] && for T in 1024 2048 4096; do
     GOMAXPROCS=16 $B bench --set task.kind=copy --set task.seq_len=$T --set train.batch_size=4 --steps 3 --warmup 1 --json 2>/dev/null
   done > $R/bench-plain.jsonl
   stamp bench
