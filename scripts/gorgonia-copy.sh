@@ -2,7 +2,8 @@
 # Rebuilds third_party/gorgonia from the pinned module and the project's
 # patch, or (with --check) only compares: the copy must be exactly
 # gorgonia.org/gorgonia v0.9.18's root package, internal/encoding and cuda
-# (their non-test files, go.mod, go.sum, LICENSE) with third_party/gorgonia.patch
+# (their non-test files), the CUDA kernels' sources (cuda modules/src), go.mod,
+# go.sum and LICENSE, with third_party/gorgonia.patch
 # applied. Needs Go and patch(1).
 #
 #   scripts/gorgonia-copy.sh           # rewrite third_party/gorgonia
@@ -16,9 +17,9 @@ src=$(GOFLAGS=-mod=mod go mod download -json gorgonia.org/gorgonia@$version | se
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 out=$tmp/gorgonia
-for dir in . internal/encoding cuda; do
+for dir in . internal/encoding cuda "cuda modules/src"; do
 	mkdir -p "$out/$dir"
-	for f in "$src/$dir"/*.go "$src/$dir"/*.s; do
+	for f in "$src/$dir"/*.go "$src/$dir"/*.s "$src/$dir"/*.cu; do
 		[ -f "$f" ] || continue
 		case $f in *_test.go) continue ;; esac
 		cp "$f" "$out/$dir/"

@@ -142,3 +142,12 @@ func TestRefusedRunPrintsOnlyItsError(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr %q: want exit 2, nothing on stdout", code, out, stderr)
 	}
 }
+
+// The default build has no GPU path: gpucheck says how to get one, in one
+// line, and fails.
+func TestGpucheckWithoutCUDASaysHowToBuildIt(t *testing.T) {
+	code, out, stderr := runCLI("gpucheck")
+	if code == 0 || out != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "scripts/build-cuda.sh") {
+		t.Errorf("exit %d, stdout %q, stderr %q: want a non-zero exit and one line naming scripts/build-cuda.sh", code, out, stderr)
+	}
+}

@@ -122,7 +122,7 @@ folder (config.yaml, metrics.jsonl, summary.json, checkpoint.safetensors).`,
 		}
 	}
 	root.AddCommand(newTrainCmd(), newEvalCmd(), newSampleCmd(), newAttnmapCmd(), newInfoCmd(), newListCmd(),
-		newGradcheckCmd(), newCompareCmd(), newReportCmd(), newBenchCmd())
+		newGradcheckCmd(), newGpucheckCmd(), newCompareCmd(), newReportCmd(), newBenchCmd())
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)
 	}
