@@ -15,6 +15,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/attnlab/attnlab/graph"
 )
 
 // Available reports whether this binary has the CUDA path.
@@ -124,6 +126,15 @@ func checks() []check {
 		unary("sigmoid", G.Sigmoid, func(x float64) float64 { return 1 / (1 + math.Exp(-x)) }),
 		{"tanh(a b + c) and its gradients", "64x48 . 48x80", chainWithGrad},
 	}
+}
+
+// graphChecks are the graph package's GPU ops (graph.GPUCases).
+func graphChecks() []check {
+	var cs []check
+	for _, c := range graph.GPUCases() {
+		cs = append(cs, check{name: c.Name, shape: c.Shape, build: c.Build})
+	}
+	return cs
 }
 
 // chainWithGrad checks y = tanh(a b + c), loss = sum(y), and the gradients
@@ -263,7 +274,7 @@ func Check(seed uint64) (Report, error) {
 	defer runtime.UnlockOSThread()
 	rng := rand.New(rand.NewPCG(seed, 16))
 	rep := Report{Device: deviceName()}
-	for _, c := range checks() {
+	for _, c := range append(checks(), graphChecks()...) {
 		cs := Case{Name: c.name, Shape: c.shape, Limit: relLimit}
 		e, err := run(c, rng)
 		if err != nil {

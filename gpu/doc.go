@@ -8,7 +8,9 @@
 //
 // What runs on the GPU today: Gorgonia's own CUDA ops (matrix products
 // through cuBLAS, same-shape elementwise arithmetic, elementwise unary
-// functions). The model's ops (graph package) still run on the CPU, so
+// functions), checked on the lent H200, and the graph package's ops that
+// have a kernel (graph/gpu.go; graph.GPUCases are their checks), written
+// but not yet run on a GPU. The other model ops still run on the CPU, so
 // `--device cuda` for training does not exist yet.
 package gpu
 

@@ -54,7 +54,33 @@ func Activate(x *G.Node, a Activation) (*G.Node, error) {
 			dx, err := activationGrad(in[0], grad, a)
 			return G.Nodes{dx}, err
 		},
+		gpu: activationKernel(a, false),
 	}, x)
+}
+
+// activationKernel is the GPU path of Activate (grad false: y = a(x)) and
+// of its gradient (dx = dy a'(x)): graph/cuda/attnlab.cu's gelu_f32,
+// gelu_grad_f32, relu_f32, relu_grad_f32, one thread per element.
+func activationKernel(a Activation, grad bool) *gpuKernel {
+	kernel := string(a)
+	if grad {
+		kernel += "_grad"
+	}
+	kernel += "_f32"
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		n := out.size()
+		sz, err := int32s(n)
+		if err != nil {
+			return err
+		}
+		args := make([]any, 0, len(in)+2)
+		for _, b := range in {
+			args = append(args, b.ptr)
+		}
+		args = append(args, out.ptr, sz[0])
+		blocks, threads := elementwiseGrid(n)
+		return l.Launch(kernel, blocks, threads, 0, args...)
+	}}
 }
 
 // activationGrad returns dy * a'(x).
@@ -82,6 +108,7 @@ func activationGrad(x, dy *G.Node, a Activation) (*G.Node, error) {
 			}
 			return out, nil
 		},
+		gpu: activationKernel(a, true),
 	}, x, dy)
 }
 

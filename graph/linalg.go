@@ -173,6 +173,7 @@ func ColSum(a *G.Node) (*G.Node, error) {
 			}
 			return out, nil
 		},
+		gpu: colSumKernel,
 	}, a)
 }
 

@@ -50,6 +50,7 @@ func LayerNorm(x, gamma, beta *G.Node, eps float64) (*G.Node, error) {
 			db, err := ColSum(grad)
 			return G.Nodes{dx, dg, db}, err
 		},
+		gpu: normKernel(eps, true, "forward"),
 	}, x, gamma, beta)
 }
 
@@ -87,6 +88,7 @@ func RMSNorm(x, gamma *G.Node, eps float64) (*G.Node, error) {
 			dg, err := apply(normGradOp("RMSNormGradGamma", eps, false, true), in[0], grad)
 			return G.Nodes{dx, dg}, err
 		},
+		gpu: normKernel(eps, false, "forward"),
 	}, x, gamma)
 }
 
@@ -175,14 +177,15 @@ func rmsNormForward[T Float](x, gamma, y []T, n, d int, eps float64) {
 // gammaGrad it maps (x, dy) to dgamma [D], otherwise (x, gamma, dy) to dx.
 func normGradOp(name string, eps float64, centered, gammaGrad bool) *op {
 	name = fmt.Sprintf("%s(eps=%g)", name, eps)
-	arity, typ := 3, fnType(2, 1, 2, 2)
+	arity, typ, kernel := 3, fnType(2, 1, 2, 2), normKernel(eps, centered, "grad_x")
 	if gammaGrad {
-		arity, typ = 2, fnType(2, 2, 1)
+		arity, typ, kernel = 2, fnType(2, 2, 1), normKernel(eps, centered, "grad_gamma")
 	}
 	return &op{
 		name:  name,
 		arity: arity,
 		typ:   typ,
+		gpu:   kernel,
 		shape: func(in []tensor.Shape) (tensor.Shape, error) {
 			if gammaGrad {
 				return tensor.Shape{in[0][1]}, nil

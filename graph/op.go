@@ -28,6 +28,8 @@ type op struct {
 	do      func(in []G.Value) (G.Value, error)
 	diffWRT []bool
 	symDiff func(in G.Nodes, out, grad *G.Node) (G.Nodes, error)
+	// gpu is the op's CUDA implementation, nil for none (graph/gpu.go).
+	gpu *gpuKernel
 }
 
 func (o *op) Arity() int       { return o.arity }
@@ -93,7 +95,7 @@ func fnType(dims ...int) hm.Type {
 
 // apply applies o to children, wrapping errors with the op's name.
 func apply(o *op, children ...*G.Node) (*G.Node, error) {
-	n, err := G.ApplyOp(o, children...)
+	n, err := G.ApplyOp(gpuOp(o, children), children...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.name, err)
 	}

@@ -54,6 +54,7 @@ cp go.sum "$work/go.sum"
 sed "s|=> ./third_party/gorgonia|=> $work/gorgonia|" go.mod > "$work/go.mod"
 grep -q "=> $work/gorgonia" "$work/go.mod" || die "go.mod has no replace for third_party/gorgonia"
 printf '\nreplace gorgonia.org/cu => %s\n' "$work/cu" >> "$work/go.mod"
+go mod edit -require=gorgonia.org/cu@v0.9.6 "$work/go.mod" # graph/op_cuda.go launches kernels through it
 
 build() { CGO_ENABLED=1 go build -modfile="$work/go.mod" -tags cuda -trimpath "$@" ./cmd/trainer; }
 echo "build-cuda: first link (against the local cuBLAS) to list the cuBLAS functions used"

@@ -1,0 +1,105 @@
+package graph
+
+import (
+	"fmt"
+	"math"
+
+	"gorgonia.org/tensor"
+)
+
+// gpuKernel is an op's CUDA implementation, used only by the binary that
+// scripts/build-cuda.sh builds (-tags cuda; graph/op_cuda.go): launch runs
+// the op on the device, writing out from in through l, which starts the
+// kernels of graph/cuda/attnlab.cu by name. An op with no gpuKernel has no
+// GPU path. The kernels are float32 only; float64 stays on the CPU.
+type gpuKernel struct {
+	launch func(l gpuLauncher, out gpuBuf, in []gpuBuf) error
+}
+
+// gpuBuf is a tensor in device memory: its address, shape and dtype.
+type gpuBuf struct {
+	ptr   uintptr
+	shape tensor.Shape
+	dtype tensor.Dtype
+}
+
+func (b gpuBuf) size() int { return b.shape.TotalSize() }
+
+// gpuLauncher starts a kernel of graph/cuda/attnlab.cu over a grid of
+// blocks of threads with shared bytes of dynamic shared memory, with its
+// arguments (uintptr for device addresses, 0 for none; int32 and float32
+// for scalars), and waits for it.
+type gpuLauncher interface {
+	Launch(kernel string, blocks, threads, shared int, args ...any) error
+}
+
+// elementwiseGrid is the launch shape of one thread per element.
+func elementwiseGrid(n int) (blocks, threads int) {
+	threads = 256
+	return (n + threads - 1) / threads, threads
+}
+
+// rowThreads is the block size of a kernel that gives each row of d
+// elements one block: d rounded up to a warp, between 32 and 256.
+func rowThreads(d int) int {
+	return min(max((d+31)/32*32, 32), 256)
+}
+
+// int32s converts sizes to the kernels' int32, or fails.
+func int32s(xs ...int) ([]int32, error) {
+	out := make([]int32, len(xs))
+	for i, x := range xs {
+		if x > math.MaxInt32 {
+			return nil, fmt.Errorf("size %d: the kernels count in int32", x)
+		}
+		out[i] = int32(x)
+	}
+	return out, nil
+}
+
+// normKernel is a GPU path of LayerNorm (centered) or RMSNorm, by part:
+// "forward" (in: x, gamma[, beta]), "grad_x" (x, gamma, dy) or
+// "grad_gamma" (x, dy): graph/cuda/attnlab.cu's norm_f32, norm_grad_x_f32,
+// and zero_f32 then norm_grad_gamma_f32.
+func normKernel(eps float64, centered bool, part string) *gpuKernel {
+	c := int32(0)
+	if centered {
+		c = 1
+	}
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		n, d := in[0].shape[0], in[0].shape[1]
+		sz, err := int32s(n, d)
+		if err != nil {
+			return err
+		}
+		threads := rowThreads(d)
+		switch part {
+		case "forward":
+			var beta uintptr
+			if len(in) == 3 {
+				beta = in[2].ptr
+			}
+			return l.Launch("norm_f32", n, threads, 0, in[0].ptr, in[1].ptr, beta, out.ptr, sz[0], sz[1], float32(eps), c)
+		case "grad_x":
+			return l.Launch("norm_grad_x_f32", n, threads, 0, in[0].ptr, in[1].ptr, in[2].ptr, out.ptr, sz[0], sz[1], float32(eps), c)
+		}
+		// grad_gamma: zero, then blocks of 32 rows add their partial sums.
+		blocks, zt := elementwiseGrid(d)
+		if err := l.Launch("zero_f32", blocks, zt, 0, out.ptr, sz[1]); err != nil {
+			return err
+		}
+		const rows = 32
+		return l.Launch("norm_grad_gamma_f32", (n+rows-1)/rows, threads, 4*d, in[0].ptr, in[1].ptr, out.ptr, sz[0], sz[1], float32(eps), c, int32(rows))
+	}}
+}
+
+// colSumKernel is ColSum's GPU path: one thread per column.
+var colSumKernel = &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+	n, d := in[0].shape[0], in[0].shape[1]
+	sz, err := int32s(n, d)
+	if err != nil {
+		return err
+	}
+	blocks, threads := elementwiseGrid(d)
+	return l.Launch("col_sum_f32", blocks, threads, 0, in[0].ptr, out.ptr, sz[0], sz[1])
+}}

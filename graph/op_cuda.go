@@ -1,0 +1,98 @@
+//go:build cuda
+
+package graph
+
+import (
+	"fmt"
+	"unsafe"
+
+	"gorgonia.org/cu"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// gpuModule is the name graph/cuda/attnlab.cu's PTX is registered under
+// (graph/ptx_cuda.go); its kernels are looked up as gpuModule.kernel.
+const gpuModule = "attnlab"
+
+// gpuOp is o as a Gorgonia CUDA op when it has a GPU implementation and
+// its inputs are float32 (the kernels' only dtype; float64 graphs, the
+// gradient checks', stay on the CPU): Gorgonia's compiler then places its
+// node on GPU 0 and hands CUDADo device values.
+func gpuOp(o *op, children G.Nodes) G.Op {
+	if o.gpu == nil {
+		return o
+	}
+	for _, c := range children {
+		if c.Dtype() != tensor.Float32 {
+			return o
+		}
+	}
+	return cudaOp{o}
+}
+
+// cudaOp is an op that runs on the GPU through its gpuKernel.
+type cudaOp struct{ *op }
+
+func (o cudaOp) CallsExtern() bool { return true }
+
+// CUDADo runs the op's kernels on device dev, writing into prealloc, the
+// output register the machine allocated on the device.
+func (o cudaOp) CUDADo(extern G.External, dev G.Device, prealloc G.Value, inputs ...G.Value) (G.Value, error) {
+	if len(inputs) != o.arity {
+		return nil, fmt.Errorf("%s: got %d inputs, want %d", o.name, len(inputs), o.arity)
+	}
+	if prealloc == nil {
+		return nil, fmt.Errorf("%s: no device memory for the output", o.name)
+	}
+	machine, ok := extern.(G.CUDAMachine)
+	if !ok {
+		return nil, fmt.Errorf("%s: not run by a CUDA machine", o.name)
+	}
+	in := make([]gpuBuf, len(inputs))
+	for i, v := range inputs {
+		if v.Dtype() != tensor.Float32 {
+			return nil, fmt.Errorf("%s: input %d is %v: the GPU kernels are float32 only", o.name, i, v.Dtype())
+		}
+		in[i] = gpuBuf{ptr: v.Uintptr(), shape: v.Shape(), dtype: v.Dtype()}
+	}
+	out := gpuBuf{ptr: prealloc.Uintptr(), shape: prealloc.Shape(), dtype: prealloc.Dtype()}
+	l := cudaLauncher{machine: machine, dev: int(dev)}
+	if err := o.gpu.launch(l, out, in); err != nil {
+		return nil, fmt.Errorf("%s: %w", o.name, err)
+	}
+	return prealloc, nil
+}
+
+// cudaLauncher launches attnlab's kernels on one device of a CUDA machine.
+type cudaLauncher struct {
+	machine G.CUDAMachine
+	dev     int
+}
+
+func (l cudaLauncher) Launch(kernel string, blocks, threads, shared int, args ...any) error {
+	eng := &l.machine.Engines()[l.dev]
+	name := gpuModule + "." + kernel
+	fn, ok := eng.Functions()[name]
+	if !ok {
+		return fmt.Errorf("CUDA kernel %s not loaded", name)
+	}
+	// Each kernel parameter is passed as a pointer to its value.
+	params := make([]unsafe.Pointer, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case uintptr:
+			p := cu.DevicePtr(v)
+			params[i] = unsafe.Pointer(&p)
+		case int32:
+			params[i] = unsafe.Pointer(&v)
+		case float32:
+			params[i] = unsafe.Pointer(&v)
+		default:
+			return fmt.Errorf("kernel %s: argument %d has type %T", name, i, a)
+		}
+	}
+	ctx := l.machine.Contexts()[l.dev]
+	ctx.LaunchAndSync(fn, blocks, 1, 1, threads, 1, 1, shared, cu.NoStream, params)
+	return ctx.Errors()
+}
