@@ -22,12 +22,16 @@ import (
 // components written as {kind: NAME, option: value, ...}; their options are
 // checked by their registries, not here.
 type Experiment struct {
-	Name  string    `yaml:"name"`
-	Seed  uint64    `yaml:"seed"`
-	DType string    `yaml:"dtype"`                     // float32 | float64
-	Task  Component `yaml:"task" registry:"task kind"` // {kind: assoc_recall, seq_len: 64, ...}: options are validated later by the task registry
-	Model Model     `yaml:"model"`
-	Train Train     `yaml:"train"`
+	Name  string `yaml:"name"`
+	Seed  uint64 `yaml:"seed"`
+	DType string `yaml:"dtype"` // float32 | float64
+	// Device is where the model runs: cpu, or cuda (GPU 0, only in the
+	// binary scripts/build-cuda.sh builds, and only for models whose every
+	// op has a GPU path: package gpu).
+	Device string    `yaml:"device"`
+	Task   Component `yaml:"task" registry:"task kind"` // {kind: assoc_recall, seq_len: 64, ...}: options are validated later by the task registry
+	Model  Model     `yaml:"model"`
+	Train  Train     `yaml:"train"`
 }
 
 // Model describes the Transformer.
@@ -82,6 +86,7 @@ type Train struct {
 // listed in errors.
 var (
 	dtypes      = []string{"float32", "float64"}
+	devices     = []string{"cpu", "cuda"}
 	modelKinds  = []string{"decoder", "encoder"}
 	norms       = []string{"layernorm", "rmsnorm"}
 	positionals = []string{"learned", "sinusoidal", "none", "rope", "partial_rope", "alibi", "xpos"}
@@ -98,10 +103,11 @@ const maxNameLen = 200
 // leaves out keeps the value given here. Each call returns fresh maps.
 func Default() Experiment {
 	return Experiment{
-		Name:  "experiment",
-		Seed:  1,
-		DType: "float32",
-		Task:  Component{Kind: "assoc_recall", Options: map[string]any{}},
+		Name:   "experiment",
+		Seed:   1,
+		DType:  "float32",
+		Device: "cpu",
+		Task:   Component{Kind: "assoc_recall", Options: map[string]any{}},
 		Model: Model{
 			Kind:          "decoder",
 			DModel:        64,
@@ -360,6 +366,7 @@ func (e *Experiment) Validate() error {
 		add("name (%q): must be usable as a folder name: letters, digits, '-', '_' and '.' only, not \".\" or \"..\", at most %d characters", e.Name, maxNameLen)
 	}
 	oneOf("dtype", e.DType, dtypes)
+	oneOf("device", e.Device, devices)
 	if e.Task.Kind == "" {
 		add("task.kind: must not be empty")
 	}

@@ -35,6 +35,7 @@ const fullFile = `# a full experiment file
 name: recall-d128_v2
 seed: 42
 dtype: float64
+device: cuda
 task: {kind: assoc_recall, seq_len: 64, n_keys: 16}
 model:
   kind: encoder
@@ -75,10 +76,11 @@ train:
 
 func fullExperiment() Experiment {
 	return Experiment{
-		Name:  "recall-d128_v2",
-		Seed:  42,
-		DType: "float64",
-		Task:  Component{Kind: "assoc_recall", Options: map[string]any{"seq_len": 64, "n_keys": 16}},
+		Name:   "recall-d128_v2",
+		Seed:   42,
+		DType:  "float64",
+		Device: "cuda",
+		Task:   Component{Kind: "assoc_recall", Options: map[string]any{"seq_len": 64, "n_keys": 16}},
 		Model: Model{
 			Kind: "encoder", DModel: 128, NLayers: 4, NHeads: 8, DFF: 512,
 			Norm: "rmsnorm", Positional: "sinusoidal", RopeBase: 500, RopeFraction: 0.25, XPosScaleBase: 256,
@@ -164,7 +166,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key in section", "name: a\nseed: 2\ntrain:\n  steps: 10\n  lr: 0.1\n  batch_size: 2\n  lrr: 1\n",
 			[]string{"x.yaml: line 7: ", `unknown key "lrr" in train (known: steps, batch_size, lr, min_lr_ratio,`, "log_every)"}},
 		{"unknown top-level key", "name: a\nmodle:\n  d_model: 4\n",
-			[]string{"line 2: ", `unknown key "modle" at top level (known: name, seed, dtype, task, model, train)`}},
+			[]string{"line 2: ", `unknown key "modle" at top level (known: name, seed, dtype, device, task, model, train)`}},
 		{"unknown key in model", "model:\n  heads: 4\n", []string{"line 2: ", `unknown key "heads" in model (known: kind, d_model,`}},
 		{"syntax: mapping values", "name: a\nseed: 1\nmodel: a: b\n",
 			[]string{"x.yaml: line 3: yaml syntax: mapping values are not allowed in this context"}},
@@ -296,7 +298,7 @@ func TestSet(t *testing.T) {
 		{"task=copy", []string{"--set task=copy: task is a section; set one of its keys, e.g. task.kind"}},
 		{"model.attention=x", []string{"model.attention is a section; set one of its keys, e.g. model.attention.kind"}},
 		{"train.lrr=1", []string{"--set train.lrr=1: ", `unknown key "lrr" in train (known: steps, batch_size, lr,`}},
-		{"trian.lr=1", []string{`unknown key "trian" at top level (known: name, seed, dtype, task, model, train)`}},
+		{"trian.lr=1", []string{`unknown key "trian" at top level (known: name, seed, dtype, device, task, model, train)`}},
 		{"model.attn.kind=x", []string{`unknown key "attn" in model (known: kind, d_model,`, "attention, memory)"}},
 		{"train.lr.x=1", []string{"--set train.lr.x=1: train.lr is a single value, not a section"}},
 		{"task.seq_len.x=1", []string{"task.seq_len is a single value, not a section"}},

@@ -576,7 +576,7 @@ func TestResultsFiles(t *testing.T) {
 	// train.Summary's order, each column once (summary.json's seed and
 	// threads are those already listed).
 	wantPrefix := []string{"run", "index", "status", "error", "model.attention.kind", "task.seq_len", "seed", "threads", "task.kind", "model.d_model",
-		"name", "attention", "task", "dtype", "blas", "steps", "params", "kv_cache_bytes_per_token", "eval_accuracy"}
+		"name", "attention", "task", "dtype", "device", "blas", "steps", "params", "kv_cache_bytes_per_token", "eval_accuracy"}
 	if len(head) < len(wantPrefix) || !reflect.DeepEqual(head[:len(wantPrefix)], wantPrefix) {
 		t.Fatalf("columns %v, want them to start with %v", head, wantPrefix)
 	}

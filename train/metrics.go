@@ -148,6 +148,7 @@ type Summary struct {
 	Task      string `json:"task"`
 	Seed      uint64 `json:"seed"`
 	DType     string `json:"dtype"`
+	Device    string `json:"device"` // cpu or cuda
 	BLAS      string `json:"blas"`
 	Threads   int    `json:"threads"`
 	Steps     int    `json:"steps"`

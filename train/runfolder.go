@@ -43,7 +43,7 @@ const runMarker = "attnlab run folder: trainer train writes here (this file tell
 // the run is not the one an uninterrupted run of the new length would be
 // (with constant it is). The other keys change only what is logged,
 // evaluated or saved from the resume on.
-var ResumeChangeable = []string{"train.steps", "train.eval_every", "train.eval_examples", "train.checkpoint_every", "train.log_every"}
+var ResumeChangeable = []string{"train.steps", "train.eval_every", "train.eval_examples", "train.checkpoint_every", "train.log_every", "device"}
 
 // MarkRunFolder writes dir's RunMarkerFile, for a process that prepares a
 // run folder for a new run that another process trains (a sweep).

@@ -21,6 +21,7 @@ import (
 
 	"github.com/attnlab/attnlab/config"
 	"github.com/attnlab/attnlab/data"
+	"github.com/attnlab/attnlab/gpu"
 	"github.com/attnlab/attnlab/graph"
 	"github.com/attnlab/attnlab/internal/atomicfile"
 	"github.com/attnlab/attnlab/internal/finitejson"
@@ -90,6 +91,9 @@ func Build(exp config.Experiment) (*Setup, error) {
 	if err != nil {
 		return nil, err
 	}
+	if exp.Device == "cuda" && !gpu.Available() {
+		return nil, badInput(fmt.Errorf("device cuda: %w (or run on the CPU: --device cpu)", gpu.ErrNoCUDA))
+	}
 	if err := checkResources(exp, task); err != nil { // before any model is allocated
 		return nil, err
 	}
@@ -104,6 +108,13 @@ func Build(exp config.Experiment) (*Setup, error) {
 	eb = min(eb, exp.Train.EvalExamples)
 	if s.Eval, err = models.Build(exp.Model, task, store, eb); err != nil {
 		return nil, badInput(err)
+	}
+	if exp.Device == "cuda" {
+		for _, g := range []*G.ExprGraph{s.Train.Graph, s.Eval.Graph} {
+			if err := gpu.CheckGraph(g); err != nil {
+				return nil, badInput(fmt.Errorf("device cuda: %w", err))
+			}
+		}
 	}
 	return s, nil
 }
@@ -347,7 +358,7 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 	// The training figures cover the run's last steps whichever process ran
 	// them (runStats travels in the checkpoint).
 	sum := &Summary{
-		Name: exp.Name, Attention: exp.Model.Attention.Kind, Task: exp.Task.Kind, Seed: exp.Seed, DType: exp.DType,
+		Name: exp.Name, Attention: exp.Model.Attention.Kind, Task: exp.Task.Kind, Seed: exp.Seed, DType: exp.DType, Device: exp.Device,
 		Version: version.String(), Commit: version.Commit(),
 		BLAS: graph.BLASName(), Threads: runtime.GOMAXPROCS(0), Steps: st.Step, Params: s.Store.NumElements(),
 		EvalAccuracy: final.acc, EvalLoss: final.loss, EvalExamples: tr.EvalExamples, TrainLoss: st.Stats.trainLoss(),
@@ -385,6 +396,11 @@ func NewTrainer(s *Setup) (*Trainer, error) {
 	params := s.Train.Params
 	if _, err := G.Grad(s.Train.Loss, params...); err != nil {
 		return nil, fmt.Errorf("building the backward graph: %w", err)
+	}
+	if s.Exp.Device == "cuda" { // the backward's ops too
+		if err := gpu.CheckGraph(s.Train.Graph); err != nil {
+			return nil, badInput(fmt.Errorf("device cuda: %w", err))
+		}
 	}
 	opt := NewAdamW(s.Store, tr.Beta1, tr.Beta2, tr.Eps, tr.WeightDecay)
 	if len(opt.params) != len(params) {

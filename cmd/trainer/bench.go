@@ -36,7 +36,7 @@ const (
 )
 
 func newBenchCmd() *cobra.Command {
-	var cfgPath string
+	var cfgPath, device string
 	var sets []string
 	var warmup, steps int
 	var asJSON bool
@@ -57,7 +57,7 @@ bench attention measures single attention layers instead; see its --help.`,
   trainer bench --config configs/bench/ref-t256.yaml --steps 20 --json
   GOMAXPROCS=1 trainer bench --config bench/ref-t1024.yaml --set model.attention.kind=flash`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			exp, err := loadBenchExperiment(cfgPath, sets, cmd.ErrOrStderr())
+			exp, err := loadBenchExperiment(cfgPath, withDevice(cmd, sets, device), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -87,6 +87,7 @@ bench attention measures single attention layers instead; see its --help.`,
 	f.IntVar(&warmup, "warmup", 3, "untimed warm-up steps")
 	f.IntVar(&steps, "steps", defaultBenchSteps, "timed steps")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
+	addDeviceFlag(cmd, &device)
 	att := newBenchAttentionCmd()
 	att.Args = wrapArgs(att.Args)
 	cmd.AddCommand(att)

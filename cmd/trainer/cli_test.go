@@ -151,3 +151,57 @@ func TestGpucheckWithoutCUDASaysHowToBuildIt(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr %q: want a non-zero exit and one line naming scripts/build-cuda.sh", code, out, stderr)
 	}
 }
+
+// --device cuda (or device: cuda) in a build without CUDA is refused before
+// anything is written, in one line that says how to run on the CPU; an
+// unknown device is a config error.
+func TestDeviceCudaWithoutCUDA(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", tinyConfig)
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"train --device cuda", []string{"train", "--config", good, "--out", filepath.Join(dir, "a"), "--device", "cuda"}, "--device cpu"},
+		{"train --set device=cuda", []string{"train", "--config", good, "--out", filepath.Join(dir, "b"), "--set", "device=cuda"}, "built without CUDA support"},
+		{"bench --device cuda", []string{"bench", "--config", good, "--device", "cuda", "--steps", "1", "--warmup", "0"}, "built without CUDA support"},
+		{"train --device tpu", []string{"train", "--config", good, "--out", filepath.Join(dir, "c"), "--device", "tpu"}, `device: want cpu or cuda, got "tpu"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, stderr := runCLI(c.args...)
+			if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, c.want) {
+				t.Errorf("exit %d, stdout %q, stderr %q: want exit 2 and one line naming %q", code, out, stderr, c.want)
+			}
+		})
+	}
+	for _, sub := range []string{"a", "b", "c"} {
+		if _, err := os.Stat(filepath.Join(dir, sub)); err == nil {
+			t.Errorf("a refused run wrote %s", sub)
+		}
+	}
+	// A run trained on the GPU (its config says device: cuda; made here by
+	// editing a CPU run's) is evaluated and resumed on the CPU with
+	// --device cpu or --set device=cpu.
+	run := filepath.Join(dir, "run")
+	if code, _, e := runCLI("train", "--config", good, "--out", run, "--set", "train.steps=2", "--set", "train.warmup_steps=1"); code != 0 {
+		t.Fatalf("setup run failed: %s", e)
+	}
+	cfg := filepath.Join(run, "config.yaml")
+	b, err := os.ReadFile(cfg)
+	if err != nil || !strings.Contains(string(b), "device: cpu") {
+		t.Fatalf("the run's config.yaml has no device: cpu (%v)", err)
+	}
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(b), "device: cpu", "device: cuda", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, e := runCLI("eval", "--run", run); code != 2 || !strings.Contains(e, "--device cpu") {
+		t.Errorf("eval of a cuda run: exit %d, stderr %q: want the no-CUDA refusal naming --device cpu", code, e)
+	}
+	if code, _, e := runCLI("eval", "--run", run, "--device", "cpu"); code != 0 {
+		t.Errorf("eval --device cpu: exit %d, stderr %q", code, e)
+	}
+	if code, _, e := runCLI("train", "--resume", run, "--set", "device=cpu", "--set", "train.steps=3"); code != 0 {
+		t.Errorf("resume on the CPU of a cuda run: exit %d, stderr %q", code, e)
+	}
+}

@@ -13,7 +13,7 @@ import (
 )
 
 func newEvalCmd() *cobra.Command {
-	var dir string
+	var dir, device string
 	var examples int
 	var asJSON, tensors bool
 	cmd := &cobra.Command{
@@ -29,6 +29,9 @@ func newEvalCmd() *cobra.Command {
 			exp, err := config.Load(filepath.Join(dir, train.ConfigFile))
 			if err != nil {
 				return &train.BadInputError{Err: fmt.Errorf("--run %s: %w", dir, err)}
+			}
+			if cmd.Flags().Changed("device") {
+				exp.Device = device // validated with the rest when the model is built
 			}
 			if cmd.Flags().Changed("examples") {
 				if examples < 1 {
@@ -64,6 +67,7 @@ func newEvalCmd() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "run", "", "run folder")
 	cmd.Flags().IntVar(&examples, "examples", 0, "held-out examples (default: the run's eval_examples)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addDeviceFlag(cmd, &device)
 	cmd.Flags().BoolVar(&tensors, "tensors", false, "also list every loaded parameter and buffer: checkpoint name, shape, dtype, sum, first values")
 	return cmd
 }

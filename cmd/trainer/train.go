@@ -21,7 +21,7 @@ import (
 )
 
 func newTrainCmd() *cobra.Command {
-	var cfgPath, out, resume string
+	var cfgPath, out, resume, device string
 	var sets []string
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -64,7 +64,7 @@ output, never the run's files.`,
 			if resume != "" {
 				dir = resume
 			}
-			exp, err := loadExperiment(cfgPath, resume, sets, cmd.ErrOrStderr())
+			exp, err := loadExperiment(cfgPath, resume, withDevice(cmd, sets, device), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -97,6 +97,7 @@ output, never the run's files.`,
 	f.StringArrayVar(&sets, "set", nil, "override a config key by dotted path, KEY=VALUE (repeatable)")
 	f.StringVar(&out, "out", "", "run folder (default runs/<name>-<timestamp>)")
 	f.StringVar(&resume, "resume", "", "continue the run in this folder from its checkpoint")
+	addDeviceFlag(cmd, &device)
 	return cmd
 }
 
@@ -136,6 +137,19 @@ func (d *dropOnError) Write(p []byte) (int, error) {
 // loadExperiment reads the experiment of a run folder (resume), of a file
 // (cfgPath) or the embedded quickstart, applies the --set overrides and
 // validates it. Every error is a bad-input error naming the file or key.
+// addDeviceFlag adds --device, which sets the config's device.
+func addDeviceFlag(cmd *cobra.Command, device *string) {
+	cmd.Flags().StringVar(device, "device", "", "where the model runs: cpu or cuda (sets the config's device; cuda needs the CUDA build, see trainer gpucheck)")
+}
+
+// withDevice appends --device, if given, to the --set overrides.
+func withDevice(cmd *cobra.Command, sets []string, device string) []string {
+	if !cmd.Flags().Changed("device") {
+		return sets
+	}
+	return append(append([]string(nil), sets...), "device="+device)
+}
+
 func loadExperiment(cfgPath, resume string, sets []string, notes io.Writer) (config.Experiment, error) {
 	var exp config.Experiment
 	var err error
