@@ -250,6 +250,35 @@ func timeMatMul(rng *rand.Rand, n, runs int) (Timing, error) {
 		TFLOPS: 2 * float64(n) * float64(n) * float64(n) / (med / 1000) / 1e12, Runs: runs}, nil
 }
 
+// CheckGraph refuses a graph with an op that has no GPU path, naming
+// them: device cuda never falls back to the CPU silently.
+func CheckGraph(g *G.ExprGraph) error {
+	seen := map[string]bool{}
+	var missing []string
+	for _, n := range g.AllNodes() {
+		op := n.Op()
+		if op == nil { // inputs and parameters
+			continue
+		}
+		if _, ok := op.(G.CUDADoer); ok {
+			continue
+		}
+		name := op.String()
+		if i := strings.IndexAny(name, "(["); i > 0 {
+			name = name[:i]
+		}
+		if !seen[name] {
+			seen[name] = true
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	slices.Sort(missing)
+	return fmt.Errorf("no GPU path yet for %d of the model's ops: %s (issue 16; train on the CPU: device cpu)", len(missing), strings.Join(missing, ", "))
+}
+
 // deviceName reads the first GPU's model from the driver's proc files.
 func deviceName() string {
 	files, _ := filepath.Glob("/proc/driver/nvidia/gpus/*/information")
