@@ -14,6 +14,12 @@
 // `--device cuda` for training does not exist yet.
 package gpu
 
+import "errors"
+
+// ErrNoCUDA is what Check and CheckGraph return in a binary built without
+// -tags cuda.
+var ErrNoCUDA = errors.New("this trainer was built without CUDA support: build bin/trainer-cuda with scripts/build-cuda.sh and run it on a machine with an NVIDIA GPU")
+
 // Case is one check: an op on the GPU against the same op in float64 on
 // the CPU, over fresh random inputs.
 type Case struct {

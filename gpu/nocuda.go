@@ -2,14 +2,7 @@
 
 package gpu
 
-import (
-	"errors"
-
-	G "gorgonia.org/gorgonia"
-)
-
-// ErrNoCUDA is Check's error in a binary built without -tags cuda.
-var ErrNoCUDA = errors.New("this trainer was built without CUDA support: build bin/trainer-cuda with scripts/build-cuda.sh and run it on a machine with an NVIDIA GPU")
+import G "gorgonia.org/gorgonia"
 
 // Available reports whether this binary has the CUDA path.
 func Available() bool { return false }
