@@ -62,15 +62,7 @@ func normCase(centered bool, n, d int) GPUCase {
 		if err != nil {
 			return nil, nil, err
 		}
-		yr, err := G.HadamardProd(y, r)
-		if err != nil {
-			return nil, nil, err
-		}
-		loss, err := G.Sum(yr)
-		if err != nil {
-			return nil, nil, err
-		}
-		grads, err := G.Grad(loss, wrt...)
+		grads, err := weightedSumGrads(y, r, wrt...)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -91,6 +83,20 @@ func normCase(centered bool, n, d int) GPUCase {
 		}
 		return outs, refs, nil
 	}}
+}
+
+// weightedSumGrads builds loss = sum(y * r) and its gradients with respect
+// to wrt: the backward of y's op gets the random output gradient r.
+func weightedSumGrads(y, r *G.Node, wrt ...*G.Node) (G.Nodes, error) {
+	yr, err := G.HadamardProd(y, r)
+	if err != nil {
+		return nil, err
+	}
+	loss, err := G.Sum(yr)
+	if err != nil {
+		return nil, err
+	}
+	return G.Grad(loss, wrt...)
 }
 
 func f64(x []float32) []float64 {
@@ -127,15 +133,7 @@ func activationCase(a Activation, f, df func(float64) float64) GPUCase {
 		if err != nil {
 			return nil, nil, err
 		}
-		yr, err := G.HadamardProd(y, r)
-		if err != nil {
-			return nil, nil, err
-		}
-		loss, err := G.Sum(yr)
-		if err != nil {
-			return nil, nil, err
-		}
-		grads, err := G.Grad(loss, x)
+		grads, err := weightedSumGrads(y, r, x)
 		if err != nil {
 			return nil, nil, err
 		}
