@@ -31,6 +31,9 @@ func (b gpuBuf) size() int { return b.shape.TotalSize() }
 // for scalars), and waits for it.
 type gpuLauncher interface {
 	Launch(kernel string, blocks, threads, shared int, args ...any) error
+	// Gemm is c = alpha op(a) op(b) + beta c on row-major matrices, as
+	// the package's gemm, through cuBLAS.
+	Gemm(tA, tB bool, m, n, k int, alpha float32, a gpuBuf, lda int, b gpuBuf, ldb int, beta float32, c gpuBuf, ldc int) error
 }
 
 // elementwiseGrid is the launch shape of one thread per element.
@@ -92,6 +95,38 @@ func normKernel(eps float64, centered bool, part string) *gpuKernel {
 		return l.Launch("norm_grad_gamma_f32", (n+rows-1)/rows, threads, 4*d, in[0].ptr, in[1].ptr, out.ptr, sz[0], sz[1], float32(eps), c, int32(rows))
 	}}
 }
+
+// matMulKernel is MatMul's GPU path: one cuBLAS product.
+func matMulKernel(tA, tB bool) *gpuKernel {
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		sa, sb := in[0].shape, in[1].shape
+		m, k := sa[0], sa[1]
+		if tA {
+			m, k = k, m
+		}
+		n := sb[1]
+		if tB {
+			n = sb[0]
+		}
+		return l.Gemm(tA, tB, m, n, k, 1, in[0], sa[1], in[1], sb[1], 0, out, n)
+	}}
+}
+
+// linearKernel is Linear's GPU path: the bias copied into every row of
+// the output, then x W accumulated onto it by cuBLAS.
+var linearKernel = &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+	x, w, b := in[0], in[1], in[2]
+	n, i, o := x.shape[0], x.shape[1], w.shape[1]
+	sz, err := int32s(n*o, o)
+	if err != nil {
+		return err
+	}
+	blocks, threads := elementwiseGrid(n * o)
+	if err := l.Launch("rows_copy_f32", blocks, threads, 0, b.ptr, out.ptr, sz[0], sz[1]); err != nil {
+		return err
+	}
+	return l.Gemm(false, false, n, o, i, 1, x, i, w, o, 1, out, o)
+}}
 
 // colSumKernel is ColSum's GPU path: one thread per column.
 var colSumKernel = &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {

@@ -82,6 +82,7 @@ func matMulOp(tA, tB bool) *op {
 			}
 			return G.Nodes{da, db}, err
 		},
+		gpu: matMulKernel(tA, tB),
 	}
 }
 
@@ -135,6 +136,7 @@ func linearOp() *op {
 			db, err := ColSum(grad)
 			return G.Nodes{dx, dw, db}, err
 		},
+		gpu: linearKernel,
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"unsafe"
 
+	"gonum.org/v1/gonum/blas"
 	"gorgonia.org/cu"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -94,5 +95,38 @@ func (l cudaLauncher) Launch(kernel string, blocks, threads, shared int, args ..
 	}
 	ctx := l.machine.Contexts()[l.dev]
 	ctx.LaunchAndSync(fn, blocks, 1, 1, threads, 1, 1, shared, cu.NoStream, params)
+	return ctx.Errors()
+}
+
+// deviceFloats is the device memory of b as a []float32 for cuBLAS's Go
+// binding, which only passes its address on (nothing on the host reads it).
+func deviceFloats(b gpuBuf) []float32 {
+	return unsafe.Slice((*float32)(unsafe.Pointer(b.ptr)), b.size())
+}
+
+// Gemm computes the row-major c = alpha op(a) op(b) + beta c as cuBLAS's
+// column-major c^T = alpha op(b)^T op(a)^T + beta c^T (a row-major matrix
+// is its transpose in column-major order, with the same leading dimension),
+// on the engine's cuBLAS handle and context, and waits for it.
+func (l cudaLauncher) Gemm(tA, tB bool, m, n, k int, alpha float32, a gpuBuf, lda int, b gpuBuf, ldb int, beta float32, c gpuBuf, ldc int) error {
+	trans := func(t bool) blas.Transpose {
+		if t {
+			return blas.Trans
+		}
+		return blas.NoTrans
+	}
+	eng := &l.machine.Engines()[l.dev]
+	handle := eng.BLASContext()
+	ctx := l.machine.Contexts()[l.dev]
+	ctx.DoWork() // what the engine has queued runs first
+	A, B, C := deviceFloats(a), deviceFloats(b), deviceFloats(c)
+	err := ctx.Do(func() error {
+		handle.Sgemm(trans(tB), trans(tA), n, m, k, alpha, B, ldb, A, lda, beta, C, ldc)
+		return handle.Err()
+	})
+	if err != nil {
+		return fmt.Errorf("cuBLAS Sgemm: %w", err)
+	}
+	ctx.Synchronize()
 	return ctx.Errors()
 }

@@ -7,7 +7,7 @@ package graph
 import G "gorgonia.org/gorgonia"
 
 func init() {
-	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32"})
+	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32", "rows_copy_f32"})
 }
 
 // attnlabPTX is graph/cuda/attnlab.cu compiled.
@@ -1536,6 +1536,45 @@ $L__BB8_8:
 	st.global.f32 	[%rd23], %f24;
 
 $L__BB8_9:
+	ret;
+
+}
+	// .globl	rows_copy_f32
+.visible .entry rows_copy_f32(
+	.param .u64 rows_copy_f32_param_0,
+	.param .u64 rows_copy_f32_param_1,
+	.param .u32 rows_copy_f32_param_2,
+	.param .u32 rows_copy_f32_param_3
+)
+{
+	.reg .pred 	%p<2>;
+	.reg .f32 	%f<2>;
+	.reg .b32 	%r<8>;
+	.reg .b64 	%rd<9>;
+
+
+	ld.param.u64 	%rd1, [rows_copy_f32_param_0];
+	ld.param.u64 	%rd2, [rows_copy_f32_param_1];
+	ld.param.u32 	%r3, [rows_copy_f32_param_2];
+	ld.param.u32 	%r2, [rows_copy_f32_param_3];
+	mov.u32 	%r4, %ctaid.x;
+	mov.u32 	%r5, %ntid.x;
+	mov.u32 	%r6, %tid.x;
+	mad.lo.s32 	%r1, %r4, %r5, %r6;
+	setp.ge.s32 	%p1, %r1, %r3;
+	@%p1 bra 	$L__BB9_2;
+
+	cvta.to.global.u64 	%rd3, %rd1;
+	rem.s32 	%r7, %r1, %r2;
+	mul.wide.s32 	%rd4, %r7, 4;
+	add.s64 	%rd5, %rd3, %rd4;
+	ld.global.f32 	%f1, [%rd5];
+	cvta.to.global.u64 	%rd6, %rd2;
+	mul.wide.s32 	%rd7, %r1, 4;
+	add.s64 	%rd8, %rd6, %rd7;
+	st.global.f32 	[%rd8], %f1;
+
+$L__BB9_2:
 	ret;
 
 }

@@ -166,3 +166,12 @@ extern "C" __global__ void col_sum_f32(const float *x, float *y, int n, int d) {
 		y[j] = s;
 	}
 }
+
+// y [n/d, d] = b [d] in every row (n = rows x d): Linear's bias, onto
+// which cuBLAS then accumulates x W.
+extern "C" __global__ void rows_copy_f32(const float *b, float *y, int n, int d) {
+	int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n) {
+		y[i] = b[i % d];
+	}
+}

@@ -1,5 +1,3 @@
-//go:build cuda
-
 package graph
 
 import (
@@ -13,7 +11,9 @@ import (
 // GPUCase is one check of an op's GPU path for trainer gpucheck (package
 // gpu): Build makes a graph from fresh float32 inputs and returns the nodes
 // to read back and their references, computed in float64 on the CPU from
-// the same inputs.
+// the same inputs. The cases are built in both builds: the default one
+// runs them on the CPU (TestGPUCasesOnTheCPU), which checks the cases and
+// their references without a GPU.
 type GPUCase struct {
 	Name, Shape string
 	Build       func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error)
@@ -28,7 +28,112 @@ func GPUCases() []GPUCase {
 		normCase(true, 257, 96),
 		normCase(false, 257, 96),
 		normCase(true, 64, 1000),
+		matMulCase(false, false, 130, 70, 90),
+		matMulCase(true, true, 130, 70, 90),
+		linearCase(200, 96, 130),
 	}
+}
+
+// dense64 is a row-major float64 matrix for the references.
+type dense64 struct {
+	r, c int
+	v    []float64
+}
+
+func (a dense64) t() dense64 {
+	out := dense64{a.c, a.r, make([]float64, len(a.v))}
+	for i := 0; i < a.r; i++ {
+		for j := 0; j < a.c; j++ {
+			out.v[j*a.r+i] = a.v[i*a.c+j]
+		}
+	}
+	return out
+}
+
+func (a dense64) mul(b dense64) dense64 {
+	out := dense64{a.r, b.c, make([]float64, a.r*b.c)}
+	for i := 0; i < a.r; i++ {
+		for p := 0; p < a.c; p++ {
+			x := a.v[i*a.c+p]
+			for j := 0; j < b.c; j++ {
+				out.v[i*b.c+j] += x * b.v[p*b.c+j]
+			}
+		}
+	}
+	return out
+}
+
+// matMulCase checks C = op(A) op(B) [m, n] (inner k) and, through loss =
+// sum(C * R), dA and dB: the backward's products are MatMul's other
+// transpose variants, so two cases cover all four.
+func matMulCase(tA, tB bool, m, n, k int) GPUCase {
+	ar, ac := m, k
+	if tA {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if tB {
+		br, bc = n, k
+	}
+	return GPUCase{Name: fmt.Sprintf("MatMul(tA=%t,tB=%t) and its gradients", tA, tB), Shape: fmt.Sprintf("%dx%d . %dx%d", ar, ac, br, bc), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		av, bv, rv := gaussF32(rng, ar*ac, 1), gaussF32(rng, br*bc, 1), gaussF32(rng, m*n, 1)
+		a := inputF32(g, "a", append([]float32(nil), av...), ar, ac)
+		b := inputF32(g, "b", append([]float32(nil), bv...), br, bc)
+		r := inputF32(g, "r", append([]float32(nil), rv...), m, n)
+		c, err := MatMul(a, b, tA, tB)
+		if err != nil {
+			return nil, nil, err
+		}
+		grads, err := weightedSumGrads(c, r, a, b)
+		if err != nil {
+			return nil, nil, err
+		}
+		A, B, R := dense64{ar, ac, f64(av)}, dense64{br, bc, f64(bv)}, dense64{m, n, f64(rv)}
+		opA, opB := A, B
+		if tA {
+			opA = A.t()
+		}
+		if tB {
+			opB = B.t()
+		}
+		dA, dB := R.mul(opB.t()), opA.t().mul(R) // gradients of op(A) and op(B)
+		if tA {
+			dA = dA.t()
+		}
+		if tB {
+			dB = dB.t()
+		}
+		return []*G.Node{c, grads[0], grads[1]}, [][]float64{opA.mul(opB).v, dA.v, dB.v}, nil
+	}}
+}
+
+// linearCase checks y = x W + b and the gradients of x, W and b.
+func linearCase(n, i, o int) GPUCase {
+	return GPUCase{Name: "Linear and its gradients", Shape: fmt.Sprintf("%dx%d . %dx%d + %d", n, i, i, o, o), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		xv, wv, bv, rv := gaussF32(rng, n*i, 1), gaussF32(rng, i*o, 1), gaussF32(rng, o, 1), gaussF32(rng, n*o, 1)
+		x := inputF32(g, "x", append([]float32(nil), xv...), n, i)
+		w := inputF32(g, "w", append([]float32(nil), wv...), i, o)
+		b := inputF32(g, "b", append([]float32(nil), bv...), o)
+		r := inputF32(g, "r", append([]float32(nil), rv...), n, o)
+		y, err := Linear(x, w, b)
+		if err != nil {
+			return nil, nil, err
+		}
+		grads, err := weightedSumGrads(y, r, x, w, b)
+		if err != nil {
+			return nil, nil, err
+		}
+		X, W, R := dense64{n, i, f64(xv)}, dense64{i, o, f64(wv)}, dense64{n, o, f64(rv)}
+		Y := X.mul(W)
+		for row := 0; row < n; row++ {
+			for j := 0; j < o; j++ {
+				Y.v[row*o+j] += float64(bv[j])
+			}
+		}
+		db := make([]float64, o)
+		colSum(R.v, db, n, o)
+		return []*G.Node{y, grads[0], grads[1], grads[2]}, [][]float64{Y.v, R.mul(W.t()).v, X.t().mul(R).v, db}, nil
+	}}
 }
 
 // normCase checks LayerNorm (centered) or RMSNorm of x [n, d] and, through
@@ -41,11 +146,11 @@ func normCase(centered bool, n, d int) GPUCase {
 	}
 	const eps = 1e-5
 	return GPUCase{Name: name + " and its gradients", Shape: fmt.Sprintf("%dx%d", n, d), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
-		xv, rv := randF32(rng, n*d, 3), randF32(rng, n*d, 1)
+		xv, rv := gaussF32(rng, n*d, 3), gaussF32(rng, n*d, 1)
 		for i := range xv { // rows with their own offsets: the mean matters
 			xv[i] += float32(i / d % 7)
 		}
-		gv, bv := randF32(rng, d, 1), randF32(rng, d, 1)
+		gv, bv := gaussF32(rng, d, 1), gaussF32(rng, d, 1)
 		x := inputF32(g, "x", append([]float32(nil), xv...), n, d)
 		r := inputF32(g, "r", append([]float32(nil), rv...), n, d)
 		gamma := inputF32(g, "gamma", append([]float32(nil), gv...), d)
@@ -107,8 +212,8 @@ func f64(x []float32) []float64 {
 	return out
 }
 
-// randF32 is n draws of N(0, sd^2) in float32.
-func randF32(rng *rand.Rand, n int, sd float64) []float32 {
+// gaussF32 is n draws of N(0, sd^2) in float32.
+func gaussF32(rng *rand.Rand, n int, sd float64) []float32 {
 	x := make([]float32, n)
 	for i := range x {
 		x[i] = float32(sd * rng.NormFloat64())
@@ -126,7 +231,7 @@ func inputF32(g *G.ExprGraph, name string, x []float32, shape ...int) *G.Node {
 func activationCase(a Activation, f, df func(float64) float64) GPUCase {
 	const rows, cols = 300, 257
 	return GPUCase{Name: "Activate(" + string(a) + ") and its gradient", Shape: "300x257", Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
-		xv, rv := randF32(rng, rows*cols, 2), randF32(rng, rows*cols, 1)
+		xv, rv := gaussF32(rng, rows*cols, 2), gaussF32(rng, rows*cols, 1)
 		x := inputF32(g, "x", append([]float32(nil), xv...), rows, cols)
 		r := inputF32(g, "r", append([]float32(nil), rv...), rows, cols)
 		y, err := Activate(x, a)
