@@ -57,22 +57,6 @@ func refMatMul(a, b matrix) []float64 {
 	return out
 }
 
-func relErr(got []float32, want []float64) float64 {
-	if len(got) != len(want) {
-		return math.Inf(1)
-	}
-	var num, den float64
-	for i, w := range want {
-		d := float64(got[i]) - w
-		num += d * d
-		den += w * w
-	}
-	if den == 0 {
-		return math.Sqrt(num)
-	}
-	return math.Sqrt(num / den)
-}
-
 // check is one case: build makes the graph from fresh inputs and returns
 // the nodes to read and their float64 references.
 type check struct {
@@ -213,7 +197,7 @@ func run(c check, rng *rand.Rand) (float64, error) {
 			if !ok {
 				return 0, fmt.Errorf("output %d is %T, not float32", i, v.Data())
 			}
-			worst = max(worst, relErr(got, refs[i]))
+			worst = max(worst, graph.GPURelErr(got, refs[i]))
 		}
 	}
 	return worst, nil

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 
 	G "gorgonia.org/gorgonia"
@@ -67,14 +68,7 @@ func (a dense64) mul(b dense64) dense64 {
 // sum(C * R), dA and dB: the backward's products are MatMul's other
 // transpose variants, so two cases cover all four.
 func matMulCase(tA, tB bool, m, n, k int) GPUCase {
-	ar, ac := m, k
-	if tA {
-		ar, ac = k, m
-	}
-	br, bc := k, n
-	if tB {
-		br, bc = n, k
-	}
+	ar, ac, br, bc := storedShapes(tA, tB, m, n, k)
 	return GPUCase{Name: fmt.Sprintf("MatMul(tA=%t,tB=%t) and its gradients", tA, tB), Shape: fmt.Sprintf("%dx%d . %dx%d", ar, ac, br, bc), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
 		av, bv, rv := gaussF32(rng, ar*ac, 1), gaussF32(rng, br*bc, 1), gaussF32(rng, m*n, 1)
 		a := inputF32(g, "a", append([]float32(nil), av...), ar, ac)
@@ -210,6 +204,24 @@ func f64(x []float32) []float64 {
 		out[i] = float64(v)
 	}
 	return out
+}
+
+// GPURelErr is ||got - want|| / ||want||, the measure of the GPU checks
+// (+Inf for lengths that differ).
+func GPURelErr(got []float32, want []float64) float64 {
+	if len(got) != len(want) {
+		return math.Inf(1)
+	}
+	var num, den float64
+	for i, w := range want {
+		d := float64(got[i]) - w
+		num += d * d
+		den += w * w
+	}
+	if den == 0 {
+		return math.Sqrt(num)
+	}
+	return math.Sqrt(num / den)
 }
 
 // gaussF32 is n draws of N(0, sd^2) in float32.

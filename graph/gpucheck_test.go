@@ -1,7 +1,6 @@
 package graph
 
 import (
-	"math"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -29,16 +28,7 @@ func TestGPUCasesOnTheCPU(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, v := range vals {
-				got := v.Data().([]float32)
-				if len(got) != len(refs[i]) {
-					t.Fatalf("output %d: %d values, reference %d", i, len(got), len(refs[i]))
-				}
-				var num, den float64
-				for j, w := range refs[i] {
-					d := float64(got[j]) - w
-					num, den = num+d*d, den+w*w
-				}
-				if e := math.Sqrt(num / den); !(e <= 1e-5) {
+				if e := GPURelErr(v.Data().([]float32), refs[i]); !(e <= 1e-5) {
 					t.Errorf("output %d: relative error %.2e over 1e-5", i, e)
 				}
 			}

@@ -239,17 +239,23 @@ func packB(tB bool, b []float32, ldb, pc, jc, kcur, ncur, nr int, dst []float32)
 
 func roundUp(x, to int) int { return (x + to - 1) / to * to }
 
-// checkGemmArgs panics, as a BLAS does, when a slice is too short for the
-// shapes: the kernels write through pointers and must not run past a slice.
-func checkGemmArgs(tA, tB bool, m, n, k, na, lda, nb, ldb, nc, ldc int) {
-	ar, ac := m, k
+// storedShapes are the rows and columns of a and b as stored, for op(a)
+// [m, k] and op(b) [k, n].
+func storedShapes(tA, tB bool, m, n, k int) (ar, ac, br, bc int) {
+	ar, ac, br, bc = m, k, k, n
 	if tA {
 		ar, ac = k, m
 	}
-	br, bc := k, n
 	if tB {
 		br, bc = n, k
 	}
+	return ar, ac, br, bc
+}
+
+// checkGemmArgs panics, as a BLAS does, when a slice is too short for the
+// shapes: the kernels write through pointers and must not run past a slice.
+func checkGemmArgs(tA, tB bool, m, n, k, na, lda, nb, ldb, nc, ldc int) {
+	ar, ac, br, bc := storedShapes(tA, tB, m, n, k)
 	switch {
 	case lda < max(ac, 1) || (ar > 0 && ac > 0 && na < (ar-1)*lda+ac):
 		panic(fmt.Sprintf("sgemm: A of %d elements too short for %dx%d, lda %d", na, ar, ac, lda))
