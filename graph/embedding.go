@@ -42,6 +42,7 @@ func Embedding(ids, table *G.Node) (*G.Node, error) {
 			dt, err := embeddingGrad(in[0], grad, in[1].Shape()[0])
 			return G.Nodes{nil, dt}, err
 		},
+		gpu: embeddingKernel(0, false),
 	}, ids, table)
 }
 
@@ -66,6 +67,7 @@ func embeddingGrad(ids, dy *G.Node, vocab int) (*G.Node, error) {
 			}
 			return out, nil
 		},
+		gpu: embeddingKernel(vocab, true),
 	}, ids, dy)
 }
 

@@ -128,6 +128,32 @@ var linearKernel = &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBu
 	return l.Gemm(false, false, n, o, i, 1, x, i, w, o, 1, out, o)
 }}
 
+// embeddingKernel is Embedding's GPU path (grad false: in ids, table; the
+// vocabulary is the table's rows) and its gradient's (ids, dy, for a table
+// of vocab rows: zeroed, then the rows added).
+func embeddingKernel(vocab int, grad bool) *gpuKernel {
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		ids, v := in[0], vocab
+		if !grad {
+			v = in[1].shape[0]
+		}
+		n, d := ids.shape[0], out.shape[1]
+		sz, err := int32s(n, v, d, v*d)
+		if err != nil {
+			return err
+		}
+		blocks, threads := elementwiseGrid(n * d)
+		if !grad {
+			return l.Launch("embedding_f32", blocks, threads, 0, ids.ptr, in[1].ptr, out.ptr, sz[0], sz[1], sz[2])
+		}
+		zb, zt := elementwiseGrid(v * d)
+		if err := l.Launch("zero_f32", zb, zt, 0, out.ptr, sz[3]); err != nil {
+			return err
+		}
+		return l.Launch("embedding_grad_f32", blocks, threads, 0, ids.ptr, in[1].ptr, out.ptr, sz[0], sz[1], sz[2])
+	}}
+}
+
 // colSumKernel is ColSum's GPU path: one thread per column.
 var colSumKernel = &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
 	n, d := in[0].shape[0], in[0].shape[1]

@@ -32,7 +32,40 @@ func GPUCases() []GPUCase {
 		matMulCase(false, false, 130, 70, 90),
 		matMulCase(true, true, 130, 70, 90),
 		linearCase(200, 96, 130),
+		embeddingCase(300, 50, 72),
 	}
+}
+
+// embeddingCase checks y = table[ids] for n ids in [0, v) (repeated, so
+// the gradient's scatter adds rows) and the table's gradient.
+func embeddingCase(n, v, d int) GPUCase {
+	return GPUCase{Name: "Embedding and its gradient", Shape: fmt.Sprintf("%d ids of %dx%d", n, v, d), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		idv := make([]float32, n)
+		for i := range idv {
+			idv[i] = float32(rng.IntN(v))
+		}
+		tv, rv := gaussF32(rng, v*d, 1), gaussF32(rng, n*d, 1)
+		ids := inputF32(g, "ids", append([]float32(nil), idv...), n)
+		table := inputF32(g, "table", append([]float32(nil), tv...), v, d)
+		r := inputF32(g, "r", append([]float32(nil), rv...), n, d)
+		y, err := Embedding(ids, table)
+		if err != nil {
+			return nil, nil, err
+		}
+		grads, err := weightedSumGrads(y, r, table)
+		if err != nil {
+			return nil, nil, err
+		}
+		wantY, wantDT := make([]float64, n*d), make([]float64, v*d)
+		for i, f := range idv {
+			id := int(f)
+			for j := 0; j < d; j++ {
+				wantY[i*d+j] = float64(tv[id*d+j])
+				wantDT[id*d+j] += float64(rv[i*d+j])
+			}
+		}
+		return []*G.Node{y, grads[0]}, [][]float64{wantY, wantDT}, nil
+	}}
 }
 
 // dense64 is a row-major float64 matrix for the references.

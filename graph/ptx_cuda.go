@@ -7,7 +7,7 @@ package graph
 import G "gorgonia.org/gorgonia"
 
 func init() {
-	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32", "rows_copy_f32"})
+	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32", "rows_copy_f32", "embedding_f32", "embedding_grad_f32"})
 }
 
 // attnlabPTX is graph/cuda/attnlab.cu compiled.
@@ -1575,6 +1575,177 @@ $L__BB8_9:
 	st.global.f32 	[%rd8], %f1;
 
 $L__BB9_2:
+	ret;
+
+}
+	// .globl	embedding_f32
+.visible .entry embedding_f32(
+	.param .u64 embedding_f32_param_0,
+	.param .u64 embedding_f32_param_1,
+	.param .u64 embedding_f32_param_2,
+	.param .u32 embedding_f32_param_3,
+	.param .u32 embedding_f32_param_4,
+	.param .u32 embedding_f32_param_5
+)
+{
+	.reg .pred 	%p<8>;
+	.reg .f32 	%f<7>;
+	.reg .b32 	%r<13>;
+	.reg .b64 	%rd<34>;
+
+
+	ld.param.u64 	%rd9, [embedding_f32_param_0];
+	ld.param.u64 	%rd10, [embedding_f32_param_1];
+	ld.param.u64 	%rd11, [embedding_f32_param_2];
+	ld.param.u32 	%r3, [embedding_f32_param_3];
+	ld.param.u32 	%r2, [embedding_f32_param_4];
+	ld.param.u32 	%r4, [embedding_f32_param_5];
+	mov.u32 	%r5, %ctaid.x;
+	mov.u32 	%r6, %ntid.x;
+	mul.wide.u32 	%rd12, %r5, %r6;
+	mov.u32 	%r7, %tid.x;
+	cvt.u64.u32 	%rd13, %r7;
+	add.s64 	%rd1, %rd12, %rd13;
+	cvt.s64.s32 	%rd2, %r4;
+	mul.wide.s32 	%rd14, %r4, %r3;
+	setp.ge.s64 	%p1, %rd1, %rd14;
+	@%p1 bra 	$L__BB10_7;
+
+	or.b64  	%rd15, %rd1, %rd2;
+	and.b64  	%rd16, %rd15, -4294967296;
+	setp.eq.s64 	%p2, %rd16, 0;
+	@%p2 bra 	$L__BB10_3;
+
+	div.s64 	%rd32, %rd1, %rd2;
+	mul.lo.s64 	%rd17, %rd32, %rd2;
+	sub.s64 	%rd33, %rd1, %rd17;
+	bra.uni 	$L__BB10_4;
+
+$L__BB10_3:
+	cvt.u32.u64 	%r8, %rd2;
+	cvt.u32.u64 	%r9, %rd1;
+	div.u32 	%r10, %r9, %r8;
+	mul.lo.s32 	%r11, %r10, %r8;
+	sub.s32 	%r12, %r9, %r11;
+	cvt.u64.u32 	%rd32, %r10;
+	cvt.u64.u32 	%rd33, %r12;
+
+$L__BB10_4:
+	shl.b64 	%rd18, %rd32, 32;
+	cvta.to.global.u64 	%rd19, %rd9;
+	shr.s64 	%rd20, %rd18, 30;
+	add.s64 	%rd21, %rd19, %rd20;
+	ld.global.f32 	%f4, [%rd21];
+	cvt.rzi.s32.f32 	%r1, %f4;
+	cvt.rn.f32.s32 	%f5, %r1;
+	setp.neu.f32 	%p3, %f4, %f5;
+	setp.lt.s32 	%p4, %r1, 0;
+	or.pred  	%p5, %p4, %p3;
+	setp.ge.s32 	%p6, %r1, %r2;
+	mov.f32 	%f6, 0f7FC00000;
+	or.pred  	%p7, %p6, %p5;
+	@%p7 bra 	$L__BB10_6;
+
+	cvt.s64.s32 	%rd22, %r1;
+	mul.lo.s64 	%rd23, %rd22, %rd2;
+	cvt.s64.s32 	%rd24, %rd33;
+	add.s64 	%rd25, %rd23, %rd24;
+	cvta.to.global.u64 	%rd26, %rd10;
+	shl.b64 	%rd27, %rd25, 2;
+	add.s64 	%rd28, %rd26, %rd27;
+	ld.global.f32 	%f6, [%rd28];
+
+$L__BB10_6:
+	cvta.to.global.u64 	%rd29, %rd11;
+	shl.b64 	%rd30, %rd1, 2;
+	add.s64 	%rd31, %rd29, %rd30;
+	st.global.f32 	[%rd31], %f6;
+
+$L__BB10_7:
+	ret;
+
+}
+	// .globl	embedding_grad_f32
+.visible .entry embedding_grad_f32(
+	.param .u64 embedding_grad_f32_param_0,
+	.param .u64 embedding_grad_f32_param_1,
+	.param .u64 embedding_grad_f32_param_2,
+	.param .u32 embedding_grad_f32_param_3,
+	.param .u32 embedding_grad_f32_param_4,
+	.param .u32 embedding_grad_f32_param_5
+)
+{
+	.reg .pred 	%p<8>;
+	.reg .f32 	%f<5>;
+	.reg .b32 	%r<13>;
+	.reg .b64 	%rd<34>;
+
+
+	ld.param.u64 	%rd9, [embedding_grad_f32_param_0];
+	ld.param.u64 	%rd10, [embedding_grad_f32_param_1];
+	ld.param.u64 	%rd11, [embedding_grad_f32_param_2];
+	ld.param.u32 	%r3, [embedding_grad_f32_param_3];
+	ld.param.u32 	%r2, [embedding_grad_f32_param_4];
+	ld.param.u32 	%r4, [embedding_grad_f32_param_5];
+	mov.u32 	%r5, %ctaid.x;
+	mov.u32 	%r6, %ntid.x;
+	mul.wide.u32 	%rd12, %r5, %r6;
+	mov.u32 	%r7, %tid.x;
+	cvt.u64.u32 	%rd13, %r7;
+	add.s64 	%rd1, %rd12, %rd13;
+	cvt.s64.s32 	%rd2, %r4;
+	mul.wide.s32 	%rd14, %r4, %r3;
+	setp.ge.s64 	%p1, %rd1, %rd14;
+	@%p1 bra 	$L__BB11_6;
+
+	or.b64  	%rd15, %rd1, %rd2;
+	and.b64  	%rd16, %rd15, -4294967296;
+	setp.eq.s64 	%p2, %rd16, 0;
+	@%p2 bra 	$L__BB11_3;
+
+	div.s64 	%rd32, %rd1, %rd2;
+	mul.lo.s64 	%rd17, %rd32, %rd2;
+	sub.s64 	%rd33, %rd1, %rd17;
+	bra.uni 	$L__BB11_4;
+
+$L__BB11_3:
+	cvt.u32.u64 	%r8, %rd2;
+	cvt.u32.u64 	%r9, %rd1;
+	div.u32 	%r10, %r9, %r8;
+	mul.lo.s32 	%r11, %r10, %r8;
+	sub.s32 	%r12, %r9, %r11;
+	cvt.u64.u32 	%rd32, %r10;
+	cvt.u64.u32 	%rd33, %r12;
+
+$L__BB11_4:
+	shl.b64 	%rd18, %rd32, 32;
+	cvta.to.global.u64 	%rd19, %rd9;
+	shr.s64 	%rd20, %rd18, 30;
+	add.s64 	%rd21, %rd19, %rd20;
+	ld.global.f32 	%f1, [%rd21];
+	cvt.rzi.s32.f32 	%r1, %f1;
+	cvt.rn.f32.s32 	%f2, %r1;
+	setp.neu.f32 	%p3, %f1, %f2;
+	setp.lt.s32 	%p4, %r1, 0;
+	or.pred  	%p5, %p4, %p3;
+	setp.ge.s32 	%p6, %r1, %r2;
+	or.pred  	%p7, %p6, %p5;
+	@%p7 bra 	$L__BB11_6;
+
+	cvt.s64.s32 	%rd22, %r1;
+	mul.lo.s64 	%rd23, %rd22, %rd2;
+	cvt.s64.s32 	%rd24, %rd33;
+	add.s64 	%rd25, %rd23, %rd24;
+	cvta.to.global.u64 	%rd26, %rd11;
+	shl.b64 	%rd27, %rd25, 2;
+	add.s64 	%rd28, %rd26, %rd27;
+	cvta.to.global.u64 	%rd29, %rd10;
+	shl.b64 	%rd30, %rd1, 2;
+	add.s64 	%rd31, %rd29, %rd30;
+	ld.global.f32 	%f3, [%rd31];
+	atom.global.add.f32 	%f4, [%rd28], %f3;
+
+$L__BB11_6:
 	ret;
 
 }

@@ -175,3 +175,33 @@ extern "C" __global__ void rows_copy_f32(const float *b, float *y, int n, int d)
 		y[i] = b[i % d];
 	}
 }
+
+// out [n, d] = table [v, d] rows picked by ids [n] (float ids, as the CPU
+// op): one thread per output element. An id that is not an integer in
+// [0, v) gives a row of NaN (the CPU op returns an error; here the loss
+// turns NaN and training stops naming the step).
+extern "C" __global__ void embedding_f32(const float *ids, const float *table, float *out, int n, int v, int d) {
+	long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (e >= (long long)n * d) {
+		return;
+	}
+	int i = e / d, j = e % d;
+	float f = ids[i];
+	int id = (int)f;
+	out[e] = (f == (float)id && id >= 0 && id < v) ? table[(long long)id * d + j] : __int_as_float(0x7fc00000);
+}
+
+// dtable [v, d] += dy's rows scattered by ids (dtable zeroed first by
+// zero_f32): one thread per element of dy, added atomically (ids repeat).
+extern "C" __global__ void embedding_grad_f32(const float *ids, const float *dy, float *dtable, int n, int v, int d) {
+	long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (e >= (long long)n * d) {
+		return;
+	}
+	int i = e / d, j = e % d;
+	float f = ids[i];
+	int id = (int)f;
+	if (f == (float)id && id >= 0 && id < v) {
+		atomicAdd(&dtable[(long long)id * d + j], dy[e]);
+	}
+}
