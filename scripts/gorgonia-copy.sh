@@ -3,8 +3,8 @@
 # patch, or (with --check) only compares: the copy must be exactly
 # gorgonia.org/gorgonia v0.9.18's root package, internal/encoding and cuda
 # (their non-test files), the CUDA kernels' sources (cuda modules/src), go.mod,
-# go.sum and LICENSE, with third_party/gorgonia.patch
-# applied. Needs Go and patch(1).
+# go.sum and LICENSE, with third_party/gorgonia.patch applied, then gofmt.
+# Needs Go and patch(1).
 #
 #   scripts/gorgonia-copy.sh           # rewrite third_party/gorgonia
 #   scripts/gorgonia-copy.sh --check   # exit 1 if the copy differs
@@ -29,6 +29,7 @@ cp "$src/go.mod" "$src/go.sum" "$src/LICENSE" "$out/"
 cp third_party/gorgonia/ATTNLAB.md "$out/"
 chmod -R u+w "$out"
 patch -s -p1 -d "$out" < third_party/gorgonia.patch
+gofmt -w "$out" && gofmt -w "$out" # as today's gofmt prints it (go:build lines, doc comments; a second pass settles one comment); nothing else changes
 if [ "${1:-}" = --check ]; then
 	if diff -r "$out" third_party/gorgonia >/dev/null; then
 		echo "third_party/gorgonia is gorgonia $version with third_party/gorgonia.patch"
