@@ -272,6 +272,29 @@ func TestGradCheckCatchesInverseSqrt(t *testing.T) {
 	}
 }
 
+// A ReLU input within the default step (1e-5) of its kink makes the first
+// central difference wrong (it straddles 0): the check measures such an
+// element again with smaller steps, and passes. A wrong gradient still
+// fails at every step (TestGradCheckCatchesInverseSqrt).
+func TestGradCheckStepsPastAKink(t *testing.T) {
+	g := G.NewGraph()
+	near := []float64{3e-6, -4e-6, 0.5, -0.5, 2e-6, 0.25}
+	xt := RandomTensor(testRNG(t), 1, 2, 3)
+	copy(xt.Data().([]float64), near)
+	x := Variable(g, "x", xt)
+	out, err := Activate(x, ReLU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := GradCheck{}.Run(g, out, []*G.Node{x})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Pass {
+		t.Errorf("ReLU beside its kink: %v", res)
+	}
+}
+
 // The float32 GELU path uses a polynomial erf; it must agree with the exact
 // form to float32 resolution.
 func TestFastGELU(t *testing.T) {
