@@ -4,7 +4,6 @@ package gpu
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -26,156 +25,20 @@ func Available() bool { return true }
 // relative of the float64 CPU op (no TF32).
 const relLimit = 1e-5
 
-// matrix is a row-major float32 matrix and its float64 copy.
-type matrix struct {
-	r, c int
-	f32  []float32
-}
-
-func randMatrix(rng *rand.Rand, r, c int) matrix {
-	m := matrix{r: r, c: c, f32: make([]float32, r*c)}
-	for i := range m.f32 {
-		m.f32[i] = float32(rng.NormFloat64())
-	}
-	return m
-}
-
-func (m matrix) at(i, j int) float64 { return float64(m.f32[i*m.c+j]) }
-
-// refMatMul is a b in float64.
-func refMatMul(a, b matrix) []float64 {
-	out := make([]float64, a.r*b.c)
-	for i := 0; i < a.r; i++ {
-		for p := 0; p < a.c; p++ {
-			x := a.at(i, p)
-			row := out[i*b.c : (i+1)*b.c]
-			for j := range row {
-				row[j] += x * b.at(p, j)
-			}
-		}
-	}
-	return out
-}
-
-// check is one case: build makes the graph from fresh inputs and returns
-// the nodes to read and their float64 references.
-type check struct {
-	name, shape string
-	build       func(g *G.ExprGraph, rng *rand.Rand) (outs []*G.Node, refs [][]float64, err error)
-}
-
-func input(g *G.ExprGraph, name string, m matrix) *G.Node {
-	return G.NewMatrix(g, tensor.Float32, G.WithShape(m.r, m.c), G.WithName(name),
-		G.WithValue(tensor.New(tensor.WithShape(m.r, m.c), tensor.WithBacking(slices.Clone(m.f32)))))
-}
-
-func elementwise(a, b matrix, f func(x, y float64) float64) []float64 {
-	out := make([]float64, len(a.f32))
-	for i := range out {
-		out[i] = f(float64(a.f32[i]), float64(b.f32[i]))
-	}
-	return out
-}
-
-func checks() []check {
-	matmul := func(m, k, n int) check {
-		return check{"matmul (cuBLAS)", fmt.Sprintf("%dx%d . %dx%d", m, k, k, n), func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
-			a, b := randMatrix(rng, m, k), randMatrix(rng, k, n)
-			out, err := G.Mul(input(g, "a", a), input(g, "b", b))
-			return []*G.Node{out}, [][]float64{refMatMul(a, b)}, err
-		}}
-	}
-	binary := func(name string, op func(a, b *G.Node) (*G.Node, error), f func(x, y float64) float64) check {
-		return check{name, "300x257", func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
-			a, b := randMatrix(rng, 300, 257), randMatrix(rng, 300, 257)
-			out, err := op(input(g, "a", a), input(g, "b", b))
-			return []*G.Node{out}, [][]float64{elementwise(a, b, f)}, err
-		}}
-	}
-	unary := func(name string, op func(a *G.Node) (*G.Node, error), f func(x float64) float64) check {
-		return check{name, "300x257", func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
-			a := randMatrix(rng, 300, 257)
-			out, err := op(input(g, "a", a))
-			return []*G.Node{out}, [][]float64{elementwise(a, a, func(x, _ float64) float64 { return f(x) })}, err
-		}}
-	}
-	return []check{
-		matmul(257, 129, 65),
-		matmul(1024, 1024, 1024),
-		binary("add", func(a, b *G.Node) (*G.Node, error) { return G.Add(a, b) }, func(x, y float64) float64 { return x + y }),
-		binary("sub", func(a, b *G.Node) (*G.Node, error) { return G.Sub(a, b) }, func(x, y float64) float64 { return x - y }),
-		binary("hadamard product", func(a, b *G.Node) (*G.Node, error) { return G.HadamardProd(a, b) }, func(x, y float64) float64 { return x * y }),
-		unary("tanh", G.Tanh, math.Tanh),
-		unary("exp", G.Exp, math.Exp),
-		unary("sigmoid", G.Sigmoid, func(x float64) float64 { return 1 / (1 + math.Exp(-x)) }),
-		{"tanh(a b + c) and its gradients", "64x48 . 48x80", chainWithGrad},
-	}
-}
-
-// graphChecks are the graph package's GPU ops (graph.GPUCases).
-func graphChecks() []check {
-	var cs []check
-	for _, c := range graph.GPUCases() {
-		cs = append(cs, check{name: c.Name, shape: c.Shape, build: c.Build})
-	}
-	return cs
-}
-
-// chainWithGrad checks y = tanh(a b + c), loss = sum(y), and the gradients
-// da = (1 - y^2) b^T, db = a^T (1 - y^2), dc = 1 - y^2: cuBLAS products in
-// both directions, elementwise ops, the reduction and the copies between.
-func chainWithGrad(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
-	const m, k, n = 64, 48, 80
-	a, b, c := randMatrix(rng, m, k), randMatrix(rng, k, n), randMatrix(rng, m, n)
-	an, bn, cn := input(g, "a", a), input(g, "b", b), input(g, "c", c)
-	ab, err := G.Mul(an, bn)
-	if err != nil {
-		return nil, nil, err
-	}
-	s, err := G.Add(ab, cn)
-	if err != nil {
-		return nil, nil, err
-	}
-	y, err := G.Tanh(s)
-	if err != nil {
-		return nil, nil, err
-	}
-	loss, err := G.Sum(y)
-	if err != nil {
-		return nil, nil, err
-	}
-	grads, err := G.Grad(loss, an, bn, cn)
-	if err != nil {
-		return nil, nil, err
-	}
-	ref := refMatMul(a, b)
-	gy := make([]float64, m*n) // 1 - y^2
-	for i := range ref {
-		t := math.Tanh(ref[i] + float64(c.f32[i]))
-		ref[i] = t
-		gy[i] = 1 - t*t
-	}
-	da := make([]float64, m*k)
-	db := make([]float64, k*n)
-	for i := 0; i < m; i++ {
-		for p := 0; p < k; p++ {
-			for j := 0; j < n; j++ {
-				da[i*k+p] += gy[i*n+j] * b.at(p, j)
-				db[p*n+j] += a.at(i, p) * gy[i*n+j]
-			}
-		}
-	}
-	return []*G.Node{y, grads[0], grads[1], grads[2]}, [][]float64{ref, da, db, gy}, nil
+// checks are every case gpucheck runs: Gorgonia's own CUDA ops, then the
+// graph package's.
+func checks() []graph.GPUCase {
+	return append(graph.GorgoniaGPUCases(), graph.GPUCases()...)
 }
 
 // run builds c's graph with fresh inputs, runs it twice on new inputs
 // each time (a result left over from the previous run must not pass) and
 // returns the worst relative error.
-func run(c check, rng *rand.Rand) (float64, error) {
+func run(c graph.GPUCase, rng *rand.Rand) (float64, error) {
 	worst := 0.0
 	for rep := 0; rep < 2; rep++ {
 		g := G.NewGraph()
-		outs, refs, err := c.build(g, rng)
+		outs, refs, err := c.Build(g, rng)
 		if err != nil {
 			return 0, err
 		}
@@ -208,8 +71,14 @@ func run(c check, rng *rand.Rand) (float64, error) {
 // are in the time).
 func timeMatMul(rng *rand.Rand, n, runs int) (Timing, error) {
 	g := G.NewGraph()
-	a, b := randMatrix(rng, n, n), randMatrix(rng, n, n)
-	out, err := G.Mul(input(g, "a", a), input(g, "b", b))
+	operand := func(name string) *G.Node {
+		v := make([]float32, n*n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return G.NewMatrix(g, tensor.Float32, G.WithShape(n, n), G.WithName(name), G.WithValue(tensor.New(tensor.WithShape(n, n), tensor.WithBacking(v))))
+	}
+	out, err := G.Mul(operand("a"), operand("b"))
 	if err != nil {
 		return Timing{}, err
 	}
@@ -287,8 +156,8 @@ func Check(seed uint64) (Report, error) {
 	defer runtime.UnlockOSThread()
 	rng := rand.New(rand.NewPCG(seed, 16))
 	rep := Report{Device: deviceName()}
-	for _, c := range append(checks(), graphChecks()...) {
-		cs := Case{Name: c.name, Shape: c.shape, Limit: relLimit}
+	for _, c := range checks() {
+		cs := Case{Name: c.Name, Shape: c.Shape, Limit: relLimit}
 		e, err := run(c, rng)
 		if err != nil {
 			cs.Error = err.Error()

@@ -6,12 +6,12 @@ import (
 	G "gorgonia.org/gorgonia"
 )
 
-// The GPU checks' graphs and float64 references, run on the CPU's float32
-// ops: every case must pass there with gpucheck's bound (1e-5 relative),
+// The GPU checks' graphs and float64 references (Gorgonia's ops and the
+// package's), run on the CPU's float32 ops: every case must pass there with gpucheck's bound (1e-5 relative),
 // so a wrong reference or case fails here and not on the device.
 func TestGPUCasesOnTheCPU(t *testing.T) {
 	rng := testRNG(t)
-	for _, c := range GPUCases() {
+	for _, c := range append(GorgoniaGPUCases(), GPUCases()...) {
 		t.Run(c.Name+" "+c.Shape, func(t *testing.T) {
 			g := G.NewGraph()
 			outs, refs, err := c.Build(g, rng)

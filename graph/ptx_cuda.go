@@ -1588,10 +1588,10 @@ $L__BB9_2:
 	.param .u32 embedding_f32_param_5
 )
 {
-	.reg .pred 	%p<8>;
+	.reg .pred 	%p<9>;
 	.reg .f32 	%f<7>;
-	.reg .b32 	%r<13>;
-	.reg .b64 	%rd<34>;
+	.reg .b32 	%r<14>;
+	.reg .b64 	%rd<33>;
 
 
 	ld.param.u64 	%rd9, [embedding_f32_param_0];
@@ -1609,59 +1609,64 @@ $L__BB9_2:
 	cvt.s64.s32 	%rd2, %r4;
 	mul.wide.s32 	%rd14, %r4, %r3;
 	setp.ge.s64 	%p1, %rd1, %rd14;
-	@%p1 bra 	$L__BB10_7;
+	@%p1 bra 	$L__BB10_10;
 
 	or.b64  	%rd15, %rd1, %rd2;
 	and.b64  	%rd16, %rd15, -4294967296;
 	setp.eq.s64 	%p2, %rd16, 0;
 	@%p2 bra 	$L__BB10_3;
 
-	div.s64 	%rd32, %rd1, %rd2;
-	mul.lo.s64 	%rd17, %rd32, %rd2;
-	sub.s64 	%rd33, %rd1, %rd17;
+	div.s64 	%rd31, %rd1, %rd2;
 	bra.uni 	$L__BB10_4;
 
 $L__BB10_3:
 	cvt.u32.u64 	%r8, %rd2;
 	cvt.u32.u64 	%r9, %rd1;
 	div.u32 	%r10, %r9, %r8;
-	mul.lo.s32 	%r11, %r10, %r8;
-	sub.s32 	%r12, %r9, %r11;
-	cvt.u64.u32 	%rd32, %r10;
-	cvt.u64.u32 	%rd33, %r12;
+	cvt.u64.u32 	%rd31, %r10;
 
 $L__BB10_4:
-	shl.b64 	%rd18, %rd32, 32;
-	cvta.to.global.u64 	%rd19, %rd9;
-	shr.s64 	%rd20, %rd18, 30;
-	add.s64 	%rd21, %rd19, %rd20;
-	ld.global.f32 	%f4, [%rd21];
+	cvta.to.global.u64 	%rd17, %rd9;
+	shl.b64 	%rd18, %rd31, 2;
+	add.s64 	%rd19, %rd17, %rd18;
+	ld.global.f32 	%f4, [%rd19];
 	cvt.rzi.s32.f32 	%r1, %f4;
 	cvt.rn.f32.s32 	%f5, %r1;
 	setp.neu.f32 	%p3, %f4, %f5;
 	setp.lt.s32 	%p4, %r1, 0;
-	or.pred  	%p5, %p4, %p3;
-	setp.ge.s32 	%p6, %r1, %r2;
+	setp.ge.s32 	%p5, %r1, %r2;
+	or.pred  	%p6, %p4, %p3;
+	or.pred  	%p7, %p5, %p6;
 	mov.f32 	%f6, 0f7FC00000;
-	or.pred  	%p7, %p6, %p5;
-	@%p7 bra 	$L__BB10_6;
+	@%p7 bra 	$L__BB10_9;
 
-	cvt.s64.s32 	%rd22, %r1;
-	mul.lo.s64 	%rd23, %rd22, %rd2;
-	cvt.s64.s32 	%rd24, %rd33;
-	add.s64 	%rd25, %rd23, %rd24;
-	cvta.to.global.u64 	%rd26, %rd10;
-	shl.b64 	%rd27, %rd25, 2;
-	add.s64 	%rd28, %rd26, %rd27;
-	ld.global.f32 	%f6, [%rd28];
+	@%p2 bra 	$L__BB10_7;
 
-$L__BB10_6:
-	cvta.to.global.u64 	%rd29, %rd11;
-	shl.b64 	%rd30, %rd1, 2;
-	add.s64 	%rd31, %rd29, %rd30;
-	st.global.f32 	[%rd31], %f6;
+	rem.s64 	%rd32, %rd1, %rd2;
+	bra.uni 	$L__BB10_8;
 
 $L__BB10_7:
+	cvt.u32.u64 	%r11, %rd2;
+	cvt.u32.u64 	%r12, %rd1;
+	rem.u32 	%r13, %r12, %r11;
+	cvt.u64.u32 	%rd32, %r13;
+
+$L__BB10_8:
+	cvt.s64.s32 	%rd22, %r1;
+	mul.lo.s64 	%rd23, %rd22, %rd2;
+	add.s64 	%rd24, %rd32, %rd23;
+	cvta.to.global.u64 	%rd25, %rd10;
+	shl.b64 	%rd26, %rd24, 2;
+	add.s64 	%rd27, %rd25, %rd26;
+	ld.global.f32 	%f6, [%rd27];
+
+$L__BB10_9:
+	cvta.to.global.u64 	%rd28, %rd11;
+	shl.b64 	%rd29, %rd1, 2;
+	add.s64 	%rd30, %rd28, %rd29;
+	st.global.f32 	[%rd30], %f6;
+
+$L__BB10_10:
 	ret;
 
 }
@@ -1675,10 +1680,10 @@ $L__BB10_7:
 	.param .u32 embedding_grad_f32_param_5
 )
 {
-	.reg .pred 	%p<8>;
+	.reg .pred 	%p<9>;
 	.reg .f32 	%f<5>;
-	.reg .b32 	%r<13>;
-	.reg .b64 	%rd<34>;
+	.reg .b32 	%r<14>;
+	.reg .b64 	%rd<33>;
 
 
 	ld.param.u64 	%rd9, [embedding_grad_f32_param_0];
@@ -1696,56 +1701,61 @@ $L__BB10_7:
 	cvt.s64.s32 	%rd2, %r4;
 	mul.wide.s32 	%rd14, %r4, %r3;
 	setp.ge.s64 	%p1, %rd1, %rd14;
-	@%p1 bra 	$L__BB11_6;
+	@%p1 bra 	$L__BB11_9;
 
 	or.b64  	%rd15, %rd1, %rd2;
 	and.b64  	%rd16, %rd15, -4294967296;
 	setp.eq.s64 	%p2, %rd16, 0;
 	@%p2 bra 	$L__BB11_3;
 
-	div.s64 	%rd32, %rd1, %rd2;
-	mul.lo.s64 	%rd17, %rd32, %rd2;
-	sub.s64 	%rd33, %rd1, %rd17;
+	div.s64 	%rd31, %rd1, %rd2;
 	bra.uni 	$L__BB11_4;
 
 $L__BB11_3:
 	cvt.u32.u64 	%r8, %rd2;
 	cvt.u32.u64 	%r9, %rd1;
 	div.u32 	%r10, %r9, %r8;
-	mul.lo.s32 	%r11, %r10, %r8;
-	sub.s32 	%r12, %r9, %r11;
-	cvt.u64.u32 	%rd32, %r10;
-	cvt.u64.u32 	%rd33, %r12;
+	cvt.u64.u32 	%rd31, %r10;
 
 $L__BB11_4:
-	shl.b64 	%rd18, %rd32, 32;
-	cvta.to.global.u64 	%rd19, %rd9;
-	shr.s64 	%rd20, %rd18, 30;
-	add.s64 	%rd21, %rd19, %rd20;
-	ld.global.f32 	%f1, [%rd21];
+	cvta.to.global.u64 	%rd17, %rd9;
+	shl.b64 	%rd18, %rd31, 2;
+	add.s64 	%rd19, %rd17, %rd18;
+	ld.global.f32 	%f1, [%rd19];
 	cvt.rzi.s32.f32 	%r1, %f1;
 	cvt.rn.f32.s32 	%f2, %r1;
 	setp.neu.f32 	%p3, %f1, %f2;
 	setp.lt.s32 	%p4, %r1, 0;
-	or.pred  	%p5, %p4, %p3;
-	setp.ge.s32 	%p6, %r1, %r2;
-	or.pred  	%p7, %p6, %p5;
-	@%p7 bra 	$L__BB11_6;
+	setp.ge.s32 	%p5, %r1, %r2;
+	or.pred  	%p6, %p4, %p3;
+	or.pred  	%p7, %p5, %p6;
+	@%p7 bra 	$L__BB11_9;
 
+	@%p2 bra 	$L__BB11_7;
+
+	rem.s64 	%rd32, %rd1, %rd2;
+	bra.uni 	$L__BB11_8;
+
+$L__BB11_7:
+	cvt.u32.u64 	%r11, %rd2;
+	cvt.u32.u64 	%r12, %rd1;
+	rem.u32 	%r13, %r12, %r11;
+	cvt.u64.u32 	%rd32, %r13;
+
+$L__BB11_8:
 	cvt.s64.s32 	%rd22, %r1;
 	mul.lo.s64 	%rd23, %rd22, %rd2;
-	cvt.s64.s32 	%rd24, %rd33;
-	add.s64 	%rd25, %rd23, %rd24;
-	cvta.to.global.u64 	%rd26, %rd11;
-	shl.b64 	%rd27, %rd25, 2;
-	add.s64 	%rd28, %rd26, %rd27;
-	cvta.to.global.u64 	%rd29, %rd10;
-	shl.b64 	%rd30, %rd1, 2;
-	add.s64 	%rd31, %rd29, %rd30;
-	ld.global.f32 	%f3, [%rd31];
-	atom.global.add.f32 	%f4, [%rd28], %f3;
+	add.s64 	%rd24, %rd32, %rd23;
+	cvta.to.global.u64 	%rd25, %rd11;
+	shl.b64 	%rd26, %rd24, 2;
+	add.s64 	%rd27, %rd25, %rd26;
+	cvta.to.global.u64 	%rd28, %rd10;
+	shl.b64 	%rd29, %rd1, 2;
+	add.s64 	%rd30, %rd28, %rd29;
+	ld.global.f32 	%f3, [%rd30];
+	atom.global.add.f32 	%f4, [%rd27], %f3;
 
-$L__BB11_6:
+$L__BB11_9:
 	ret;
 
 }

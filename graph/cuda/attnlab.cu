@@ -176,6 +176,13 @@ extern "C" __global__ void rows_copy_f32(const float *b, float *y, int n, int d)
 	}
 }
 
+// table_row sets *id to the row the float id f names and reports whether
+// it is one: an integer in [0, v), as the CPU op requires.
+__device__ bool table_row(float f, int v, int *id) {
+	*id = (int)f;
+	return f == (float)*id && *id >= 0 && *id < v;
+}
+
 // out [n, d] = table [v, d] rows picked by ids [n] (float ids, as the CPU
 // op): one thread per output element. An id that is not an integer in
 // [0, v) gives a row of NaN (the CPU op returns an error; here the loss
@@ -185,10 +192,8 @@ extern "C" __global__ void embedding_f32(const float *ids, const float *table, f
 	if (e >= (long long)n * d) {
 		return;
 	}
-	int i = e / d, j = e % d;
-	float f = ids[i];
-	int id = (int)f;
-	out[e] = (f == (float)id && id >= 0 && id < v) ? table[(long long)id * d + j] : __int_as_float(0x7fc00000);
+	int id;
+	out[e] = table_row(ids[e / d], v, &id) ? table[(long long)id * d + e % d] : __int_as_float(0x7fc00000);
 }
 
 // dtable [v, d] += dy's rows scattered by ids (dtable zeroed first by
@@ -198,10 +203,8 @@ extern "C" __global__ void embedding_grad_f32(const float *ids, const float *dy,
 	if (e >= (long long)n * d) {
 		return;
 	}
-	int i = e / d, j = e % d;
-	float f = ids[i];
-	int id = (int)f;
-	if (f == (float)id && id >= 0 && id < v) {
-		atomicAdd(&dtable[(long long)id * d + j], dy[e]);
+	int id;
+	if (table_row(ids[e / d], v, &id)) {
+		atomicAdd(&dtable[(long long)id * d + e % d], dy[e]);
 	}
 }
