@@ -9,7 +9,9 @@
 #     engine's context made current before its cuBLAS handle is created,
 #     without which cuBLAS ran in another context, unordered with the
 #     engine's copies, and products came back partly unwritten; plain
-#     device memory instead of managed memory for its pool), and
+#     device memory instead of managed memory for its pool; inputs kept
+#     on the GPU across runs, KeepOnDevice: see
+#     third_party/gorgonia/ATTNLAB.md), and
 #   - gorgonia.org/cu v0.9.6 from the module cache, unchanged.
 # The PTX of Gorgonia's kernels is committed (gpu/stdlib_ptx_cuda.go,
 # scripts/gen-ptx.sh), so no nvcc is needed here.

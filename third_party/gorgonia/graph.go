@@ -27,6 +27,10 @@ type ExprGraph struct {
 	counter   uint
 }
 
+// Name is the name given by WithGraphName ("" for none). (attnlab patch:
+// the graph package places a graph's ops on the GPU by its name.)
+func (g *ExprGraph) Name() string { return g.name }
+
 // graphconopt sets options
 type graphconopt func(g *ExprGraph)
 
