@@ -134,7 +134,11 @@ func denseAttention(q, k, v, keyMask *G.Node, s AttentionShape, p *Pattern) (out
 	if p != nil {
 		name = fmt.Sprintf("Attention(%+v,scale=%g,masked=%t,pattern=%s)", s, s.scale(), masked, opID(p.id()))
 	}
-	return applyCore(name, s, q, k, v, keyMask, denseFuncs[float32](s, p), denseFuncs[float64](s, p))
+	var gpu *coreGPU
+	if p == nil { // a pattern has no GPU path
+		gpu = attentionGPU(s, masked)
+	}
+	return applyCore(name, s, q, k, v, keyMask, denseFuncs[float32](s, p), denseFuncs[float64](s, p), gpu)
 }
 
 // denseFuncs are the dense core's kernels (its backward recomputes the
@@ -433,6 +437,7 @@ func View(packed *G.Node, offset, rows, cols int) (*G.Node, error) {
 		typ:   fnType(1, 2),
 		shape: viewShape(name, offset, rows, cols),
 		do:    viewDo(name, offset, rows, cols),
+		gpu:   copyKernel(offset, false),
 	}, packed)
 }
 

@@ -26,7 +26,9 @@ type coreFuncs[T Float] struct {
 // "Grad" + name) reads both from the forward's result rather than hidden
 // state and takes the gradients of both; O and L are returned as copies
 // (see Slice). The dense and the tiled cores differ only in their kernels.
-func applyCore(name string, s AttentionShape, q, k, v, keyMask *G.Node, f32 coreFuncs[float32], f64 coreFuncs[float64]) (out, lse *G.Node, err error) {
+// gpu is the core's CUDA path (nil: none; only cores that save nothing
+// beyond O and L have one).
+func applyCore(name string, s AttentionShape, q, k, v, keyMask *G.Node, f32 coreFuncs[float32], f64 coreFuncs[float64], gpu *coreGPU) (out, lse *G.Node, err error) {
 	masked := keyMask != nil
 	children := G.Nodes{q, k, v}
 	typ := fnType(2, 2, 2, 1)
@@ -39,6 +41,9 @@ func applyCore(name string, s AttentionShape, q, k, v, keyMask *G.Node, f32 core
 	nOut := s.Batch * s.QLen * s.Heads * s.VDim()
 	nLSE := s.Batch * s.Heads * s.QLen
 	nAll := nOut + nLSE + f64.saved
+	if f64.saved > 0 {
+		gpu = nil
+	}
 	packed, err := apply(&op{
 		name:  name,
 		arity: len(children),
@@ -65,9 +70,10 @@ func applyCore(name string, s AttentionShape, q, k, v, keyMask *G.Node, f32 core
 			return out, nil
 		},
 		diffWRT: diff,
+		gpu:     gpu.forwardKernel(),
 		symDiff: func(in G.Nodes, out, grad *G.Node) (G.Nodes, error) {
 			args := append(append(G.Nodes{}, in...), out, grad)
-			packedGrad, err := apply(coreGradOp(name, s, masked, nOut, nLSE, f32, f64), args...)
+			packedGrad, err := apply(coreGradOp(name, s, masked, nOut, nLSE, f32, f64, gpu.backwardKernel()), args...)
 			if err != nil {
 				return nil, err
 			}
@@ -87,8 +93,8 @@ func applyCore(name string, s AttentionShape, q, k, v, keyMask *G.Node, f32 core
 }
 
 // coreGradOp maps (q, k, v, [mask,] packed O|L|saved, its gradient) to
-// dq|dk|dv.
-func coreGradOp(fwdName string, s AttentionShape, masked bool, nOut, nLSE int, f32 coreFuncs[float32], f64 coreFuncs[float64]) *op {
+// dq|dk|dv; gpu is its CUDA path (nil: none).
+func coreGradOp(fwdName string, s AttentionShape, masked bool, nOut, nLSE int, f32 coreFuncs[float32], f64 coreFuncs[float64], gpu *gpuKernel) *op {
 	name := "Grad" + fwdName
 	typ := fnType(2, 2, 2, 1, 1, 1)
 	arity := 5
@@ -102,6 +108,7 @@ func coreGradOp(fwdName string, s AttentionShape, masked bool, nOut, nLSE int, f
 		arity: arity,
 		typ:   typ,
 		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{nq + nk + nv}, nil },
+		gpu:   gpu,
 		do: func(in []G.Value) (G.Value, error) {
 			is32, err := checkDtype(name, in...)
 			if err != nil {

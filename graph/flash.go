@@ -53,6 +53,7 @@ func Slice(packed *G.Node, offset, rows, cols int) (*G.Node, error) {
 			d, err := place(grad, offset, n)
 			return G.Nodes{d}, err
 		},
+		gpu: copyKernel(offset, false),
 	}, packed)
 }
 
@@ -81,5 +82,6 @@ func place(x *G.Node, offset, n int) (*G.Node, error) {
 			}
 			return out, nil
 		},
+		gpu: copyKernel(offset, true),
 	}, x)
 }

@@ -4,8 +4,27 @@ import (
 	"fmt"
 	"math"
 
+	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
+
+// gpuGraphName names a graph whose ops run on the GPU (NewGraph).
+const gpuGraphName = "attnlab:gpu"
+
+// NewGraph returns an empty expression graph. With onGPU, its ops that
+// have a GPU path (a gpuKernel) and float32 inputs run on GPU 0 in the
+// CUDA build; the others, and every op of the default build, run on the
+// CPU. The choice travels with the graph (its name), so that one CUDA
+// binary trains on either device.
+func NewGraph(onGPU bool) *G.ExprGraph {
+	if onGPU {
+		return G.NewGraph(G.WithGraphName(gpuGraphName))
+	}
+	return G.NewGraph()
+}
+
+// onGPU reports whether n's graph is NewGraph(true)'s.
+func onGPU(n *G.Node) bool { return n.Graph().Name() == gpuGraphName }
 
 // gpuKernel is an op's CUDA implementation, used only by the binary that
 // scripts/build-cuda.sh builds (-tags cuda; graph/op_cuda.go): launch runs
@@ -25,10 +44,13 @@ type gpuBuf struct {
 
 func (b gpuBuf) size() int { return b.shape.TotalSize() }
 
-// gpuLauncher starts a kernel of graph/cuda/attnlab.cu over a grid of
+// gpuLauncher starts a kernel over a grid of
 // blocks of threads with shared bytes of dynamic shared memory, with its
 // arguments (uintptr for device addresses, 0 for none; int32 and float32
-// for scalars), and waits for it.
+// for scalars), queued in order on the device (the host waits only to read a
+// result back). A kernel is named as in its source,
+// "module.kernel" (the module is the .cu file's name under graph/cuda),
+// or without "module." for graph/cuda/attnlab.cu's.
 type gpuLauncher interface {
 	Launch(kernel string, blocks, threads, shared int, args ...any) error
 	// Gemm is c = alpha op(a) op(b) + beta c on row-major matrices, as
@@ -164,3 +186,114 @@ var colSumKernel = &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBu
 	blocks, threads := elementwiseGrid(d)
 	return l.Launch("col_sum_f32", blocks, threads, 0, in[0].ptr, out.ptr, sz[0], sz[1])
 }}
+
+// copyKernel is the GPU path of Slice and View (the rows x cols elements
+// of the input from offset on, copied: a device value cannot alias another
+// in Gorgonia's machine) and of place (zeros, then the input copied in at
+// offset).
+func copyKernel(offset int, place bool) *gpuKernel {
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		n := in[0].size()
+		if !place {
+			n = out.size()
+		}
+		sz, err := int32s(n, out.size(), offset)
+		if err != nil {
+			return err
+		}
+		src, dst := in[0].ptr+uintptr(4*offset), out.ptr
+		if place {
+			blocks, threads := elementwiseGrid(out.size())
+			if err := l.Launch("zero_f32", blocks, threads, 0, out.ptr, sz[1]); err != nil {
+				return err
+			}
+			src, dst = in[0].ptr, out.ptr+uintptr(4*offset)
+		}
+		blocks, threads := elementwiseGrid(n)
+		return l.Launch("copy_f32", blocks, threads, 0, src, dst, sz[0])
+	}}
+}
+
+// sceKernel is SoftmaxCrossEntropy's GPU path (grad false: in logits,
+// targets, weights; out the scalar loss) and its gradient's (in also the
+// loss's gradient g; out [N, V]). One block per row.
+func sceKernel(grad bool) *gpuKernel {
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		n, v := in[0].shape[0], in[0].shape[1]
+		sz, err := int32s(n, v)
+		if err != nil {
+			return err
+		}
+		threads := rowThreads(v)
+		if !grad {
+			if err := l.Launch("zero_f32", 1, 32, 0, out.ptr, int32(1)); err != nil {
+				return err
+			}
+			if err := l.Launch("sce_loss_rows_f32", n, threads, 0, in[0].ptr, in[1].ptr, in[2].ptr, out.ptr, sz[0], sz[1]); err != nil {
+				return err
+			}
+			return l.Launch("sce_finish_f32", 1, 256, 0, in[2].ptr, out.ptr, sz[0])
+		}
+		// sum w into grad[0], rows 1.. reading it, then row 0.
+		if err := l.Launch("sum_f32", 1, 256, 0, in[2].ptr, out.ptr, sz[0]); err != nil {
+			return err
+		}
+		if n > 1 {
+			if err := l.Launch("sce_grad_rows_f32", n-1, threads, 0, in[0].ptr, in[1].ptr, in[2].ptr, in[3].ptr, out.ptr, int32(1), sz[1]); err != nil {
+				return err
+			}
+		}
+		return l.Launch("sce_grad_rows_f32", 1, threads, 0, in[0].ptr, in[1].ptr, in[2].ptr, in[3].ptr, out.ptr, int32(0), sz[1])
+	}}
+}
+
+// correctCountKernel is CorrectCount's GPU path: one thread per row.
+var correctCountKernel = &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+	n, v := in[0].shape[0], in[0].shape[1]
+	sz, err := int32s(n, v)
+	if err != nil {
+		return err
+	}
+	if err := l.Launch("zero_f32", 1, 32, 0, out.ptr, int32(2)); err != nil {
+		return err
+	}
+	blocks, threads := elementwiseGrid(n)
+	return l.Launch("correct_count_f32", blocks, threads, 0, in[0].ptr, in[1].ptr, in[2].ptr, out.ptr, sz[0], sz[1])
+}}
+
+// gradSquaredNormKernel is GradSquaredNorm's GPU path over its ng
+// gradients (in[1:1+ng]; in[0] the loss).
+func gradSquaredNormKernel(ng int) *gpuKernel {
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		if err := l.Launch("zero_f32", 1, 32, 0, out.ptr, int32(1)); err != nil {
+			return err
+		}
+		for _, g := range in[1 : 1+ng] {
+			sz, err := int32s(g.size())
+			if err != nil {
+				return err
+			}
+			blocks, threads := elementwiseGrid(g.size())
+			if err := l.Launch("sq_sum_f32", min(blocks, 1024), threads, 0, g.ptr, out.ptr, sz[0]); err != nil {
+				return err
+			}
+		}
+		return l.Launch("nonfinite_f32", 1, 32, 0, in[0].ptr, out.ptr)
+	}}
+}
+
+// adamWKernel is AdamWStep's GPU path: one thread per element.
+func adamWKernel(wd float64) *gpuKernel {
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		n := in[0].size()
+		sz, err := int32s(n)
+		if err != nil {
+			return err
+		}
+		if err := l.Launch("zero_f32", 1, 32, 0, out.ptr, int32(1)); err != nil {
+			return err
+		}
+		blocks, threads := elementwiseGrid(n)
+		return l.Launch("adamw_f32", blocks, threads, 0, in[0].ptr, in[1].ptr, in[2].ptr, in[3].ptr, in[4].ptr, in[5].ptr, float32(wd), sz[0])
+	}}
+}

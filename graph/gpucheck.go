@@ -12,7 +12,8 @@ import (
 // GPUCase is one check of an op's GPU path for trainer gpucheck (package
 // gpu): Build makes a graph from fresh float32 inputs and returns the nodes
 // to read back and their references, computed in float64 on the CPU from
-// the same inputs. The cases are built in both builds: the default one
+// the same inputs; an output that is an input node was updated in place
+// and is read after the run (IsInPlace). The cases are built in both builds: the default one
 // runs them on the CPU (TestGPUCasesOnTheCPU), which checks the cases and
 // their references without a GPU.
 type GPUCase struct {
@@ -20,10 +21,21 @@ type GPUCase struct {
 	Build       func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error)
 }
 
+// IsInPlace reports whether a GPU case's output n is an input node, which
+// an op updated in place: the runner reads it after the run (on the GPU,
+// it keeps it on the device and copies it back) rather than through Read.
+func IsInPlace(n *G.Node) bool { return n.Op() == nil }
+
 // GPUCases are the checks of the graph package's GPU ops, forward and
 // backward.
 func GPUCases() []GPUCase {
-	return []GPUCase{
+	return append([]GPUCase{
+		dotCase(1000, 300),
+		crossEntropyCase(300, 64),
+		crossEntropyCase(1, 1000),
+		correctCountCase(500, 17),
+		adamWCase(false),
+		adamWCase(true),
 		activationCase(GELU, gelu, geluGrad),
 		activationCase(ReLU, relu, reluGrad),
 		normCase(true, 257, 96),
@@ -33,7 +45,7 @@ func GPUCases() []GPUCase {
 		matMulCase(true, true, 130, 70, 90),
 		linearCase(200, 96, 130),
 		embeddingCase(300, 50, 72),
-	}
+	}, attentionGPUCases()...)
 }
 
 // embeddingCase checks y = table[ids] for n ids in [0, v) (repeated, so
@@ -239,14 +251,35 @@ func f64(x []float32) []float64 {
 	return out
 }
 
+// GPUFloats is a case's float32 output read back (a tensor, or a scalar
+// such as a loss, as one element).
+func GPUFloats(v G.Value) ([]float32, error) {
+	switch d := v.Data().(type) {
+	case []float32:
+		return d, nil
+	case float32:
+		return []float32{d}, nil
+	}
+	return nil, fmt.Errorf("%T is not float32", v.Data())
+}
+
 // GPURelErr is ||got - want|| / ||want||, the measure of the GPU checks
-// (+Inf for lengths that differ).
+// (+Inf for lengths that differ). An infinite element (an attention
+// core's logsumexp -Inf for a query that sees no key) must be matched by
+// the same infinity, and then counts in neither norm; any other value
+// against an infinity, or an infinity against a finite value, is +Inf.
 func GPURelErr(got []float32, want []float64) float64 {
 	if len(got) != len(want) {
 		return math.Inf(1)
 	}
 	var num, den float64
 	for i, w := range want {
+		if g := float64(got[i]); math.IsInf(w, 0) || math.IsInf(g, 0) {
+			if g != w {
+				return math.Inf(1)
+			}
+			continue
+		}
 		d := float64(got[i]) - w
 		num += d * d
 		den += w * w

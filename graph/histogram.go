@@ -152,7 +152,7 @@ func HistogramAttentionLSE(q, k, v, keyMask *G.Node, s HistogramShape) (out, lse
 	if q.Dtype() == tensor.Float32 && s.KLen > 1<<24 {
 		return nil, nil, fmt.Errorf("%s: float32 holds positions up to 2^24, got %d", name, s.KLen)
 	}
-	return applyCore(name, s.AttentionShape, q, k, v, keyMask, histogramFuncs[float32](s), histogramFuncs[float64](s))
+	return applyCore(name, s.AttentionShape, q, k, v, keyMask, histogramFuncs[float32](s), histogramFuncs[float64](s), nil)
 }
 
 // histogramFuncs are the histogram core's kernels: the forward saves the

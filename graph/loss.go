@@ -48,6 +48,7 @@ func SoftmaxCrossEntropy(logits, targets, weights *G.Node) (*G.Node, error) {
 			d, err := apply(softmaxCrossEntropyGradOp(), in[0], in[1], in[2], grad)
 			return G.Nodes{d, nil, nil}, err
 		},
+		gpu: sceKernel(false),
 	}, logits, targets, weights)
 }
 
@@ -76,6 +77,7 @@ func softmaxCrossEntropyGradOp() *op {
 			}
 			return out, err
 		},
+		gpu: sceKernel(true),
 	}
 }
 

@@ -311,7 +311,7 @@ func CompressedAttentionLSE(q, kc, vc, cmask *G.Node, s NSAShape) (out, lse *G.N
 	if nc == 0 {
 		return nil, nil, s.noBlockErr()
 	}
-	return applyCore(s.name("CompressedAttention", cmask != nil), s.attention(nc), q, kc, vc, cmask, compressedFuncs[float32](s), compressedFuncs[float64](s))
+	return applyCore(s.name("CompressedAttention", cmask != nil), s.attention(nc), q, kc, vc, cmask, compressedFuncs[float32](s), compressedFuncs[float64](s), nil)
 }
 
 func compressedFuncs[T Float](s NSAShape) coreFuncs[T] {

@@ -4,6 +4,7 @@ package graph
 
 import (
 	"fmt"
+	"strings"
 	"unsafe"
 
 	"gonum.org/v1/gonum/blas"
@@ -16,12 +17,12 @@ import (
 // (graph/ptx_cuda.go); its kernels are looked up as gpuModule.kernel.
 const gpuModule = "attnlab"
 
-// gpuOp is o as a Gorgonia CUDA op when it has a GPU implementation and
-// its inputs are float32 (the kernels' only dtype; float64 graphs, the
+// gpuOp is o as a Gorgonia CUDA op when it has a GPU implementation, its
+// graph is on the GPU (NewGraph) and its inputs are float32 (the kernels' only dtype; float64 graphs, the
 // gradient checks', stay on the CPU): Gorgonia's compiler then places its
 // node on GPU 0 and hands CUDADo device values.
 func gpuOp(o *op, children G.Nodes) G.Op {
-	if o.gpu == nil {
+	if o.gpu == nil || len(children) == 0 || !onGPU(children[0]) {
 		return o
 	}
 	for _, c := range children {
@@ -36,6 +37,11 @@ func gpuOp(o *op, children G.Nodes) G.Op {
 type cudaOp struct{ *op }
 
 func (o cudaOp) CallsExtern() bool { return true }
+
+// ReturnsPtr is true so that Gorgonia's compiler allocates the output on
+// the device before the op runs (an alloc instruction: the prealloc of
+// CUDADo); with OverwritesInput -1 it is always a new register.
+func (o cudaOp) ReturnsPtr() bool { return true }
 
 // CUDADo runs the op's kernels on device dev, writing into prealloc, the
 // output register the machine allocated on the device.
@@ -73,7 +79,10 @@ type cudaLauncher struct {
 
 func (l cudaLauncher) Launch(kernel string, blocks, threads, shared int, args ...any) error {
 	eng := &l.machine.Engines()[l.dev]
-	name := gpuModule + "." + kernel
+	name := kernel
+	if !strings.Contains(kernel, ".") { // attnlab.cu's, by default
+		name = gpuModule + "." + kernel
+	}
 	fn, ok := eng.Functions()[name]
 	if !ok {
 		return fmt.Errorf("CUDA kernel %s not loaded", name)
@@ -93,8 +102,12 @@ func (l cudaLauncher) Launch(kernel string, blocks, threads, shared int, args ..
 			return fmt.Errorf("kernel %s: argument %d has type %T", name, i, a)
 		}
 	}
+	// Queued on the context's stream, in order with the engine's copies
+	// and cuBLAS calls (the same stream); the parameters are copied when
+	// queued. No synchronization: the host waits only where it reads a
+	// result back (a device-to-host copy).
 	ctx := l.machine.Contexts()[l.dev]
-	ctx.LaunchAndSync(fn, blocks, 1, 1, threads, 1, 1, shared, cu.NoStream, params)
+	ctx.LaunchKernel(fn, blocks, 1, 1, threads, 1, 1, shared, cu.NoStream, params)
 	return ctx.Errors()
 }
 
@@ -107,7 +120,8 @@ func deviceFloats(b gpuBuf) []float32 {
 // Gemm computes the row-major c = alpha op(a) op(b) + beta c as cuBLAS's
 // column-major c^T = alpha op(b)^T op(a)^T + beta c^T (a row-major matrix
 // is its transpose in column-major order, with the same leading dimension),
-// on the engine's cuBLAS handle and context, and waits for it.
+// on the engine's cuBLAS handle and context, after the kernels queued
+// before it (same stream).
 func (l cudaLauncher) Gemm(tA, tB bool, m, n, k int, alpha float32, a gpuBuf, lda int, b gpuBuf, ldb int, beta float32, c gpuBuf, ldc int) error {
 	trans := func(t bool) blas.Transpose {
 		if t {
@@ -118,7 +132,9 @@ func (l cudaLauncher) Gemm(tA, tB bool, m, n, k int, alpha float32, a gpuBuf, ld
 	eng := &l.machine.Engines()[l.dev]
 	handle := eng.BLASContext()
 	ctx := l.machine.Contexts()[l.dev]
-	ctx.DoWork() // what the engine has queued runs first
+	if err := eng.DoWork(); err != nil { // what the engine has queued is submitted first
+		return err
+	}
 	A, B, C := deviceFloats(a), deviceFloats(b), deviceFloats(c)
 	err := ctx.Do(func() error {
 		handle.Sgemm(trans(tB), trans(tA), n, m, k, alpha, B, ldb, A, lda, beta, C, ldc)
@@ -127,6 +143,5 @@ func (l cudaLauncher) Gemm(tA, tB bool, m, n, k int, alpha float32, a gpuBuf, ld
 	if err != nil {
 		return fmt.Errorf("cuBLAS Sgemm: %w", err)
 	}
-	ctx.Synchronize()
 	return ctx.Errors()
 }

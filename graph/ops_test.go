@@ -45,6 +45,16 @@ type opCase struct {
 func opCases() []opCase {
 	v := Variable
 	return []opCase{
+		{"Dot", func(g *G.ExprGraph, rng *rand.Rand) (*G.Node, []*G.Node, error) {
+			x, r := v(g, "x", RandomTensor(rng, 1, 3, 4)), v(g, "r", RandomTensor(rng, 1, 3, 4))
+			out, err := Dot(x, r)
+			if err != nil {
+				return nil, nil, err
+			}
+			// the checker's loss is of an output tensor: scale a vector by Dot
+			out, err = G.Mul(out, v(g, "s", RandomTensor(rng, 1, 2)))
+			return out, []*G.Node{x}, err
+		}},
 		{"MatMul", func(g *G.ExprGraph, rng *rand.Rand) (*G.Node, []*G.Node, error) {
 			a, b := v(g, "a", RandomTensor(rng, 1, 3, 4)), v(g, "b", RandomTensor(rng, 1, 4, 5))
 			out, err := MatMul(a, b, false, false)

@@ -23,6 +23,7 @@ type Pattern struct {
 	Heads [][]Stream
 
 	causal bool // the masks already include the causal mask (FullPattern)
+	full   bool // FullPattern's: every key visible (every earlier one when causal)
 }
 
 // A Stream is the attention of one gathered subsequence: the positions
@@ -61,7 +62,7 @@ func FullPattern(s AttentionShape, block int) *Pattern {
 		m = blockmask.Causal(s.QLen, s.KLen, block)
 	}
 	p := MaskPattern(m)
-	p.causal = s.Causal
+	p.causal, p.full = s.Causal, true
 	return p
 }
 

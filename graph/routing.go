@@ -191,7 +191,7 @@ func RoutingAttentionLSE(q, k, v, keyMask *G.Node, centroids *Param, stats *Rout
 		return nil, nil, fmt.Errorf("routing attention: statistics sink made for another shape")
 	}
 	name := s.name("RoutingAttention", cname, keyMask != nil)
-	return applyCore(name, s.AttentionShape, q, k, v, keyMask, routingFuncs[float32](s, centroids, stats), routingFuncs[float64](s, centroids, stats))
+	return applyCore(name, s.AttentionShape, q, k, v, keyMask, routingFuncs[float32](s, centroids, stats), routingFuncs[float64](s, centroids, stats), nil)
 }
 
 // routingFuncs are the routing core's kernels: the forward saves c_q and

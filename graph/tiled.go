@@ -71,7 +71,13 @@ func tiledAttention(q, k, v, keyMask *G.Node, s AttentionShape, p *Pattern, bloc
 	}
 	run := p.withCausal(s, block)
 	name := fmt.Sprintf("TiledAttention(%+v,scale=%g,block=%d,masked=%t,pattern=%s)", s, s.scale(), run.maxBlock(), keyMask != nil, opID(run.id()))
-	return applyCore(name, s, q, k, v, keyMask, tiledFuncs[float32](s, run), tiledFuncs[float64](s, run))
+	var gpu *coreGPU
+	// The full (causal) pattern is the GPU kernels' function (they take
+	// causality from s); other patterns have no GPU path.
+	if p == nil || (p.full && p.causal == s.Causal) {
+		gpu = attentionGPU(s, keyMask != nil)
+	}
+	return applyCore(name, s, q, k, v, keyMask, tiledFuncs[float32](s, run), tiledFuncs[float64](s, run), gpu)
 }
 
 // tiledFuncs are the tiled core's kernels over the pattern run.

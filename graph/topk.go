@@ -101,7 +101,7 @@ func TopKAttentionLSE(q, k, v, keyMask *G.Node, s TopKShape) (out, lse *G.Node, 
 	if q.Dtype() == tensor.Float32 && s.KLen > 1<<24 {
 		return nil, nil, fmt.Errorf("%s: float32 holds key indices up to 2^24, got %d keys", name, s.KLen)
 	}
-	return applyCore(name, s.AttentionShape, q, k, v, keyMask, topKFuncs[float32](s), topKFuncs[float64](s))
+	return applyCore(name, s.AttentionShape, q, k, v, keyMask, topKFuncs[float32](s), topKFuncs[float64](s), nil)
 }
 
 // topKFuncs are the top-k core's kernels: the forward saves each row's

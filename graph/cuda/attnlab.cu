@@ -208,3 +208,214 @@ extern "C" __global__ void embedding_grad_f32(const float *ids, const float *dy,
 		atomicAdd(&dtable[(long long)id * d + e % d], dy[e]);
 	}
 }
+
+// dst[0:n] = src[0:n]: Slice and View (src offset by the caller), Place
+// (dst offset, after zero_f32).
+extern "C" __global__ void copy_f32(const float *src, float *dst, int n) {
+	int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n) {
+		dst[i] = src[i];
+	}
+}
+
+// The maximum of v over the block, returned to every thread, as block_sum.
+__device__ float block_max(float v, float *shm) {
+	for (int o = 16; o > 0; o >>= 1) {
+		v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+	}
+	__syncthreads();
+	if ((threadIdx.x & 31) == 0) {
+		shm[threadIdx.x >> 5] = v;
+	}
+	__syncthreads();
+	if (threadIdx.x < 32) {
+		v = threadIdx.x < (blockDim.x >> 5) ? shm[threadIdx.x] : -INFINITY;
+		for (int o = 16; o > 0; o >>= 1) {
+			v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+		}
+		if (threadIdx.x == 0) {
+			shm[0] = v;
+		}
+	}
+	__syncthreads();
+	return shm[0];
+}
+
+// The logsumexp of the row z [v], the maximum subtracted (as
+// graph.crossEntropy), returned to every thread of the block.
+__device__ float row_lse(const float *z, int v, float *shm) {
+	float mx = -INFINITY;
+	for (int j = threadIdx.x; j < v; j += blockDim.x) {
+		mx = fmaxf(mx, z[j]);
+	}
+	mx = block_max(mx, shm);
+	float s = 0.0f;
+	for (int j = threadIdx.x; j < v; j += blockDim.x) {
+		s += expf(z[j] - mx);
+	}
+	return mx + logf(block_sum(s, shm));
+}
+
+// dst[0] = the sum of x [n]: one block.
+extern "C" __global__ void sum_f32(const float *x, float *dst, int n) {
+	__shared__ float shm[32];
+	float s = 0.0f;
+	for (int i = threadIdx.x; i < n; i += blockDim.x) {
+		s += x[i];
+	}
+	s = block_sum(s, shm);
+	if (threadIdx.x == 0) {
+		dst[0] = s;
+	}
+}
+
+// loss[0] += w_i (logsumexp(z_i) - z_i[t_i]) for the row i of this block,
+// logits z [n, v], targets t and weights w [n] (loss zeroed first; rows of
+// weight 0 add nothing; a target that is not a class id adds NaN, where
+// the CPU op returns an error). sce_finish_f32 then divides by sum w.
+extern "C" __global__ void sce_loss_rows_f32(const float *logits, const float *targets, const float *weights, float *loss, int n, int v) {
+	__shared__ float shm[32];
+	int i = blockIdx.x;
+	float w = weights[i];
+	if (w == 0.0f) {
+		return; // the whole block: no barrier is skipped by part of it
+	}
+	const float *z = logits + (size_t)i * v;
+	float lse = row_lse(z, v, shm);
+	if (threadIdx.x == 0) {
+		int t;
+		float term = table_row(targets[i], v, &t) ? w * (lse - z[t]) : __int_as_float(0x7fc00000);
+		atomicAdd(loss, term);
+	}
+}
+
+// loss[0] = loss[0] / sum w, or 0 when no row is scored: one block.
+extern "C" __global__ void sce_finish_f32(const float *weights, float *loss, int n) {
+	__shared__ float shm[32];
+	float s = 0.0f;
+	for (int i = threadIdx.x; i < n; i += blockDim.x) {
+		s += weights[i];
+	}
+	s = block_sum(s, shm);
+	if (threadIdx.x == 0) {
+		loss[0] = s == 0.0f ? 0.0f : loss[0] / s;
+	}
+}
+
+// grad_i = g w_i / W (softmax(z_i) - onehot(t_i)) for the row i = first +
+// blockIdx.x, W = sum w, which sum_f32 left in grad[0]: the rows from 1 on
+// are written first (first = 1), then row 0 (first = 0, one block), whose
+// threads all read W before any writes it.
+extern "C" __global__ void sce_grad_rows_f32(const float *logits, const float *targets, const float *weights, const float *g, float *grad, int first, int v) {
+	__shared__ float shm[32];
+	int i = first + blockIdx.x;
+	float wsum = grad[0];
+	__syncthreads();
+	float w = weights[i];
+	float *out = grad + (size_t)i * v;
+	if (w == 0.0f || wsum == 0.0f) {
+		for (int j = threadIdx.x; j < v; j += blockDim.x) {
+			out[j] = 0.0f;
+		}
+		return;
+	}
+	const float *z = logits + (size_t)i * v;
+	float lse = row_lse(z, v, shm);
+	float scale = g[0] * w / wsum;
+	int t;
+	bool ok = table_row(targets[i], v, &t);
+	for (int j = threadIdx.x; j < v; j += blockDim.x) {
+		float p = expf(z[j] - lse) * scale;
+		out[j] = !ok ? __int_as_float(0x7fc00000) : (j == t ? p - scale : p);
+	}
+}
+
+// out[0] += the scored rows (w_i != 0) whose highest logit (ties: the
+// lowest class) is t_i, out[1] += the scored rows: one thread per row, out
+// zeroed first (graph.Accuracy).
+extern "C" __global__ void correct_count_f32(const float *logits, const float *targets, const float *weights, float *out, int n, int v) {
+	int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n || weights[i] == 0.0f) {
+		return;
+	}
+	const float *z = logits + (size_t)i * v;
+	int best = 0;
+	for (int j = 1; j < v; j++) {
+		if (z[j] > z[best]) {
+			best = j;
+		}
+	}
+	if ((float)best == targets[i]) {
+		atomicAdd(&out[0], 1.0f);
+	}
+	atomicAdd(&out[1], 1.0f);
+}
+
+// out[0] += sum of x [n] squared: grid-stride blocks, each adding its
+// partial sum atomically (out zeroed first).
+extern "C" __global__ void sq_sum_f32(const float *x, float *out, int n) {
+	__shared__ float shm[32];
+	float s = 0.0f;
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+		s += x[i] * x[i];
+	}
+	s = block_sum(s, shm);
+	if (threadIdx.x == 0) {
+		atomicAdd(out, s);
+	}
+}
+
+// out[0] = NaN when loss[0] is not finite: a step whose loss is NaN or
+// infinite makes no update (adamw_f32), as on the CPU.
+extern "C" __global__ void nonfinite_f32(const float *loss, float *out) {
+	if (threadIdx.x == 0 && !isfinite(loss[0])) {
+		out[0] = __int_as_float(0x7fc00000);
+	}
+}
+
+// One AdamW step (Loshchilov & Hutter 2019) of w [n] in place with its
+// gradient g and moments m, v, as train.adamw: the gradient scaled by
+// clip / |g| when the global norm |g| = sqrt(sqnorm[0]) exceeds clip > 0;
+// m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; w -= lr (wd w + (m/c1) /
+// (sqrt(v/c2) + eps)). hyper = [lr, b1, b2, eps, c1, c2, clip] (c1, c2 the
+// bias corrections of this step). Nothing changes when sqnorm is not
+// finite. One thread per element.
+extern "C" __global__ void adamw_f32(float *w, const float *g, float *m, float *v, const float *sqnorm, const float *hyper, float wd, int n) {
+	int i = blockIdx.x * blockDim.x + threadIdx.x;
+	float sq = sqnorm[0];
+	if (i >= n || !isfinite(sq)) {
+		return;
+	}
+	float lr = hyper[0], b1 = hyper[1], b2 = hyper[2], eps = hyper[3], c1 = hyper[4], c2 = hyper[5], clip = hyper[6];
+	float norm = sqrtf(sq);
+	float scale = (clip > 0.0f && norm > clip) ? clip / norm : 1.0f;
+	float gi = g[i] * scale;
+	float mi = b1 * m[i] + (1.0f - b1) * gi;
+	float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+	m[i] = mi;
+	v[i] = vi;
+	float x = w[i];
+	w[i] = x - lr * (wd * x + (mi / c1) / (sqrtf(vi / c2) + eps));
+}
+
+// out[0] += sum of x [n] times r [n]: grid-stride blocks adding their
+// partial sums atomically (out zeroed first).
+extern "C" __global__ void dot_f32(const float *x, const float *r, float *out, int n) {
+	__shared__ float shm[32];
+	float s = 0.0f;
+	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+		s += x[i] * r[i];
+	}
+	s = block_sum(s, shm);
+	if (threadIdx.x == 0) {
+		atomicAdd(out, s);
+	}
+}
+
+// y [n] = x [n] times the scalar g[0].
+extern "C" __global__ void scale_by_f32(const float *x, const float *g, float *y, int n) {
+	int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n) {
+		y[i] = x[i] * g[0];
+	}
+}

@@ -1,0 +1,212 @@
+package graph
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	G "gorgonia.org/gorgonia"
+)
+
+// The GPU cases of the loss and the training step's ops. An output that
+// is an input node (AdamWStep's parameter and moments) is read after the
+// run: it was updated in place (on the device, the runner keeps it there
+// and copies it back).
+
+// crossEntropyCase checks SoftmaxCrossEntropy over n rows of v classes,
+// about a third of them unscored, and its gradient with the loss's
+// gradient g (a constant: Gorgonia's gradient of the loss is 1).
+func crossEntropyCase(n, v int) GPUCase {
+	return GPUCase{Name: "SoftmaxCrossEntropy and its gradient", Shape: fmt.Sprintf("%dx%d", n, v), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		zv := gaussF32(rng, n*v, 3)
+		tv, wv := make([]float32, n), make([]float32, n)
+		for i := range tv {
+			tv[i] = float32(rng.IntN(v))
+			if rng.IntN(3) > 0 {
+				wv[i] = 1
+			}
+		}
+		wv[0] = 1 // at least one row scored
+		z := inputF32(g, "z", append([]float32(nil), zv...), n, v)
+		t := inputF32(g, "t", append([]float32(nil), tv...), n)
+		w := inputF32(g, "w", append([]float32(nil), wv...), n)
+		loss, err := SoftmaxCrossEntropy(z, t, w)
+		if err != nil {
+			return nil, nil, err
+		}
+		grads, err := G.Grad(loss, z)
+		if err != nil {
+			return nil, nil, err
+		}
+		var wsum, lsum float64
+		dz := make([]float64, n*v)
+		for i := 0; i < n; i++ {
+			wsum += float64(wv[i])
+		}
+		for i := 0; i < n; i++ {
+			if wv[i] == 0 {
+				continue
+			}
+			row := f64(zv[i*v : (i+1)*v])
+			mx := math.Inf(-1)
+			for _, x := range row {
+				mx = math.Max(mx, x)
+			}
+			var se float64
+			for _, x := range row {
+				se += math.Exp(x - mx)
+			}
+			lse := mx + math.Log(se)
+			lsum += float64(wv[i]) * (lse - row[int(tv[i])])
+			for j, x := range row {
+				dz[i*v+j] = float64(wv[i]) / wsum * math.Exp(x-lse)
+			}
+			dz[i*v+int(tv[i])] -= float64(wv[i]) / wsum
+		}
+		return []*G.Node{loss, grads[0]}, [][]float64{{lsum / wsum}, dz}, nil
+	}}
+}
+
+// correctCountCase checks CorrectCount on n rows of v classes, with ties
+// (logits rounded to halves) and unscored rows.
+func correctCountCase(n, v int) GPUCase {
+	return GPUCase{Name: "CorrectCount", Shape: fmt.Sprintf("%dx%d", n, v), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		zv := make([]float32, n*v)
+		for i := range zv {
+			zv[i] = float32(rng.IntN(5)) / 2
+		}
+		tv, wv := make([]float32, n), make([]float32, n)
+		var correct, scored float64
+		for i := range tv {
+			row := zv[i*v : (i+1)*v]
+			best := 0
+			for j, x := range row {
+				if x > row[best] {
+					best = j
+				}
+			}
+			tv[i] = float32(rng.IntN(v))
+			if rng.IntN(2) == 0 {
+				tv[i] = float32(best) // some right
+			}
+			if rng.IntN(4) > 0 {
+				wv[i] = 1
+				scored++
+				if int(tv[i]) == best {
+					correct++
+				}
+			}
+		}
+		z := inputF32(g, "z", zv, n, v)
+		t := inputF32(g, "t", tv, n)
+		w := inputF32(g, "w", wv, n)
+		c, err := CorrectCount(z, t, w)
+		if err != nil {
+			return nil, nil, err
+		}
+		return []*G.Node{c}, [][]float64{{correct, scored}}, nil
+	}}
+}
+
+// adamWCase checks GradSquaredNorm over two gradients and AdamWStep on a
+// matrix (with weight decay) and a vector, clipped when clip is true (the
+// clip a third of the norm), from moments that are not zero (step 3).
+func adamWCase(clip bool) GPUCase {
+	const rows, cols = 37, 70
+	return GPUCase{Name: fmt.Sprintf("GradSquaredNorm and AdamWStep (clipped=%t)", clip), Shape: fmt.Sprintf("%dx%d and %d", rows, cols, cols), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		sizes := []int{rows * cols, cols}
+		var outs []*G.Node
+		var refs [][]float64
+		var grads G.Nodes
+		var gvals [][]float32
+		var sq float64
+		for k, n := range sizes {
+			gv := gaussF32(rng, n, 1)
+			for _, x := range gv {
+				sq += float64(x) * float64(x)
+			}
+			shape := []int{n}
+			if k == 0 {
+				shape = []int{rows, cols}
+			}
+			grads = append(grads, inputF32(g, fmt.Sprintf("g%d", k), append([]float32(nil), gv...), shape...))
+			gvals = append(gvals, gv)
+		}
+		loss := G.NewScalar(g, G.Float32, G.WithName("loss"), G.WithValue(float32(1.5)))
+		sqn, err := GradSquaredNorm(loss, grads, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		c := 0.0
+		if clip {
+			c = math.Sqrt(sq) / 3
+		}
+		h := AdamWHyper(1e-2, 0.9, 0.95, 1e-8, c, 3)
+		hv := make([]float32, len(h))
+		for i, x := range h {
+			hv[i] = float32(x)
+		}
+		hyper := inputF32(g, "hyper", hv, len(hv))
+		outs = append(outs, sqn)
+		refs = append(refs, []float64{sq})
+		for k, n := range sizes {
+			wv, mv := gaussF32(rng, n, 1), gaussF32(rng, n, 0.1)
+			vv := make([]float32, n)
+			for i := range vv {
+				vv[i] = float32(rng.Float64() * 0.01)
+			}
+			shape := grads[k].Shape()
+			w := inputF32(g, fmt.Sprintf("w%d", k), append([]float32(nil), wv...), shape...)
+			m := inputF32(g, fmt.Sprintf("m%d", k), append([]float32(nil), mv...), shape...)
+			v := inputF32(g, fmt.Sprintf("v%d", k), append([]float32(nil), vv...), shape...)
+			wd := 0.0
+			if k == 0 {
+				wd = 0.1
+			}
+			if _, err := AdamWStep(w, grads[k], m, v, sqn, hyper, wd); err != nil {
+				return nil, nil, err
+			}
+			// the reference, written out here (not adamwStep, the CPU op
+			// it checks), in float64 from the same float32 values
+			h64 := f64(hv)
+			lr, b1, b2, eps, c1, c2 := h64[0], h64[1], h64[2], h64[3], h64[4], h64[5]
+			scale := 1.0
+			if clip {
+				scale = h64[6] / math.Sqrt(sq)
+			}
+			w64, m64, v64 := make([]float64, n), make([]float64, n), make([]float64, n)
+			for i := range w64 {
+				gi := float64(gvals[k][i]) * scale
+				m64[i] = b1*float64(mv[i]) + (1-b1)*gi
+				v64[i] = b2*float64(vv[i]) + (1-b2)*gi*gi
+				x := float64(wv[i])
+				w64[i] = x - lr*(float64(float32(wd))*x+(m64[i]/c1)/(math.Sqrt(v64[i]/c2)+eps))
+			}
+			outs = append(outs, w, m, v)
+			refs = append(refs, w64, m64, v64)
+		}
+		return outs, refs, nil
+	}}
+}
+
+// dotCase checks Dot and its gradient.
+func dotCase(n, d int) GPUCase {
+	return GPUCase{Name: "Dot and its gradient", Shape: fmt.Sprintf("%dx%d", n, d), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		xv, rv := gaussF32(rng, n*d, 1), gaussF32(rng, n*d, 1)
+		x := inputF32(g, "x", append([]float32(nil), xv...), n, d)
+		r := inputF32(g, "r", append([]float32(nil), rv...), n, d)
+		y, err := Dot(x, r)
+		if err != nil {
+			return nil, nil, err
+		}
+		grads, err := G.Grad(y, x)
+		if err != nil {
+			return nil, nil, err
+		}
+		var s float64
+		for i := range xv {
+			s += float64(xv[i]) * float64(rv[i])
+		}
+		return []*G.Node{y, grads[0]}, [][]float64{{s}, f64(rv)}, nil
+	}}
+}
