@@ -37,28 +37,42 @@ func checks() []graph.GPUCase {
 func run(c graph.GPUCase, rng *rand.Rand) (float64, error) {
 	worst := 0.0
 	for rep := 0; rep < 2; rep++ {
-		g := G.NewGraph()
+		g := graph.NewGraph(true)
 		outs, refs, err := c.Build(g, rng)
 		if err != nil {
 			return 0, err
 		}
 		vals := make([]G.Value, len(outs))
 		for i, o := range outs {
+			if graph.IsInPlace(o) { // updated in place on the device
+				if err := G.KeepOnDevice(o); err != nil {
+					return 0, err
+				}
+				continue
+			}
 			G.Read(o, &vals[i]) // a CPU op: the compiler copies o back to the host
 		}
 		vm := G.NewTapeMachine(g)
 		err = vm.RunAll()
+		if err == nil {
+			err = G.CopyResidentToHost(vm)
+		}
 		vm.Close()
 		if err != nil {
 			return 0, err
+		}
+		for i, o := range outs {
+			if graph.IsInPlace(o) {
+				vals[i] = o.Value()
+			}
 		}
 		for i, v := range vals {
 			if v == nil {
 				return 0, fmt.Errorf("output %d was not read back", i)
 			}
-			got, ok := v.Data().([]float32)
-			if !ok {
-				return 0, fmt.Errorf("output %d is %T, not float32", i, v.Data())
+			got, err := graph.GPUFloats(v)
+			if err != nil {
+				return 0, fmt.Errorf("output %d: %w", i, err)
 			}
 			worst = max(worst, graph.GPURelErr(got, refs[i]))
 		}
@@ -117,6 +131,12 @@ func CheckGraph(g *G.ExprGraph) error {
 			continue
 		}
 		name := op.String()
+		// A constant (the gradient's seed 1) is copied to the device where
+		// it is read; a Read ("print") copies a value back to the host.
+		// Both are the small per-step traffic, not a computation.
+		if name == "print" || strings.HasPrefix(name, "const ") {
+			continue
+		}
 		if i := strings.IndexAny(name, "(["); i > 0 {
 			name = name[:i]
 		}
@@ -168,8 +188,99 @@ func Check(seed uint64) (Report, error) {
 	}
 	t, err := timeMatMul(rng, 4096, 10)
 	if err != nil {
-		return rep, fmt.Errorf("timing: %w", err)
+		t = Timing{Name: "matmul 4096^3", Error: err.Error()}
 	}
 	rep.Timings = append(rep.Timings, t)
+	ft, err := timeFlash(rng, 16384, 4, 32, 10)
+	if err != nil {
+		ft = []Timing{{Name: "flash T=16384", Error: err.Error()}}
+	}
+	rep.Timings = append(rep.Timings, ft...)
 	return rep, nil
+}
+
+// KeepOnDevice marks input nodes (parameters, optimizer moments) to stay
+// on GPU 0 across runs of the machine made next (Gorgonia patched:
+// third_party/gorgonia-cuda.patch, vm_resident_cuda.go).
+func KeepOnDevice(nodes ...*G.Node) error { return G.KeepOnDevice(nodes...) }
+
+// CopyToHost copies the device values of vm's kept nodes into their host
+// values.
+func CopyToHost(vm G.VM) error { return G.CopyResidentToHost(vm) }
+
+// CopyToDevice copies the host values of vm's kept nodes into their device
+// values.
+func CopyToDevice(vm G.VM) error { return G.CopyResidentToDevice(vm) }
+
+// Copies counts the host<->device copies of one run of vm's program.
+func Copies(vm G.VM) (toDevice, toHost int, err error) { return G.DeviceCopies(vm) }
+
+// timeFlash times the flash op (graph.FlashAttention, its default tile)
+// on batch 1, heads of headDim, causal, at length t: the forward alone
+// and forward+backward (the gradients of q, k and v through the loss
+// Dot(O, r)), everything kept on the GPU, the loss read back to end each
+// run. TFLOP/s count 4 T^2 d H x 0.5 (causal) per forward and 3.5 times
+// that per forward+backward, as PyTorch's SDPA figures in
+// shared/notes/gpu.md.
+func timeFlash(rng *rand.Rand, t, heads, headDim, runs int) ([]Timing, error) {
+	var out []Timing
+	for _, backward := range []bool{false, true} {
+		g := graph.NewGraph(true)
+		s := graph.AttentionShape{Batch: 1, QLen: t, KLen: t, Heads: heads, KVHeads: heads, HeadDim: headDim, Causal: true}
+		in := func(name string) *G.Node {
+			v := make([]float32, t*heads*headDim)
+			for i := range v {
+				v[i] = float32(rng.NormFloat64())
+			}
+			return G.NewMatrix(g, tensor.Float32, G.WithShape(t, heads*headDim), G.WithName(name), G.WithValue(tensor.New(tensor.WithShape(t, heads*headDim), tensor.WithBacking(v))))
+		}
+		q, k, v, r := in("q"), in("k"), in("v"), in("r")
+		o, err := graph.FlashAttention(q, k, v, nil, s, graph.DefaultFlashBlock)
+		if err != nil {
+			return nil, err
+		}
+		loss, err := graph.Dot(o, r)
+		if err != nil {
+			return nil, err
+		}
+		if backward {
+			if _, err := G.Grad(loss, q, k, v); err != nil {
+				return nil, err
+			}
+		}
+		if err := G.KeepOnDevice(q, k, v, r); err != nil {
+			return nil, err
+		}
+		if err := CheckGraph(g); err != nil {
+			return nil, err
+		}
+		var lv G.Value
+		G.Read(loss, &lv)
+		vm := G.NewTapeMachine(g)
+		var times []float64
+		for i := 0; i < runs+1; i++ { // the first run uploads and warms up
+			t0 := time.Now()
+			err := vm.RunAll()
+			dt := time.Since(t0)
+			vm.Reset()
+			if err != nil {
+				vm.Close()
+				return nil, err
+			}
+			if i > 0 {
+				times = append(times, float64(dt.Microseconds())/1000)
+			}
+		}
+		vm.Close()
+		slices.Sort(times)
+		med := times[len(times)/2]
+		flops := 4 * float64(t) * float64(t) * float64(headDim*heads) * 0.5
+		name := fmt.Sprintf("flash forward, T=%d, batch 1, %d heads of %d, causal", t, heads, headDim)
+		if backward {
+			flops *= 3.5
+			name = fmt.Sprintf("flash forward+backward, T=%d, batch 1, %d heads of %d, causal", t, heads, headDim)
+		}
+		out = append(out, Timing{Name: name, MedianMS: med, TFLOPS: flops / (med / 1000) / 1e12, Runs: runs})
+	}
+	return out, nil
 }

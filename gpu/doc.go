@@ -37,6 +37,7 @@ type Timing struct {
 	MedianMS float64 `json:"median_ms"`
 	TFLOPS   float64 `json:"tflops,omitempty"`
 	Runs     int     `json:"runs"`
+	Error    string  `json:"error,omitempty"` // the timing could not run
 }
 
 // Report is what Check found: the device, each case and the timings.

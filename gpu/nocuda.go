@@ -12,3 +12,15 @@ func Check(seed uint64) (Report, error) { return Report{}, ErrNoCUDA }
 
 // CheckGraph returns ErrNoCUDA: this binary runs nothing on a GPU.
 func CheckGraph(g *G.ExprGraph) error { return ErrNoCUDA }
+
+// KeepOnDevice returns ErrNoCUDA: nothing is kept on a GPU.
+func KeepOnDevice(nodes ...*G.Node) error { return ErrNoCUDA }
+
+// CopyToHost returns ErrNoCUDA.
+func CopyToHost(vm G.VM) error { return ErrNoCUDA }
+
+// CopyToDevice returns ErrNoCUDA.
+func CopyToDevice(vm G.VM) error { return ErrNoCUDA }
+
+// Copies returns ErrNoCUDA.
+func Copies(vm G.VM) (toDevice, toHost int, err error) { return 0, 0, ErrNoCUDA }

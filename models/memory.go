@@ -284,7 +284,7 @@ func buildMemory(cfg config.Model, task data.Task, store *graph.Store, batch int
 	}
 	L := mem.Segment()
 	S := T / L
-	g := G.NewGraph()
+	g := graph.NewGraph(store.GPU)
 	b := store.Bind(g)
 	root := layers.NewScope(b)
 	m := &Model{Graph: g, Batch: batch, SeqLen: T, KVCacheElems: -1, StateElems: -1, StepInputs: &layers.StepInputs{}}

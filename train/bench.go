@@ -15,6 +15,7 @@ import (
 
 	"github.com/attnlab/attnlab/config"
 	"github.com/attnlab/attnlab/data"
+	"github.com/attnlab/attnlab/gpu"
 	"github.com/attnlab/attnlab/graph"
 	"github.com/attnlab/attnlab/layers"
 )
@@ -54,6 +55,13 @@ type BenchResult struct {
 	// where the platform does not report it.
 	PeakRSSBytes int64   `json:"peak_rss_bytes"`
 	FinalLoss    float64 `json:"final_loss"`
+	// Device is where the step ran (cpu, or cuda); on cuda CopiesToDevice
+	// and CopiesToHost count the host<->device copies of one step's
+	// program (Gorgonia's transport instructions): the per-step traffic.
+	Device         string `json:"device"`
+	Layers         int    `json:"n_layers"`
+	CopiesToDevice int    `json:"copies_to_device,omitempty"`
+	CopiesToHost   int    `json:"copies_to_host,omitempty"`
 }
 
 // Bench builds exp (as Run does), takes warmup untimed training steps, then
@@ -130,7 +138,12 @@ func Bench(exp config.Experiment, warmup, steps int) (*BenchResult, error) {
 		Threads: runtime.GOMAXPROCS(0), BLAS: graph.BLASName(), Warmup: warmup, Steps: steps, BuildSeconds: build,
 		StepMsMedian: median(stepMs), StepMsMin: slices.Min(stepMs), StepMsMax: slices.Max(stepMs),
 		AllocBytesPerStep: allocBytes / uint64(steps), AllocsPerStep: allocs / uint64(steps),
-		PeakRSSBytes: peakRSS(), FinalLoss: loss,
+		PeakRSSBytes: peakRSS(), FinalLoss: loss, Device: exp.Device, Layers: exp.Model.NLayers,
+	}
+	if trainer.onDevice {
+		if r.CopiesToDevice, r.CopiesToHost, err = gpu.Copies(trainer.vm); err != nil {
+			return nil, err
+		}
 	}
 	if r.StepMsMedian > 0 {
 		r.TokensPerSec = float64(tr.BatchSize*r.SeqLen) / (r.StepMsMedian / 1000)

@@ -131,7 +131,10 @@ func TestEvaluationReleasesActivations(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	evm := G.NewTapeMachine(s.Eval.Graph)
+	evm, err := newEvalMachine(s)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer evm.Close()
 	held := func(g *G.ExprGraph) int {
 		n := 0

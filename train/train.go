@@ -147,6 +147,7 @@ func newStore(exp config.Experiment) (*graph.Store, error) {
 	if err != nil {
 		return nil, badInput(err)
 	}
+	store.GPU = exp.Device == "cuda"
 	return store, nil
 }
 
@@ -198,7 +199,10 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 	}
 	defer trainer.Close()
 	opt := trainer.Opt
-	evm := G.NewTapeMachine(s.Eval.Graph)
+	evm, err := newEvalMachine(s)
+	if err != nil {
+		return nil, err
+	}
 	defer evm.Close()
 
 	var st checkpointState
@@ -206,6 +210,9 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 	if o.Resume {
 		if st, err = loadCheckpoint(ckptPath, s.Store, opt, spec); err != nil {
 			return nil, badInput(fmt.Errorf("--resume: %w", err))
+		}
+		if err := trainer.SyncFromHost(); err != nil {
+			return nil, err
 		}
 	}
 	st.Tokenizer = spec
@@ -222,6 +229,9 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 	wall := func() float64 { return prevWall + time.Since(start).Seconds() }
 	save := func() error {
 		st.WallSeconds = wall()
+		if err := trainer.SyncToHost(); err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
 		if err := saveCheckpoint(ckptPath, s.Store, opt, st); err != nil {
 			return fmt.Errorf("checkpoint: %w", err)
 		}
@@ -314,6 +324,9 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 			if err := s.Eval.SetStep(step); err != nil { // the draw this step trained with
 				return nil, err
 			}
+			if err := trainer.SyncToHost(); err != nil {
+				return nil, err
+			}
 			r, err := evaluateAfterTraining(s, evm)
 			if err != nil {
 				return nil, err
@@ -346,6 +359,9 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 	// after its last checkpoint) evaluates the checkpoint's weights here.
 	if final == nil {
 		if err := s.Eval.SetStep(st.Step); err != nil {
+			return nil, err
+		}
+		if err := trainer.SyncToHost(); err != nil {
 			return nil, err
 		}
 		r, err := evaluateAfterTraining(s, evm)
@@ -387,31 +403,84 @@ type Trainer struct {
 	Opt   *AdamW
 	vm    G.VM
 	clip  float64
+	// update is the update in the graph of device cuda (devicestep.go);
+	// nil on the CPU, where Step updates the host's parameters.
+	update   *graphUpdate
+	onDevice bool // update's values are kept on the GPU
 }
 
 // NewTrainer adds the backward graph to s.Train and makes its machine and
 // optimizer (zero moments). Close releases the machine.
 func NewTrainer(s *Setup) (*Trainer, error) {
+	cuda := s.Exp.Device == "cuda"
+	return newTrainer(s, cuda, cuda)
+}
+
+// newTrainer is NewTrainer with the update in the graph (inGraph, as
+// device cuda; tested on the CPU) and its values kept on the GPU
+// (onDevice).
+func newTrainer(s *Setup, inGraph, onDevice bool) (*Trainer, error) {
 	tr := s.Exp.Train
 	params := s.Train.Params
-	if _, err := G.Grad(s.Train.Loss, params...); err != nil {
+	grads, err := G.Grad(s.Train.Loss, params...)
+	if err != nil {
 		return nil, fmt.Errorf("building the backward graph: %w", err)
-	}
-	if s.Exp.Device == "cuda" { // the backward's ops too
-		if err := gpu.CheckGraph(s.Train.Graph); err != nil {
-			return nil, badInput(fmt.Errorf("device cuda: %w", err))
-		}
 	}
 	opt := NewAdamW(s.Store, tr.Beta1, tr.Beta2, tr.Eps, tr.WeightDecay)
 	if len(opt.params) != len(params) {
 		return nil, fmt.Errorf("internal: %d parameters in the store, %d in the training graph", len(opt.params), len(params))
 	}
-	vm := G.NewTapeMachine(s.Train.Graph, G.BindDualValues(params...))
-	return &Trainer{Setup: s, Opt: opt, vm: vm, clip: tr.GradClip}, nil
+	t := &Trainer{Setup: s, Opt: opt, clip: tr.GradClip, onDevice: onDevice}
+	if !inGraph {
+		t.vm = G.NewTapeMachine(s.Train.Graph, G.BindDualValues(params...))
+		return t, nil
+	}
+	if t.update, err = newGraphUpdate(s.Train, grads, opt, tr.GradClip, onDevice); err != nil {
+		return nil, fmt.Errorf("device %s: %w", s.Exp.Device, err)
+	}
+	if onDevice { // the backward's and the update's ops too
+		if err := gpu.CheckGraph(s.Train.Graph); err != nil {
+			return nil, badInput(fmt.Errorf("device cuda: %w", err))
+		}
+	}
+	t.vm = G.NewTapeMachine(s.Train.Graph)
+	return t, nil
 }
 
 // Close releases the tape machine.
 func (t *Trainer) Close() error { return t.vm.Close() }
+
+// SyncToHost makes the host's parameters and optimizer moments those of
+// the last step (device cuda keeps them on the GPU): call it before
+// saving a checkpoint or evaluating with another machine. On the CPU it
+// does nothing.
+func (t *Trainer) SyncToHost() error {
+	if t.update == nil {
+		return nil
+	}
+	if t.onDevice {
+		if err := gpu.CopyToHost(t.vm); err != nil {
+			return fmt.Errorf("copying the parameters back from the GPU: %w", err)
+		}
+	}
+	t.update.toHost()
+	return nil
+}
+
+// SyncFromHost makes the step use the host's parameters and optimizer
+// moments (after a checkpoint was loaded into them).
+func (t *Trainer) SyncFromHost() error {
+	if t.update == nil {
+		return nil
+	}
+	t.update.fromHost()
+	if t.onDevice {
+		if err := gpu.CopyToDevice(t.vm); err != nil {
+			return fmt.Errorf("copying the parameters to the GPU: %w", err)
+		}
+	}
+	return nil
+}
 
 // StepResult is what one training step reports.
 type StepResult struct {
@@ -440,6 +509,13 @@ func (e *NonFiniteError) Error() string { return fmt.Sprintf("%s is %v", e.What,
 func (t *Trainer) Step(lr float64, accBatch *data.Batch) (StepResult, error) {
 	var r StepResult
 	m := t.Setup.Train
+	if t.update != nil {
+		r, err := t.update.step(t.vm, lr, accBatch)
+		if err != nil {
+			return r, err
+		}
+		return r, m.AfterStep()
+	}
 	if err := t.vm.RunAll(); err != nil {
 		return r, err
 	}
@@ -512,7 +588,7 @@ func scoredAccuracy(m *models.Model, b *data.Batch) (correct, scored int, err er
 
 // evaluate returns the loss and accuracy over the first n examples of the
 // held-out stream, over the positions the task scores.
-func evaluate(vm G.VM, m *models.Model, task data.Task, n int) (loss, acc float64, err error) {
+func evaluate(vm *evalMachine, m *models.Model, task data.Task, n int) (loss, acc float64, err error) {
 	b := data.NewBatch(task, m.Batch)
 	var lossSum, correct, scored float64
 	for first := 0; first < n; first += m.Batch {
@@ -527,11 +603,10 @@ func evaluate(vm G.VM, m *models.Model, task data.Task, n int) (loss, acc float6
 		if err := vm.RunAll(); err != nil {
 			return 0, 0, fmt.Errorf("evaluation: %w", err)
 		}
-		c, k, err := scoredAccuracy(m, b)
+		l, c, k, err := vm.results(m, b)
 		if err != nil {
 			return 0, 0, err
 		}
-		l := graph.Float64s(m.Loss.Value())[0]
 		vm.Reset()
 		lossSum += l * float64(k)
 		correct += float64(c)
@@ -544,6 +619,45 @@ func evaluate(vm G.VM, m *models.Model, task data.Task, n int) (loss, acc float6
 	return lossSum / scored, correct / scored, nil
 }
 
+// evalMachine runs the evaluation graph. On device cuda its values live
+// on the GPU: the loss and the correct count (graph.CorrectCount) are read
+// back to the host (G.Read); on the CPU the nodes' values are read.
+type evalMachine struct {
+	G.VM
+	loss, count G.Value // read back, device cuda only
+	reads       bool
+}
+
+func newEvalMachine(s *Setup) (*evalMachine, error) {
+	e := &evalMachine{}
+	if s.Exp.Device == "cuda" {
+		m := s.Eval
+		count, err := graph.CorrectCount(m.Logits, m.Targets, m.Weights)
+		if err != nil {
+			return nil, err
+		}
+		G.Read(m.Loss, &e.loss)
+		G.Read(count, &e.count)
+		e.reads = true
+	}
+	e.VM = G.NewTapeMachine(s.Eval.Graph)
+	return e, nil
+}
+
+// results are the last run's loss and its correct and scored positions of
+// b.
+func (e *evalMachine) results(m *models.Model, b *data.Batch) (loss float64, correct, scored int, err error) {
+	if !e.reads {
+		correct, scored, err = scoredAccuracy(m, b)
+		return graph.Float64s(m.Loss.Value())[0], correct, scored, err
+	}
+	if loss, err = readScalar(e.loss); err != nil {
+		return 0, 0, 0, err
+	}
+	nc := graph.Float64s(e.count)
+	return loss, int(nc[0]), int(nc[1]), nil
+}
+
 // evalResult is one evaluation's figures.
 type evalResult struct{ loss, acc float64 }
 
@@ -552,7 +666,7 @@ type evalResult struct{ loss, acc float64 }
 // First it releases the values the last training step left in the training
 // graph, and evaluate releases the evaluation graph's when done, so the two
 // graphs' activations are never held at once (see graph.ReleaseValues).
-func evaluateAfterTraining(s *Setup, evm G.VM) (evalResult, error) {
+func evaluateAfterTraining(s *Setup, evm *evalMachine) (evalResult, error) {
 	graph.ReleaseValues(s.Train.Graph)
 	l, a, err := evaluate(evm, s.Eval, s.Task, s.Exp.Train.EvalExamples)
 	return evalResult{loss: l, acc: a}, err
@@ -648,7 +762,10 @@ func evaluateCheckpoint(exp config.Experiment, path string, tensors bool) (*Eval
 	if err := s.Eval.SetStep(st.Step); err != nil { // the checkpoint's draw
 		return nil, err
 	}
-	vm := G.NewTapeMachine(s.Eval.Graph)
+	vm, err := newEvalMachine(s)
+	if err != nil {
+		return nil, err
+	}
 	defer vm.Close()
 	l, a, err := evaluate(vm, s.Eval, s.Task, exp.Train.EvalExamples)
 	if err != nil {

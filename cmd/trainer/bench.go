@@ -122,6 +122,10 @@ func printModelBench(w io.Writer, r *train.BenchResult) {
 		r.Name, r.Model, r.Attention, memory, r.Task, r.SeqLen, r.BatchSize, r.DType, r.Params)
 	fmt.Fprintf(w, "%d threads (GOMAXPROCS), BLAS %s; %d warm-up + %d timed steps; build %.2fs\n",
 		r.Threads, r.BLAS, r.Warmup, r.Steps, r.BuildSeconds)
+	if r.Device == "cuda" {
+		fmt.Fprintf(w, "device cuda (GPU 0): %d host-to-device and %d device-to-host copies per step (%d layers)\n",
+			r.CopiesToDevice, r.CopiesToHost, r.Layers)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "step ms\tmedian %.1f\tmin %.1f\tmax %.1f\n", r.StepMsMedian, r.StepMsMin, r.StepMsMax)
 	fmt.Fprintf(tw, "tokens/s\t%.0f\t(batch x T at the median step)\n", r.TokensPerSec)

@@ -52,12 +52,21 @@ case fails.`,
 				}
 				tw.Flush()
 				for _, t := range rep.Timings {
+					if t.Error != "" {
+						fmt.Fprintf(out, "%s: ERROR: %s\n", t.Name, t.Error)
+						continue
+					}
 					fmt.Fprintf(out, "%s: median %.3f ms of %d runs, %.1f TFLOP/s\n", t.Name, t.MedianMS, t.Runs, t.TFLOPS)
 				}
 			}
 			for _, cs := range rep.Cases {
 				if !cs.Pass {
 					return errors.New("gpucheck: some GPU ops do not match the CPU")
+				}
+			}
+			for _, t := range rep.Timings {
+				if t.Error != "" {
+					return errors.New("gpucheck: a timing failed")
 				}
 			}
 			return nil
