@@ -4,6 +4,7 @@ package graph
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"unsafe"
 
@@ -12,6 +13,11 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
+
+// syncEachKernel (ATTNLAB_CUDA_SYNC=1 in the environment) waits for each
+// kernel and checks it, so that a kernel that fails is named; otherwise
+// kernels are queued and an error shows at the next wait. Read once.
+var syncEachKernel = os.Getenv("ATTNLAB_CUDA_SYNC") != ""
 
 // gpuModule is the name graph/cuda/attnlab.cu's PTX is registered under
 // (graph/ptx_cuda.go); its kernels are looked up as gpuModule.kernel.
@@ -108,6 +114,12 @@ func (l cudaLauncher) Launch(kernel string, blocks, threads, shared int, args ..
 	// result back (a device-to-host copy).
 	ctx := l.machine.Contexts()[l.dev]
 	ctx.LaunchKernel(fn, blocks, 1, 1, threads, 1, 1, shared, cu.NoStream, params)
+	if syncEachKernel { // debugging: the failing kernel by name
+		ctx.Synchronize()
+		if err := eng.DoWork(); err != nil {
+			return fmt.Errorf("kernel %s (%d blocks of %d threads, %d bytes shared): %w", name, blocks, threads, shared, err)
+		}
+	}
 	return ctx.Errors()
 }
 

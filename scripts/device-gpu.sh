@@ -42,7 +42,10 @@ check)
 parity)
   set -- --config configs/bench/ref-t1024.yaml --set train.steps=50 --set train.log_every=1 --set train.eval_examples=8
   timeout 300 $P train "$@" --device cpu --out /tmp/parity-cpu > $R/parity-cpu.log 2>&1
-  timeout -s QUIT 120 $C train "$@" --device cuda --out /tmp/parity-gpu > $R/parity-gpu.log 2>&1
+  if ! timeout -s QUIT 120 $C train "$@" --device cuda --out /tmp/parity-gpu > $R/parity-gpu.log 2>&1; then
+    # again, each kernel waited for and checked: the error names the kernel
+    ATTNLAB_CUDA_SYNC=1 timeout -s QUIT 120 $C train "$@" --device cuda --out /tmp/parity-gpu-sync > $R/parity-gpu-sync.log 2>&1
+  fi
   losses /tmp/parity-cpu > $R/parity-cpu.txt
   losses /tmp/parity-gpu > $R/parity-gpu.txt
   join $R/parity-cpu.txt $R/parity-gpu.txt | awk '{d = $2 - $3; if (d < 0) d = -d; r = d / ($2 < 0 ? -$2 : $2); if (r > m) m = r; n++}
