@@ -1,6 +1,7 @@
 package train
 
 import (
+	"context"
 	"math"
 	"strings"
 	"testing"
@@ -95,4 +96,37 @@ func maxRel(a, b []float64) float64 {
 		s = math.Max(s, math.Abs(b[i]))
 	}
 	return d / math.Max(s, 1e-12)
+}
+
+// Device cuda's run (the update in the graph, the evaluation read back),
+// here on the CPU, resumes exactly: the moments travel through the
+// checkpoint (SyncToHost before it is written, SyncFromHost after it is
+// loaded), and its figures are the host update's to float32 rounding.
+func TestGraphUpdateRunResumesExactly(t *testing.T) {
+	// A constant learning rate, so that stopping at step 3 changes no
+	// schedule.
+	sets := []string{"train.schedule=constant", "train.warmup_steps=0"}
+	exp := tinyExperiment(t, sets...)
+	stopped := tinyExperiment(t, append(sets, "train.steps=3")...)
+	whole, parted := t.TempDir(), t.TempDir()
+	ctx := context.Background()
+	ws, err := Run(ctx, exp, Options{Dir: whole, graphUpdate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(ctx, stopped, Options{Dir: parted, graphUpdate: true}); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := Run(ctx, exp, Options{Dir: parted, Resume: true, graphUpdate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameEnd(t, checkpointTensors(t, whole), checkpointTensors(t, parted), ws, rs)
+	hs, err := Run(ctx, exp, Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel(ws.EvalLoss, hs.EvalLoss) > 1e-4 || ws.EvalAccuracy != hs.EvalAccuracy {
+		t.Errorf("evaluation after the update in the graph: loss %v accuracy %v; after the host's: %v %v", ws.EvalLoss, ws.EvalAccuracy, hs.EvalLoss, hs.EvalAccuracy)
+	}
 }

@@ -131,7 +131,7 @@ func TestEvaluationReleasesActivations(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	evm, err := newEvalMachine(s)
+	evm, err := newEvalMachine(s, false)
 	if err != nil {
 		t.Fatal(err)
 	}

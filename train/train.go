@@ -48,6 +48,10 @@ type Options struct {
 	// Columns, with TTY, is the terminal's width now (it may change while
 	// the run goes), e.g. TerminalWidth(os.Stdout); nil or 0 means 80.
 	Columns func() int
+
+	// graphUpdate runs device cuda's step on the CPU: the optimizer step
+	// in the graph, evaluation results read back (tests).
+	graphUpdate bool
 }
 
 // ErrInterrupted is returned when the context is cancelled (Ctrl-C): the
@@ -193,13 +197,14 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 	ckptPath := filepath.Join(o.Dir, CheckpointFile)
 
 	tr := exp.Train
-	trainer, err := NewTrainer(s)
+	cuda := exp.Device == "cuda"
+	trainer, err := newTrainer(s, cuda || o.graphUpdate, cuda)
 	if err != nil {
 		return nil, err
 	}
 	defer trainer.Close()
 	opt := trainer.Opt
-	evm, err := newEvalMachine(s)
+	evm, err := newEvalMachine(s, cuda || o.graphUpdate)
 	if err != nil {
 		return nil, err
 	}
@@ -628,9 +633,11 @@ type evalMachine struct {
 	reads       bool
 }
 
-func newEvalMachine(s *Setup) (*evalMachine, error) {
+// newEvalMachine makes the machine of s's evaluation graph, reading the
+// results back (reads: device cuda) or not.
+func newEvalMachine(s *Setup, reads bool) (*evalMachine, error) {
 	e := &evalMachine{}
-	if s.Exp.Device == "cuda" {
+	if reads {
 		m := s.Eval
 		count, err := graph.CorrectCount(m.Logits, m.Targets, m.Weights)
 		if err != nil {
@@ -762,7 +769,7 @@ func evaluateCheckpoint(exp config.Experiment, path string, tensors bool) (*Eval
 	if err := s.Eval.SetStep(st.Step); err != nil { // the checkpoint's draw
 		return nil, err
 	}
-	vm, err := newEvalMachine(s)
+	vm, err := newEvalMachine(s, exp.Device == "cuda")
 	if err != nil {
 		return nil, err
 	}
