@@ -262,7 +262,8 @@ var correctCountKernel = &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in [
 }}
 
 // gradSquaredNormKernel is GradSquaredNorm's GPU path over its ng
-// gradients (in[1:1+ng]; in[0] the loss).
+// gradients (in[1:1+ng]; in[0] the loss): each gradient's dot product with
+// itself (dot_f32) added up, then NaN if the loss is not finite.
 func gradSquaredNormKernel(ng int) *gpuKernel {
 	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
 		if err := l.Launch("zero_f32", 1, 32, 0, out.ptr, int32(1)); err != nil {
@@ -274,7 +275,7 @@ func gradSquaredNormKernel(ng int) *gpuKernel {
 				return err
 			}
 			blocks, threads := elementwiseGrid(g.size())
-			if err := l.Launch("sq_sum_f32", min(blocks, 1024), threads, 0, g.ptr, out.ptr, sz[0]); err != nil {
+			if err := l.Launch("dot_f32", min(blocks, 1024), threads, 0, g.ptr, g.ptr, out.ptr, sz[0]); err != nil { // g . g
 				return err
 			}
 		}

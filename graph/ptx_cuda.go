@@ -8,7 +8,7 @@ import G "gorgonia.org/gorgonia"
 
 func init() {
 	G.AddToStdLib("attention", attentionPTX, []string{"attn_bwd_prep", "attn_fwd_d16", "attn_bwd_dkdv_d16", "attn_bwd_dq_d16", "attn_fwd_d32", "attn_bwd_dkdv_d32", "attn_bwd_dq_d32", "attn_fwd_d64", "attn_bwd_dkdv_d64", "attn_bwd_dq_d64", "attn_fwd_d128", "attn_bwd_dkdv_d128", "attn_bwd_dq_d128"})
-	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32", "rows_copy_f32", "embedding_f32", "embedding_grad_f32", "copy_f32", "sum_f32", "sce_loss_rows_f32", "sce_finish_f32", "sce_grad_rows_f32", "correct_count_f32", "sq_sum_f32", "nonfinite_f32", "adamw_f32", "dot_f32", "scale_by_f32"})
+	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32", "rows_copy_f32", "embedding_f32", "embedding_grad_f32", "copy_f32", "sum_f32", "sce_loss_rows_f32", "sce_finish_f32", "sce_grad_rows_f32", "correct_count_f32", "nonfinite_f32", "adamw_f32", "dot_f32", "scale_by_f32"})
 }
 
 // attentionPTX is graph/cuda/attention.cu compiled.
@@ -85175,7 +85175,6 @@ const attnlabPTX = `//
 // _ZZ17sce_loss_rows_f32E3shm has been demoted
 // _ZZ14sce_finish_f32E3shm has been demoted
 // _ZZ17sce_grad_rows_f32E3shm has been demoted
-// _ZZ10sq_sum_f32E3shm has been demoted
 // _ZZ7dot_f32E3shm has been demoted
 .extern .shared .align 16 .b8 part[];
 
@@ -88102,211 +88101,6 @@ $L__BB17_13:
 	ret;
 
 }
-	// .globl	sq_sum_f32
-.visible .entry sq_sum_f32(
-	.param .u64 sq_sum_f32_param_0,
-	.param .u64 sq_sum_f32_param_1,
-	.param .u32 sq_sum_f32_param_2
-)
-{
-	.reg .pred 	%p<22>;
-	.reg .f32 	%f<51>;
-	.reg .b32 	%r<60>;
-	.reg .b64 	%rd<58>;
-	// demoted variable
-	.shared .align 4 .b8 _ZZ10sq_sum_f32E3shm[128];
-
-	ld.param.u64 	%rd31, [sq_sum_f32_param_0];
-	ld.param.u64 	%rd30, [sq_sum_f32_param_1];
-	ld.param.u32 	%r1, [sq_sum_f32_param_2];
-	cvta.to.global.u64 	%rd1, %rd31;
-	mov.u32 	%r2, %ctaid.x;
-	cvt.u64.u32 	%rd2, %r2;
-	mov.u32 	%r3, %ntid.x;
-	cvt.u64.u32 	%rd3, %r3;
-	mul.wide.u32 	%rd32, %r2, %r3;
-	mov.u32 	%r4, %tid.x;
-	cvt.u64.u32 	%rd4, %r4;
-	add.s64 	%rd55, %rd32, %rd4;
-	cvt.s64.s32 	%rd6, %r1;
-	setp.ge.s64 	%p1, %rd55, %rd6;
-	mov.f32 	%f49, 0f00000000;
-	@%p1 bra 	$L__BB18_10;
-
-	mov.u32 	%r5, %nctaid.x;
-	cvt.u64.u32 	%rd7, %r5;
-	mul.lo.s64 	%rd8, %rd7, %rd3;
-	add.s64 	%rd33, %rd8, %rd6;
-	add.s64 	%rd34, %rd7, %rd2;
-	mul.lo.s64 	%rd35, %rd34, %rd3;
-	add.s64 	%rd36, %rd35, %rd4;
-	not.b64 	%rd37, %rd36;
-	add.s64 	%rd9, %rd33, %rd37;
-	or.b64  	%rd38, %rd9, %rd8;
-	and.b64  	%rd39, %rd38, -4294967296;
-	setp.eq.s64 	%p2, %rd39, 0;
-	@%p2 bra 	$L__BB18_3;
-
-	div.u64 	%rd51, %rd9, %rd8;
-	bra.uni 	$L__BB18_4;
-
-$L__BB18_3:
-	cvt.u32.u64 	%r6, %rd8;
-	cvt.u32.u64 	%r7, %rd9;
-	div.u32 	%r8, %r7, %r6;
-	cvt.u64.u32 	%rd51, %r8;
-
-$L__BB18_4:
-	add.s64 	%rd40, %rd51, 1;
-	and.b64  	%rd54, %rd40, 3;
-	setp.eq.s64 	%p3, %rd54, 0;
-	mov.f32 	%f49, 0f00000000;
-	@%p3 bra 	$L__BB18_7;
-
-	shl.b64 	%rd41, %rd55, 2;
-	add.s64 	%rd52, %rd1, %rd41;
-	shl.b64 	%rd15, %rd8, 2;
-
-$L__BB18_6:
-	.pragma "nounroll";
-	ld.global.f32 	%f16, [%rd52];
-	fma.rn.f32 	%f49, %f16, %f16, %f49;
-	add.s64 	%rd55, %rd55, %rd8;
-	add.s64 	%rd52, %rd52, %rd15;
-	add.s64 	%rd54, %rd54, -1;
-	setp.ne.s64 	%p4, %rd54, 0;
-	@%p4 bra 	$L__BB18_6;
-
-$L__BB18_7:
-	setp.lt.u64 	%p5, %rd51, 3;
-	@%p5 bra 	$L__BB18_10;
-
-	shl.b64 	%rd42, %rd55, 2;
-	add.s64 	%rd57, %rd1, %rd42;
-	shl.b64 	%rd24, %rd8, 2;
-
-$L__BB18_9:
-	ld.global.f32 	%f17, [%rd57];
-	fma.rn.f32 	%f18, %f17, %f17, %f49;
-	add.s64 	%rd44, %rd57, %rd24;
-	ld.global.f32 	%f19, [%rd44];
-	fma.rn.f32 	%f20, %f19, %f19, %f18;
-	add.s64 	%rd45, %rd55, %rd8;
-	add.s64 	%rd46, %rd45, %rd8;
-	add.s64 	%rd47, %rd44, %rd24;
-	ld.global.f32 	%f21, [%rd47];
-	fma.rn.f32 	%f22, %f21, %f21, %f20;
-	add.s64 	%rd48, %rd46, %rd8;
-	add.s64 	%rd49, %rd47, %rd24;
-	add.s64 	%rd57, %rd49, %rd24;
-	ld.global.f32 	%f23, [%rd49];
-	fma.rn.f32 	%f49, %f23, %f23, %f22;
-	add.s64 	%rd55, %rd48, %rd8;
-	setp.lt.s64 	%p6, %rd55, %rd6;
-	@%p6 bra 	$L__BB18_9;
-
-$L__BB18_10:
-	mov.b32 	%r9, %f49;
-	mov.u32 	%r10, 31;
-	mov.u32 	%r11, 16;
-	mov.u32 	%r12, -1;
-	shfl.sync.bfly.b32 	%r13|%p7, %r9, %r11, %r10, %r12;
-	mov.b32 	%f24, %r13;
-	add.f32 	%f25, %f49, %f24;
-	mov.b32 	%r14, %f25;
-	mov.u32 	%r15, 8;
-	shfl.sync.bfly.b32 	%r16|%p8, %r14, %r15, %r10, %r12;
-	mov.b32 	%f26, %r16;
-	add.f32 	%f27, %f25, %f26;
-	mov.b32 	%r17, %f27;
-	mov.u32 	%r18, 4;
-	shfl.sync.bfly.b32 	%r19|%p9, %r17, %r18, %r10, %r12;
-	mov.b32 	%f28, %r19;
-	add.f32 	%f29, %f27, %f28;
-	mov.b32 	%r20, %f29;
-	mov.u32 	%r21, 2;
-	shfl.sync.bfly.b32 	%r22|%p10, %r20, %r21, %r10, %r12;
-	mov.b32 	%f30, %r22;
-	add.f32 	%f31, %f29, %f30;
-	mov.b32 	%r23, %f31;
-	mov.u32 	%r24, 1;
-	shfl.sync.bfly.b32 	%r25|%p11, %r23, %r24, %r10, %r12;
-	mov.b32 	%f32, %r25;
-	add.f32 	%f8, %f31, %f32;
-	bar.sync 	0;
-	cvt.u32.u64 	%r26, %rd4;
-	and.b32  	%r27, %r26, 31;
-	setp.ne.s32 	%p12, %r27, 0;
-	@%p12 bra 	$L__BB18_12;
-
-	shr.u32 	%r29, %r26, 3;
-	and.b32  	%r30, %r29, 536870908;
-	mov.u32 	%r31, _ZZ10sq_sum_f32E3shm;
-	add.s32 	%r32, %r31, %r30;
-	st.shared.f32 	[%r32], %f8;
-
-$L__BB18_12:
-	bar.sync 	0;
-	setp.gt.u32 	%p13, %r26, 31;
-	@%p13 bra 	$L__BB18_17;
-
-	cvt.u32.u64 	%r35, %rd3;
-	shr.u32 	%r36, %r35, 5;
-	setp.ge.u32 	%p14, %r26, %r36;
-	mov.f32 	%f50, 0f00000000;
-	@%p14 bra 	$L__BB18_15;
-
-	shl.b32 	%r38, %r26, 2;
-	mov.u32 	%r39, _ZZ10sq_sum_f32E3shm;
-	add.s32 	%r40, %r39, %r38;
-	ld.shared.f32 	%f50, [%r40];
-
-$L__BB18_15:
-	mov.b32 	%r41, %f50;
-	mov.u32 	%r42, 31;
-	mov.u32 	%r43, 16;
-	mov.u32 	%r44, -1;
-	shfl.sync.bfly.b32 	%r45|%p15, %r41, %r43, %r42, %r44;
-	mov.b32 	%f34, %r45;
-	add.f32 	%f35, %f50, %f34;
-	mov.b32 	%r46, %f35;
-	mov.u32 	%r47, 8;
-	shfl.sync.bfly.b32 	%r48|%p16, %r46, %r47, %r42, %r44;
-	mov.b32 	%f36, %r48;
-	add.f32 	%f37, %f35, %f36;
-	mov.b32 	%r49, %f37;
-	mov.u32 	%r50, 4;
-	shfl.sync.bfly.b32 	%r51|%p17, %r49, %r50, %r42, %r44;
-	mov.b32 	%f38, %r51;
-	add.f32 	%f39, %f37, %f38;
-	mov.b32 	%r52, %f39;
-	mov.u32 	%r53, 2;
-	shfl.sync.bfly.b32 	%r54|%p18, %r52, %r53, %r42, %r44;
-	mov.b32 	%f40, %r54;
-	add.f32 	%f41, %f39, %f40;
-	mov.b32 	%r55, %f41;
-	mov.u32 	%r56, 1;
-	shfl.sync.bfly.b32 	%r57|%p19, %r55, %r56, %r42, %r44;
-	mov.b32 	%f42, %r57;
-	add.f32 	%f11, %f41, %f42;
-	setp.ne.s32 	%p20, %r26, 0;
-	@%p20 bra 	$L__BB18_17;
-
-	st.shared.f32 	[_ZZ10sq_sum_f32E3shm], %f11;
-
-$L__BB18_17:
-	bar.sync 	0;
-	setp.ne.s32 	%p21, %r26, 0;
-	@%p21 bra 	$L__BB18_19;
-
-	ld.shared.f32 	%f43, [_ZZ10sq_sum_f32E3shm];
-	cvta.to.global.u64 	%rd50, %rd30;
-	atom.global.add.f32 	%f44, [%rd50], %f43;
-
-$L__BB18_19:
-	ret;
-
-}
 	// .globl	nonfinite_f32
 .visible .entry nonfinite_f32(
 	.param .u64 nonfinite_f32_param_0,
@@ -88323,19 +88117,19 @@ $L__BB18_19:
 	ld.param.u64 	%rd2, [nonfinite_f32_param_1];
 	mov.u32 	%r1, %tid.x;
 	setp.ne.s32 	%p1, %r1, 0;
-	@%p1 bra 	$L__BB19_3;
+	@%p1 bra 	$L__BB18_3;
 
 	cvta.to.global.u64 	%rd3, %rd1;
 	ld.global.f32 	%f1, [%rd3];
 	abs.f32 	%f2, %f1;
 	setp.lt.f32 	%p2, %f2, 0f7F800000;
-	@%p2 bra 	$L__BB19_3;
+	@%p2 bra 	$L__BB18_3;
 
 	cvta.to.global.u64 	%rd4, %rd2;
 	mov.u32 	%r2, 2143289344;
 	st.global.u32 	[%rd4], %r2;
 
-$L__BB19_3:
+$L__BB18_3:
 	ret;
 
 }
@@ -88372,11 +88166,11 @@ $L__BB19_3:
 	cvta.to.global.u64 	%rd7, %rd6;
 	ld.global.f32 	%f1, [%rd7];
 	setp.ge.s32 	%p1, %r1, %r2;
-	@%p1 bra 	$L__BB20_5;
+	@%p1 bra 	$L__BB19_5;
 
 	abs.f32 	%f13, %f1;
 	setp.geu.f32 	%p2, %f13, 0f7F800000;
-	@%p2 bra 	$L__BB20_5;
+	@%p2 bra 	$L__BB19_5;
 
 	cvta.to.global.u64 	%rd8, %rd5;
 	ld.global.f32 	%f2, [%rd8];
@@ -88392,11 +88186,11 @@ $L__BB19_3:
 	mov.f32 	%f14, 0f3F800000;
 	or.pred  	%p5, %p3, %p4;
 	mov.f32 	%f36, %f14;
-	@%p5 bra 	$L__BB20_4;
+	@%p5 bra 	$L__BB19_4;
 
 	div.rn.f32 	%f36, %f8, %f9;
 
-$L__BB20_4:
+$L__BB19_4:
 	cvta.to.global.u64 	%rd9, %rd2;
 	mul.wide.s32 	%rd10, %r1, 4;
 	add.s64 	%rd11, %rd9, %rd10;
@@ -88430,7 +88224,7 @@ $L__BB20_4:
 	sub.f32 	%f35, %f27, %f34;
 	st.global.f32 	[%rd17], %f35;
 
-$L__BB20_5:
+$L__BB19_5:
 	ret;
 
 }
@@ -88465,7 +88259,7 @@ $L__BB20_5:
 	cvt.s64.s32 	%rd6, %r1;
 	setp.ge.s64 	%p1, %rd68, %rd6;
 	mov.f32 	%f54, 0f00000000;
-	@%p1 bra 	$L__BB21_10;
+	@%p1 bra 	$L__BB20_10;
 
 	mov.u32 	%r5, %nctaid.x;
 	cvt.u64.u32 	%rd7, %r5;
@@ -88479,23 +88273,23 @@ $L__BB20_5:
 	or.b64  	%rd45, %rd9, %rd8;
 	and.b64  	%rd46, %rd45, -4294967296;
 	setp.eq.s64 	%p2, %rd46, 0;
-	@%p2 bra 	$L__BB21_3;
+	@%p2 bra 	$L__BB20_3;
 
 	div.u64 	%rd63, %rd9, %rd8;
-	bra.uni 	$L__BB21_4;
+	bra.uni 	$L__BB20_4;
 
-$L__BB21_3:
+$L__BB20_3:
 	cvt.u32.u64 	%r6, %rd8;
 	cvt.u32.u64 	%r7, %rd9;
 	div.u32 	%r8, %r7, %r6;
 	cvt.u64.u32 	%rd63, %r8;
 
-$L__BB21_4:
+$L__BB20_4:
 	add.s64 	%rd47, %rd63, 1;
 	and.b64  	%rd67, %rd47, 3;
 	setp.eq.s64 	%p3, %rd67, 0;
 	mov.f32 	%f54, 0f00000000;
-	@%p3 bra 	$L__BB21_7;
+	@%p3 bra 	$L__BB20_7;
 
 	shl.b64 	%rd48, %rd68, 2;
 	add.s64 	%rd65, %rd1, %rd48;
@@ -88503,7 +88297,7 @@ $L__BB21_4:
 	cvta.to.global.u64 	%rd49, %rd36;
 	add.s64 	%rd64, %rd49, %rd48;
 
-$L__BB21_6:
+$L__BB20_6:
 	.pragma "nounroll";
 	ld.global.f32 	%f16, [%rd65];
 	ld.global.f32 	%f17, [%rd64];
@@ -88513,11 +88307,11 @@ $L__BB21_6:
 	add.s64 	%rd64, %rd64, %rd15;
 	add.s64 	%rd67, %rd67, -1;
 	setp.ne.s64 	%p4, %rd67, 0;
-	@%p4 bra 	$L__BB21_6;
+	@%p4 bra 	$L__BB20_6;
 
-$L__BB21_7:
+$L__BB20_7:
 	setp.lt.u64 	%p5, %rd63, 3;
-	@%p5 bra 	$L__BB21_10;
+	@%p5 bra 	$L__BB20_10;
 
 	cvta.to.global.u64 	%rd50, %rd36;
 	shl.b64 	%rd51, %rd68, 2;
@@ -88525,7 +88319,7 @@ $L__BB21_7:
 	shl.b64 	%rd27, %rd8, 2;
 	add.s64 	%rd71, %rd1, %rd51;
 
-$L__BB21_9:
+$L__BB20_9:
 	ld.global.f32 	%f18, [%rd71];
 	ld.global.f32 	%f19, [%rd70];
 	fma.rn.f32 	%f20, %f19, %f18, %f54;
@@ -88551,9 +88345,9 @@ $L__BB21_9:
 	fma.rn.f32 	%f54, %f28, %f27, %f26;
 	add.s64 	%rd68, %rd59, %rd8;
 	setp.lt.s64 	%p6, %rd68, %rd6;
-	@%p6 bra 	$L__BB21_9;
+	@%p6 bra 	$L__BB20_9;
 
-$L__BB21_10:
+$L__BB20_10:
 	mov.b32 	%r9, %f54;
 	mov.u32 	%r10, 31;
 	mov.u32 	%r11, 16;
@@ -88585,7 +88379,7 @@ $L__BB21_10:
 	cvt.u32.u64 	%r26, %rd4;
 	and.b32  	%r27, %r26, 31;
 	setp.ne.s32 	%p12, %r27, 0;
-	@%p12 bra 	$L__BB21_12;
+	@%p12 bra 	$L__BB20_12;
 
 	shr.u32 	%r29, %r26, 3;
 	and.b32  	%r30, %r29, 536870908;
@@ -88593,23 +88387,23 @@ $L__BB21_10:
 	add.s32 	%r32, %r31, %r30;
 	st.shared.f32 	[%r32], %f8;
 
-$L__BB21_12:
+$L__BB20_12:
 	bar.sync 	0;
 	setp.gt.u32 	%p13, %r26, 31;
-	@%p13 bra 	$L__BB21_17;
+	@%p13 bra 	$L__BB20_17;
 
 	cvt.u32.u64 	%r35, %rd3;
 	shr.u32 	%r36, %r35, 5;
 	setp.ge.u32 	%p14, %r26, %r36;
 	mov.f32 	%f55, 0f00000000;
-	@%p14 bra 	$L__BB21_15;
+	@%p14 bra 	$L__BB20_15;
 
 	shl.b32 	%r38, %r26, 2;
 	mov.u32 	%r39, _ZZ7dot_f32E3shm;
 	add.s32 	%r40, %r39, %r38;
 	ld.shared.f32 	%f55, [%r40];
 
-$L__BB21_15:
+$L__BB20_15:
 	mov.b32 	%r41, %f55;
 	mov.u32 	%r42, 31;
 	mov.u32 	%r43, 16;
@@ -88638,20 +88432,20 @@ $L__BB21_15:
 	mov.b32 	%f47, %r57;
 	add.f32 	%f11, %f46, %f47;
 	setp.ne.s32 	%p20, %r26, 0;
-	@%p20 bra 	$L__BB21_17;
+	@%p20 bra 	$L__BB20_17;
 
 	st.shared.f32 	[_ZZ7dot_f32E3shm], %f11;
 
-$L__BB21_17:
+$L__BB20_17:
 	bar.sync 	0;
 	setp.ne.s32 	%p21, %r26, 0;
-	@%p21 bra 	$L__BB21_19;
+	@%p21 bra 	$L__BB20_19;
 
 	ld.shared.f32 	%f48, [_ZZ7dot_f32E3shm];
 	cvta.to.global.u64 	%rd62, %rd37;
 	atom.global.add.f32 	%f49, [%rd62], %f48;
 
-$L__BB21_19:
+$L__BB20_19:
 	ret;
 
 }
@@ -88678,7 +88472,7 @@ $L__BB21_19:
 	mov.u32 	%r5, %tid.x;
 	mad.lo.s32 	%r1, %r3, %r4, %r5;
 	setp.ge.s32 	%p1, %r1, %r2;
-	@%p1 bra 	$L__BB22_2;
+	@%p1 bra 	$L__BB21_2;
 
 	cvta.to.global.u64 	%rd4, %rd1;
 	mul.wide.s32 	%rd5, %r1, 4;
@@ -88691,7 +88485,7 @@ $L__BB21_19:
 	add.s64 	%rd9, %rd8, %rd5;
 	st.global.f32 	[%rd9], %f3;
 
-$L__BB22_2:
+$L__BB21_2:
 	ret;
 
 }

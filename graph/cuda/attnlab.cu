@@ -351,20 +351,6 @@ extern "C" __global__ void correct_count_f32(const float *logits, const float *t
 	atomicAdd(&out[1], 1.0f);
 }
 
-// out[0] += sum of x [n] squared: grid-stride blocks, each adding its
-// partial sum atomically (out zeroed first).
-extern "C" __global__ void sq_sum_f32(const float *x, float *out, int n) {
-	__shared__ float shm[32];
-	float s = 0.0f;
-	for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-		s += x[i] * x[i];
-	}
-	s = block_sum(s, shm);
-	if (threadIdx.x == 0) {
-		atomicAdd(out, s);
-	}
-}
-
 // out[0] = NaN when loss[0] is not finite: a step whose loss is NaN or
 // infinite makes no update (adamw_f32), as on the CPU.
 extern "C" __global__ void nonfinite_f32(const float *loss, float *out) {
