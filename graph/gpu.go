@@ -46,8 +46,8 @@ func (b gpuBuf) size() int { return b.shape.TotalSize() }
 
 // gpuLauncher starts a kernel over a grid of
 // blocks of threads with shared bytes of dynamic shared memory, with its
-// arguments (uintptr for device addresses, 0 for none; int32 and float32
-// for scalars), queued in order on the device (the host waits only to read a
+// arguments (uintptr for device addresses, 0 for none; int32, float32 and
+// float64 for scalars), queued in order on the device (the host waits only to read a
 // result back). A kernel is named as in its source,
 // "module.kernel" (the module is the .cu file's name under graph/cuda),
 // or without "module." for graph/cuda/attnlab.cu's.
@@ -296,5 +296,27 @@ func adamWKernel(wd float64) *gpuKernel {
 		}
 		blocks, threads := elementwiseGrid(n)
 		return l.Launch("adamw_f32", blocks, threads, 0, in[0].ptr, in[1].ptr, in[2].ptr, in[3].ptr, in[4].ptr, in[5].ptr, float32(wd), sz[0])
+	}}
+}
+
+// rotaryKernel is Rotary's GPU path (transpose: its gradient's): one
+// thread per element, the factors computed in double as the CPU's table.
+func rotaryKernel(s RotaryShape, transpose bool) *gpuKernel {
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		rows := s.Batch * s.SeqLen
+		sz, err := int32s(rows, s.SeqLen, s.Heads, s.HeadDim, s.RotDims, rows*s.Heads*s.HeadDim)
+		if err != nil {
+			return err
+		}
+		q, t := int32(0), int32(0)
+		if s.Query {
+			q = 1
+		}
+		if transpose {
+			t = 1
+		}
+		blocks, threads := elementwiseGrid(rows * s.Heads * s.HeadDim)
+		return l.Launch("rotary_f32", blocks, threads, 0, in[0].ptr, out.ptr, sz[0], sz[1], sz[2], sz[3], sz[4],
+			s.Base, s.XPosScaleBase, float64(XPosGamma), q, t)
 	}}
 }

@@ -210,3 +210,31 @@ func dotCase(n, d int) GPUCase {
 		return []*G.Node{y, grads[0]}, [][]float64{{s}, f64(rv)}, nil
 	}}
 }
+
+// rotaryCase checks Rotary (partial RoPE, or xPos on the query or key
+// side) and its gradient against the CPU op in float64.
+func rotaryCase(s RotaryShape) GPUCase {
+	kind := "RoPE"
+	if s.XPosScaleBase > 0 {
+		kind = fmt.Sprintf("xPos (query=%t)", s.Query)
+	}
+	return GPUCase{Name: "Rotary and its gradient, " + kind, Shape: fmt.Sprintf("B%d T%d H%d d%d rotated %d", s.Batch, s.SeqLen, s.Heads, s.HeadDim, s.RotDims), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		rows, cols := s.Batch*s.SeqLen, s.Heads*s.HeadDim
+		xv, rv := gaussF32(rng, rows*cols, 1), gaussF32(rng, rows*cols, 1)
+		x := inputF32(g, "x", append([]float32(nil), xv...), rows, cols)
+		r := inputF32(g, "r", append([]float32(nil), rv...), rows, cols)
+		y, err := Rotary(x, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		grads, err := weightedSumGrads(y, r, x)
+		if err != nil {
+			return nil, nil, err
+		}
+		cos, sin := s.factors()
+		wantY, wantDX := make([]float64, rows*cols), make([]float64, rows*cols)
+		rotate(s, cos, sin, false, f64(xv), wantY)
+		rotate(s, cos, sin, true, f64(rv), wantDX) // the gradient is the transpose
+		return []*G.Node{y, grads[0]}, [][]float64{wantY, wantDX}, nil
+	}}
+}

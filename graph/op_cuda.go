@@ -104,6 +104,8 @@ func (l cudaLauncher) Launch(kernel string, blocks, threads, shared int, args ..
 			params[i] = unsafe.Pointer(&v)
 		case float32:
 			params[i] = unsafe.Pointer(&v)
+		case float64:
+			params[i] = unsafe.Pointer(&v)
 		default:
 			return fmt.Errorf("kernel %s: argument %d has type %T", name, i, a)
 		}

@@ -8,7 +8,7 @@ import G "gorgonia.org/gorgonia"
 
 func init() {
 	G.AddToStdLib("attention", attentionPTX, []string{"attn_bwd_prep", "attn_fwd_d16", "attn_bwd_dkdv_d16", "attn_bwd_dq_d16", "attn_fwd_d32", "attn_bwd_dkdv_d32", "attn_bwd_dq_d32", "attn_fwd_d64", "attn_bwd_dkdv_d64", "attn_bwd_dq_d64", "attn_fwd_d128", "attn_bwd_dkdv_d128", "attn_bwd_dq_d128"})
-	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32", "rows_copy_f32", "embedding_f32", "embedding_grad_f32", "copy_f32", "sum_f32", "sce_loss_rows_f32", "sce_finish_f32", "sce_grad_rows_f32", "correct_count_f32", "nonfinite_f32", "adamw_f32", "dot_f32", "scale_by_f32"})
+	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32", "rows_copy_f32", "embedding_f32", "embedding_grad_f32", "copy_f32", "sum_f32", "sce_loss_rows_f32", "sce_finish_f32", "sce_grad_rows_f32", "correct_count_f32", "nonfinite_f32", "adamw_f32", "dot_f32", "scale_by_f32", "rotary_f32"})
 }
 
 // attentionPTX is graph/cuda/attention.cu compiled.
@@ -85168,6 +85168,18 @@ const attnlabPTX = `//
 .address_size 64
 
 	// .globl	gelu_f32
+.func  (.param .b64 func_retval0) __internal_trig_reduction_slowpathd
+(
+	.param .b64 __internal_trig_reduction_slowpathd_param_0,
+	.param .b64 __internal_trig_reduction_slowpathd_param_1
+)
+;
+.func  (.param .b64 func_retval0) __internal_accurate_pow
+(
+	.param .b64 __internal_accurate_pow_param_0,
+	.param .b64 __internal_accurate_pow_param_1
+)
+;
 // _ZZ8norm_f32E3shm has been demoted
 // _ZZ15norm_grad_x_f32E3shm has been demoted
 // _ZZ19norm_grad_gamma_f32E3shm has been demoted
@@ -85177,6 +85189,8 @@ const attnlabPTX = `//
 // _ZZ17sce_grad_rows_f32E3shm has been demoted
 // _ZZ7dot_f32E3shm has been demoted
 .extern .shared .align 16 .b8 part[];
+.global .align 8 .b8 __cudart_sin_cos_coeffs[128] = {186, 94, 120, 249, 101, 219, 229, 61, 70, 210, 176, 44, 241, 229, 90, 190, 146, 227, 172, 105, 227, 29, 199, 62, 161, 98, 219, 25, 160, 1, 42, 191, 24, 8, 17, 17, 17, 17, 129, 63, 84, 85, 85, 85, 85, 85, 197, 191, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 100, 129, 253, 32, 131, 255, 168, 189, 40, 133, 239, 193, 167, 238, 33, 62, 217, 230, 6, 142, 79, 126, 146, 190, 233, 188, 221, 25, 160, 1, 250, 62, 71, 93, 193, 22, 108, 193, 86, 191, 81, 85, 85, 85, 85, 85, 165, 63, 0, 0, 0, 0, 0, 0, 224, 191, 0, 0, 0, 0, 0, 0, 240, 63};
+.global .align 8 .b8 __cudart_i2opi_d[144] = {8, 93, 141, 31, 177, 95, 251, 107, 234, 146, 82, 138, 247, 57, 7, 61, 123, 241, 229, 235, 199, 186, 39, 117, 45, 234, 95, 158, 102, 63, 70, 79, 183, 9, 203, 39, 207, 126, 54, 109, 31, 109, 10, 90, 139, 17, 47, 239, 15, 152, 5, 222, 255, 151, 248, 31, 59, 40, 249, 189, 139, 95, 132, 156, 244, 57, 83, 131, 57, 214, 145, 57, 65, 126, 95, 180, 38, 112, 156, 233, 132, 68, 187, 46, 245, 53, 130, 232, 62, 167, 41, 177, 28, 235, 29, 254, 28, 146, 209, 9, 234, 46, 73, 6, 224, 210, 77, 66, 58, 110, 36, 183, 97, 197, 187, 222, 171, 99, 81, 254, 65, 144, 67, 60, 153, 149, 98, 219, 192, 221, 52, 245, 209, 87, 39, 252, 41, 21, 68, 78, 110, 131, 249, 162};
 
 .visible .entry gelu_f32(
 	.param .u64 gelu_f32_param_0,
@@ -88486,6 +88500,1117 @@ $L__BB20_19:
 	st.global.f32 	[%rd9], %f3;
 
 $L__BB21_2:
+	ret;
+
+}
+	// .globl	rotary_f32
+.visible .entry rotary_f32(
+	.param .u64 rotary_f32_param_0,
+	.param .u64 rotary_f32_param_1,
+	.param .u32 rotary_f32_param_2,
+	.param .u32 rotary_f32_param_3,
+	.param .u32 rotary_f32_param_4,
+	.param .u32 rotary_f32_param_5,
+	.param .u32 rotary_f32_param_6,
+	.param .f64 rotary_f32_param_7,
+	.param .f64 rotary_f32_param_8,
+	.param .f64 rotary_f32_param_9,
+	.param .u32 rotary_f32_param_10,
+	.param .u32 rotary_f32_param_11
+)
+{
+	.local .align 4 .b8 	__local_depot22[8];
+	.reg .b64 	%SP;
+	.reg .b64 	%SPL;
+	.reg .pred 	%p<83>;
+	.reg .f32 	%f<15>;
+	.reg .b32 	%r<117>;
+	.reg .f64 	%fd<141>;
+	.reg .b64 	%rd<53>;
+
+
+	mov.u64 	%SPL, __local_depot22;
+	cvta.local.u64 	%SP, %SPL;
+	ld.param.u64 	%rd20, [rotary_f32_param_0];
+	ld.param.u64 	%rd19, [rotary_f32_param_1];
+	ld.param.u32 	%r27, [rotary_f32_param_2];
+	ld.param.u32 	%r22, [rotary_f32_param_3];
+	ld.param.u32 	%r28, [rotary_f32_param_4];
+	ld.param.u32 	%r23, [rotary_f32_param_5];
+	ld.param.u32 	%r24, [rotary_f32_param_6];
+	ld.param.f64 	%fd54, [rotary_f32_param_7];
+	ld.param.f64 	%fd55, [rotary_f32_param_8];
+	ld.param.f64 	%fd56, [rotary_f32_param_9];
+	ld.param.u32 	%r25, [rotary_f32_param_10];
+	ld.param.u32 	%r26, [rotary_f32_param_11];
+	cvta.to.global.u64 	%rd1, %rd20;
+	add.u64 	%rd21, %SP, 0;
+	add.u64 	%rd2, %SPL, 0;
+	add.u64 	%rd22, %SP, 4;
+	add.u64 	%rd3, %SPL, 4;
+	mov.u32 	%r29, %ctaid.x;
+	mov.u32 	%r30, %ntid.x;
+	mul.wide.u32 	%rd23, %r29, %r30;
+	mov.u32 	%r31, %tid.x;
+	cvt.u64.u32 	%rd24, %r31;
+	add.s64 	%rd4, %rd23, %rd24;
+	mul.lo.s32 	%r32, %r23, %r28;
+	cvt.s64.s32 	%rd5, %r32;
+	mul.wide.s32 	%rd25, %r32, %r27;
+	setp.ge.s64 	%p4, %rd4, %rd25;
+	@%p4 bra 	$L__BB22_63;
+
+	or.b64  	%rd26, %rd4, %rd5;
+	and.b64  	%rd27, %rd26, -4294967296;
+	setp.eq.s64 	%p5, %rd27, 0;
+	@%p5 bra 	$L__BB22_3;
+
+	rem.s64 	%rd50, %rd4, %rd5;
+	bra.uni 	$L__BB22_4;
+
+$L__BB22_3:
+	cvt.u32.u64 	%r33, %rd5;
+	cvt.u32.u64 	%r34, %rd4;
+	rem.u32 	%r35, %r34, %r33;
+	cvt.u64.u32 	%rd50, %r35;
+
+$L__BB22_4:
+	cvt.u32.u64 	%r36, %rd50;
+	rem.s32 	%r1, %r36, %r23;
+	setp.lt.s32 	%p6, %r1, %r24;
+	cvta.to.global.u64 	%rd28, %rd19;
+	shl.b64 	%rd29, %rd4, 2;
+	add.s64 	%rd9, %rd28, %rd29;
+	@%p6 bra 	$L__BB22_6;
+	bra.uni 	$L__BB22_5;
+
+$L__BB22_6:
+	@%p5 bra 	$L__BB22_8;
+
+	div.s64 	%rd51, %rd4, %rd5;
+	bra.uni 	$L__BB22_9;
+
+$L__BB22_5:
+	add.s64 	%rd31, %rd1, %rd29;
+	ld.global.f32 	%f8, [%rd31];
+	st.global.f32 	[%rd9], %f8;
+	bra.uni 	$L__BB22_63;
+
+$L__BB22_8:
+	cvt.u32.u64 	%r37, %rd5;
+	cvt.u32.u64 	%r38, %rd4;
+	div.u32 	%r39, %r38, %r37;
+	cvt.u64.u32 	%rd51, %r39;
+
+$L__BB22_9:
+	cvt.s64.s32 	%rd13, %r22;
+	or.b64  	%rd34, %rd51, %rd13;
+	and.b64  	%rd35, %rd34, -4294967296;
+	setp.eq.s64 	%p8, %rd35, 0;
+	@%p8 bra 	$L__BB22_11;
+
+	rem.s64 	%rd52, %rd51, %rd13;
+	bra.uni 	$L__BB22_12;
+
+$L__BB22_11:
+	cvt.u32.u64 	%r40, %rd13;
+	cvt.u32.u64 	%r41, %rd51;
+	rem.u32 	%r42, %r41, %r40;
+	cvt.u64.u32 	%rd52, %r42;
+
+$L__BB22_12:
+	shr.u32 	%r43, %r1, 31;
+	add.s32 	%r44, %r1, %r43;
+	shr.s32 	%r45, %r44, 1;
+	cvt.rn.f64.s32 	%fd1, %r45;
+	mul.f64 	%fd57, %fd1, 0dC000000000000000;
+	cvt.rn.f64.s32 	%fd2, %r24;
+	div.rn.f64 	%fd3, %fd57, %fd2;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r2}, %fd3;
+	}
+	and.b32  	%r46, %r2, 2146435072;
+	shr.u32 	%r47, %r46, 20;
+	add.s32 	%r48, %r47, -1012;
+	mov.b64 	%rd36, %fd3;
+	shl.b64 	%rd17, %rd36, %r48;
+	setp.eq.s64 	%p1, %rd17, -9223372036854775808;
+	setp.ne.s64 	%p9, %rd17, -9223372036854775808;
+	abs.f64 	%fd4, %fd54;
+	{ // callseq 0, 0
+	.reg .b32 temp_param_reg;
+	.param .b64 param0;
+	st.param.f64 	[param0+0], %fd4;
+	.param .b64 param1;
+	st.param.f64 	[param1+0], %fd3;
+	.param .b64 retval0;
+	call.uni (retval0), 
+	__internal_accurate_pow, 
+	(
+	param0, 
+	param1
+	);
+	ld.param.f64 	%fd128, [retval0+0];
+	} // callseq 0
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r3}, %fd54;
+	}
+	setp.gt.s32 	%p10, %r3, -1;
+	or.pred  	%p11, %p10, %p9;
+	@%p11 bra 	$L__BB22_14;
+
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r49}, %fd128;
+	}
+	xor.b32  	%r50, %r49, -2147483648;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r51, %temp}, %fd128;
+	}
+	mov.b64 	%fd128, {%r51, %r50};
+
+$L__BB22_14:
+	setp.eq.f64 	%p12, %fd54, 0d0000000000000000;
+	@%p12 bra 	$L__BB22_18;
+	bra.uni 	$L__BB22_15;
+
+$L__BB22_18:
+	abs.f64 	%fd60, %fd3;
+	setp.neu.f64 	%p16, %fd60, 0d3FE0000000000000;
+	and.pred  	%p17, %p1, %p16;
+	selp.u32 	%r112, 1, 0, %p17;
+	selp.b32 	%r52, %r3, 0, %p17;
+	mov.u32 	%r53, 0;
+	or.b32  	%r54, %r52, 2146435072;
+	setp.lt.s32 	%p18, %r2, 0;
+	selp.b32 	%r55, %r54, %r52, %p18;
+	mov.b64 	%fd128, {%r53, %r55};
+	bra.uni 	$L__BB22_19;
+
+$L__BB22_15:
+	selp.u32 	%r112, 1, 0, %p1;
+	@%p10 bra 	$L__BB22_19;
+
+	cvt.rzi.f64.f64 	%fd58, %fd3;
+	setp.eq.f64 	%p14, %fd58, %fd3;
+	@%p14 bra 	$L__BB22_19;
+
+	mov.f64 	%fd128, 0dFFF8000000000000;
+
+$L__BB22_19:
+	add.f64 	%fd10, %fd3, %fd54;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r56}, %fd10;
+	}
+	and.b32  	%r57, %r56, 2146435072;
+	setp.ne.s32 	%p19, %r57, 2146435072;
+	mov.f64 	%fd129, %fd128;
+	@%p19 bra 	$L__BB22_26;
+
+	setp.gtu.f64 	%p20, %fd4, 0d7FF0000000000000;
+	mov.f64 	%fd129, %fd10;
+	@%p20 bra 	$L__BB22_26;
+
+	abs.f64 	%fd61, %fd3;
+	setp.gtu.f64 	%p21, %fd61, 0d7FF0000000000000;
+	mov.f64 	%fd129, %fd10;
+	@%p21 bra 	$L__BB22_26;
+
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r58, %temp}, %fd3;
+	}
+	and.b32  	%r7, %r2, 2147483647;
+	setp.eq.s32 	%p22, %r7, 2146435072;
+	setp.eq.s32 	%p23, %r58, 0;
+	and.pred  	%p24, %p22, %p23;
+	@%p24 bra 	$L__BB22_25;
+	bra.uni 	$L__BB22_23;
+
+$L__BB22_25:
+	setp.gt.f64 	%p34, %fd4, 0d3FF0000000000000;
+	selp.b32 	%r65, 2146435072, 0, %p34;
+	mov.u32 	%r66, 0;
+	xor.b32  	%r67, %r65, 2146435072;
+	setp.lt.s32 	%p35, %r2, 0;
+	selp.b32 	%r68, %r67, %r65, %p35;
+	setp.eq.f64 	%p36, %fd54, 0dBFF0000000000000;
+	selp.b32 	%r69, 1072693248, %r68, %p36;
+	mov.b64 	%fd129, {%r66, %r69};
+	bra.uni 	$L__BB22_26;
+
+$L__BB22_23:
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r59, %temp}, %fd54;
+	}
+	and.b32  	%r60, %r3, 2147483647;
+	setp.ne.s32 	%p25, %r60, 2146435072;
+	setp.ne.s32 	%p26, %r59, 0;
+	or.pred  	%p27, %p25, %p26;
+	mov.f64 	%fd129, %fd128;
+	@%p27 bra 	$L__BB22_26;
+
+	setp.lt.s32 	%p28, %r3, 0;
+	mov.u32 	%r61, 0;
+	setp.gt.s32 	%p29, %r2, -1;
+	selp.b32 	%r62, 2146435072, 0, %p29;
+	setp.ne.s32 	%p30, %r112, 0;
+	and.pred  	%p31, %p28, %p30;
+	setp.ne.s32 	%p32, %r7, 1071644672;
+	and.pred  	%p33, %p32, %p31;
+	or.b32  	%r63, %r62, -2147483648;
+	selp.b32 	%r64, %r63, %r62, %p33;
+	mov.b64 	%fd129, {%r61, %r64};
+
+$L__BB22_26:
+	setp.eq.f64 	%p37, %fd3, 0d0000000000000000;
+	setp.eq.f64 	%p38, %fd54, 0d3FF0000000000000;
+	mov.f64 	%fd133, 0d3FF0000000000000;
+	or.pred  	%p39, %p38, %p37;
+	selp.f64 	%fd14, 0d3FF0000000000000, %fd129, %p39;
+	cvt.u32.u64 	%r70, %rd52;
+	cvt.rn.f64.s32 	%fd15, %r70;
+	setp.leu.f64 	%p40, %fd55, 0d0000000000000000;
+	@%p40 bra 	$L__BB22_42;
+
+	add.f64 	%fd63, %fd1, %fd1;
+	div.rn.f64 	%fd64, %fd63, %fd2;
+	add.f64 	%fd65, %fd64, %fd56;
+	add.f64 	%fd66, %fd56, 0d3FF0000000000000;
+	div.rn.f64 	%fd16, %fd65, %fd66;
+	shr.u32 	%r71, %r22, 31;
+	add.s32 	%r72, %r22, %r71;
+	shr.s32 	%r73, %r72, 1;
+	cvt.rn.f64.s32 	%fd67, %r73;
+	sub.f64 	%fd68, %fd15, %fd67;
+	div.rn.f64 	%fd69, %fd68, %fd55;
+	neg.f64 	%fd70, %fd69;
+	setp.eq.s32 	%p41, %r25, 0;
+	selp.f64 	%fd17, %fd70, %fd69, %p41;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r8}, %fd16;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r9}, %fd17;
+	}
+	and.b32  	%r74, %r9, 2146435072;
+	shr.u32 	%r75, %r74, 20;
+	add.s32 	%r76, %r75, -1012;
+	mov.b64 	%rd37, %fd17;
+	shl.b64 	%rd18, %rd37, %r76;
+	setp.eq.s64 	%p2, %rd18, -9223372036854775808;
+	setp.ne.s64 	%p42, %rd18, -9223372036854775808;
+	abs.f64 	%fd18, %fd16;
+	{ // callseq 1, 0
+	.reg .b32 temp_param_reg;
+	.param .b64 param0;
+	st.param.f64 	[param0+0], %fd18;
+	.param .b64 param1;
+	st.param.f64 	[param1+0], %fd17;
+	.param .b64 retval0;
+	call.uni (retval0), 
+	__internal_accurate_pow, 
+	(
+	param0, 
+	param1
+	);
+	ld.param.f64 	%fd131, [retval0+0];
+	} // callseq 1
+	setp.gt.s32 	%p43, %r8, -1;
+	or.pred  	%p44, %p43, %p42;
+	@%p44 bra 	$L__BB22_29;
+
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r77}, %fd131;
+	}
+	xor.b32  	%r78, %r77, -2147483648;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r79, %temp}, %fd131;
+	}
+	mov.b64 	%fd131, {%r79, %r78};
+
+$L__BB22_29:
+	setp.eq.f64 	%p45, %fd16, 0d0000000000000000;
+	@%p45 bra 	$L__BB22_33;
+	bra.uni 	$L__BB22_30;
+
+$L__BB22_33:
+	abs.f64 	%fd73, %fd17;
+	setp.neu.f64 	%p49, %fd73, 0d3FE0000000000000;
+	and.pred  	%p50, %p2, %p49;
+	selp.u32 	%r113, 1, 0, %p50;
+	selp.b32 	%r80, %r8, 0, %p50;
+	mov.u32 	%r81, 0;
+	or.b32  	%r82, %r80, 2146435072;
+	setp.lt.s32 	%p51, %r9, 0;
+	selp.b32 	%r83, %r82, %r80, %p51;
+	mov.b64 	%fd131, {%r81, %r83};
+	bra.uni 	$L__BB22_34;
+
+$L__BB22_30:
+	selp.u32 	%r113, 1, 0, %p2;
+	@%p43 bra 	$L__BB22_34;
+
+	cvt.rzi.f64.f64 	%fd71, %fd17;
+	setp.eq.f64 	%p47, %fd71, %fd17;
+	@%p47 bra 	$L__BB22_34;
+
+	mov.f64 	%fd131, 0dFFF8000000000000;
+
+$L__BB22_34:
+	add.f64 	%fd24, %fd16, %fd17;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r84}, %fd24;
+	}
+	and.b32  	%r85, %r84, 2146435072;
+	setp.ne.s32 	%p52, %r85, 2146435072;
+	mov.f64 	%fd132, %fd131;
+	@%p52 bra 	$L__BB22_41;
+
+	setp.gtu.f64 	%p53, %fd18, 0d7FF0000000000000;
+	mov.f64 	%fd132, %fd24;
+	@%p53 bra 	$L__BB22_41;
+
+	abs.f64 	%fd74, %fd17;
+	setp.gtu.f64 	%p54, %fd74, 0d7FF0000000000000;
+	mov.f64 	%fd132, %fd24;
+	@%p54 bra 	$L__BB22_41;
+
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r86, %temp}, %fd17;
+	}
+	and.b32  	%r13, %r9, 2147483647;
+	setp.eq.s32 	%p55, %r13, 2146435072;
+	setp.eq.s32 	%p56, %r86, 0;
+	and.pred  	%p57, %p55, %p56;
+	@%p57 bra 	$L__BB22_40;
+	bra.uni 	$L__BB22_38;
+
+$L__BB22_40:
+	setp.gt.f64 	%p67, %fd18, 0d3FF0000000000000;
+	selp.b32 	%r93, 2146435072, 0, %p67;
+	mov.u32 	%r94, 0;
+	xor.b32  	%r95, %r93, 2146435072;
+	setp.lt.s32 	%p68, %r9, 0;
+	selp.b32 	%r96, %r95, %r93, %p68;
+	setp.eq.f64 	%p69, %fd16, 0dBFF0000000000000;
+	selp.b32 	%r97, 1072693248, %r96, %p69;
+	mov.b64 	%fd132, {%r94, %r97};
+	bra.uni 	$L__BB22_41;
+
+$L__BB22_38:
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r87, %temp}, %fd16;
+	}
+	and.b32  	%r88, %r8, 2147483647;
+	setp.ne.s32 	%p58, %r88, 2146435072;
+	setp.ne.s32 	%p59, %r87, 0;
+	or.pred  	%p60, %p58, %p59;
+	mov.f64 	%fd132, %fd131;
+	@%p60 bra 	$L__BB22_41;
+
+	setp.lt.s32 	%p61, %r8, 0;
+	mov.u32 	%r89, 0;
+	setp.gt.s32 	%p62, %r9, -1;
+	selp.b32 	%r90, 2146435072, 0, %p62;
+	setp.ne.s32 	%p63, %r113, 0;
+	and.pred  	%p64, %p61, %p63;
+	setp.ne.s32 	%p65, %r13, 1071644672;
+	and.pred  	%p66, %p65, %p64;
+	or.b32  	%r91, %r90, -2147483648;
+	selp.b32 	%r92, %r91, %r90, %p66;
+	mov.b64 	%fd132, {%r89, %r92};
+
+$L__BB22_41:
+	setp.eq.f64 	%p70, %fd17, 0d0000000000000000;
+	setp.eq.f64 	%p71, %fd16, 0d3FF0000000000000;
+	or.pred  	%p72, %p71, %p70;
+	selp.f64 	%fd133, 0d3FF0000000000000, %fd132, %p72;
+
+$L__BB22_42:
+	mul.f64 	%fd30, %fd14, %fd15;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r98, %temp}, %fd30;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r99}, %fd30;
+	}
+	and.b32  	%r100, %r99, 2147483647;
+	setp.eq.s32 	%p73, %r100, 2146435072;
+	setp.eq.s32 	%p74, %r98, 0;
+	and.pred  	%p3, %p74, %p73;
+	@%p3 bra 	$L__BB22_46;
+	bra.uni 	$L__BB22_43;
+
+$L__BB22_46:
+	mov.f64 	%fd84, 0d0000000000000000;
+	mul.rn.f64 	%fd135, %fd30, %fd84;
+	mov.u32 	%r115, 1;
+	bra.uni 	$L__BB22_47;
+
+$L__BB22_43:
+	mul.f64 	%fd75, %fd30, 0d3FE45F306DC9C883;
+	cvt.rni.s32.f64 	%r114, %fd75;
+	st.local.u32 	[%rd3], %r114;
+	cvt.rn.f64.s32 	%fd76, %r114;
+	neg.f64 	%fd77, %fd76;
+	mov.f64 	%fd78, 0d3FF921FB54442D18;
+	fma.rn.f64 	%fd79, %fd77, %fd78, %fd30;
+	mov.f64 	%fd80, 0d3C91A62633145C00;
+	fma.rn.f64 	%fd81, %fd77, %fd80, %fd79;
+	mov.f64 	%fd82, 0d397B839A252049C0;
+	fma.rn.f64 	%fd135, %fd77, %fd82, %fd81;
+	abs.f64 	%fd83, %fd30;
+	setp.ltu.f64 	%p75, %fd83, 0d41E0000000000000;
+	@%p75 bra 	$L__BB22_45;
+
+	{ // callseq 2, 0
+	.reg .b32 temp_param_reg;
+	.param .b64 param0;
+	st.param.f64 	[param0+0], %fd30;
+	.param .b64 param1;
+	st.param.b64 	[param1+0], %rd22;
+	.param .b64 retval0;
+	call.uni (retval0), 
+	__internal_trig_reduction_slowpathd, 
+	(
+	param0, 
+	param1
+	);
+	ld.param.f64 	%fd135, [retval0+0];
+	} // callseq 2
+	ld.local.u32 	%r114, [%rd3];
+
+$L__BB22_45:
+	add.s32 	%r115, %r114, 1;
+
+$L__BB22_47:
+	and.b32  	%r102, %r115, 1;
+	shl.b32 	%r103, %r115, 3;
+	and.b32  	%r104, %r103, 8;
+	setp.eq.s32 	%p76, %r102, 0;
+	selp.f64 	%fd85, 0d3DE5DB65F9785EBA, 0dBDA8FF8320FD8164, %p76;
+	mul.wide.s32 	%rd39, %r104, 8;
+	mov.u64 	%rd40, __cudart_sin_cos_coeffs;
+	add.s64 	%rd41, %rd40, %rd39;
+	ld.global.nc.f64 	%fd86, [%rd41+8];
+	mul.rn.f64 	%fd36, %fd135, %fd135;
+	fma.rn.f64 	%fd87, %fd85, %fd36, %fd86;
+	ld.global.nc.f64 	%fd88, [%rd41+16];
+	fma.rn.f64 	%fd89, %fd87, %fd36, %fd88;
+	ld.global.nc.f64 	%fd90, [%rd41+24];
+	fma.rn.f64 	%fd91, %fd89, %fd36, %fd90;
+	ld.global.nc.f64 	%fd92, [%rd41+32];
+	fma.rn.f64 	%fd93, %fd91, %fd36, %fd92;
+	ld.global.nc.f64 	%fd94, [%rd41+40];
+	fma.rn.f64 	%fd95, %fd93, %fd36, %fd94;
+	ld.global.nc.f64 	%fd96, [%rd41+48];
+	fma.rn.f64 	%fd37, %fd95, %fd36, %fd96;
+	fma.rn.f64 	%fd137, %fd37, %fd135, %fd135;
+	@%p76 bra 	$L__BB22_49;
+
+	mov.f64 	%fd97, 0d3FF0000000000000;
+	fma.rn.f64 	%fd137, %fd37, %fd36, %fd97;
+
+$L__BB22_49:
+	and.b32  	%r105, %r115, 2;
+	setp.eq.s32 	%p77, %r105, 0;
+	@%p77 bra 	$L__BB22_51;
+
+	mov.f64 	%fd98, 0d0000000000000000;
+	mov.f64 	%fd99, 0dBFF0000000000000;
+	fma.rn.f64 	%fd137, %fd137, %fd99, %fd98;
+
+$L__BB22_51:
+	mul.f64 	%fd100, %fd133, %fd137;
+	cvt.rn.f32.f64 	%f1, %fd100;
+	@%p3 bra 	$L__BB22_54;
+	bra.uni 	$L__BB22_52;
+
+$L__BB22_54:
+	mov.f64 	%fd110, 0d0000000000000000;
+	mul.rn.f64 	%fd138, %fd30, %fd110;
+	mov.u32 	%r116, 0;
+	bra.uni 	$L__BB22_55;
+
+$L__BB22_52:
+	mul.f64 	%fd101, %fd30, 0d3FE45F306DC9C883;
+	cvt.rni.s32.f64 	%r116, %fd101;
+	st.local.u32 	[%rd2], %r116;
+	cvt.rn.f64.s32 	%fd102, %r116;
+	neg.f64 	%fd103, %fd102;
+	mov.f64 	%fd104, 0d3FF921FB54442D18;
+	fma.rn.f64 	%fd105, %fd103, %fd104, %fd30;
+	mov.f64 	%fd106, 0d3C91A62633145C00;
+	fma.rn.f64 	%fd107, %fd103, %fd106, %fd105;
+	mov.f64 	%fd108, 0d397B839A252049C0;
+	fma.rn.f64 	%fd138, %fd103, %fd108, %fd107;
+	abs.f64 	%fd109, %fd30;
+	setp.ltu.f64 	%p78, %fd109, 0d41E0000000000000;
+	@%p78 bra 	$L__BB22_55;
+
+	{ // callseq 3, 0
+	.reg .b32 temp_param_reg;
+	.param .b64 param0;
+	st.param.f64 	[param0+0], %fd30;
+	.param .b64 param1;
+	st.param.b64 	[param1+0], %rd21;
+	.param .b64 retval0;
+	call.uni (retval0), 
+	__internal_trig_reduction_slowpathd, 
+	(
+	param0, 
+	param1
+	);
+	ld.param.f64 	%fd138, [retval0+0];
+	} // callseq 3
+	ld.local.u32 	%r116, [%rd2];
+
+$L__BB22_55:
+	and.b32  	%r107, %r116, 1;
+	shl.b32 	%r108, %r116, 3;
+	and.b32  	%r109, %r108, 8;
+	setp.eq.s32 	%p79, %r107, 0;
+	selp.f64 	%fd111, 0d3DE5DB65F9785EBA, 0dBDA8FF8320FD8164, %p79;
+	mul.wide.s32 	%rd43, %r109, 8;
+	add.s64 	%rd45, %rd40, %rd43;
+	ld.global.nc.f64 	%fd112, [%rd45+8];
+	mul.rn.f64 	%fd47, %fd138, %fd138;
+	fma.rn.f64 	%fd113, %fd111, %fd47, %fd112;
+	ld.global.nc.f64 	%fd114, [%rd45+16];
+	fma.rn.f64 	%fd115, %fd113, %fd47, %fd114;
+	ld.global.nc.f64 	%fd116, [%rd45+24];
+	fma.rn.f64 	%fd117, %fd115, %fd47, %fd116;
+	ld.global.nc.f64 	%fd118, [%rd45+32];
+	fma.rn.f64 	%fd119, %fd117, %fd47, %fd118;
+	ld.global.nc.f64 	%fd120, [%rd45+40];
+	fma.rn.f64 	%fd121, %fd119, %fd47, %fd120;
+	ld.global.nc.f64 	%fd122, [%rd45+48];
+	fma.rn.f64 	%fd48, %fd121, %fd47, %fd122;
+	fma.rn.f64 	%fd140, %fd48, %fd138, %fd138;
+	@%p79 bra 	$L__BB22_57;
+
+	mov.f64 	%fd123, 0d3FF0000000000000;
+	fma.rn.f64 	%fd140, %fd48, %fd47, %fd123;
+
+$L__BB22_57:
+	and.b32  	%r110, %r116, 2;
+	setp.eq.s32 	%p80, %r110, 0;
+	@%p80 bra 	$L__BB22_59;
+
+	mov.f64 	%fd124, 0d0000000000000000;
+	mov.f64 	%fd125, 0dBFF0000000000000;
+	fma.rn.f64 	%fd140, %fd140, %fd125, %fd124;
+
+$L__BB22_59:
+	mul.f64 	%fd126, %fd133, %fd140;
+	cvt.rn.f32.f64 	%f9, %fd126;
+	neg.f32 	%f10, %f9;
+	setp.eq.s32 	%p81, %r26, 0;
+	selp.f32 	%f2, %f9, %f10, %p81;
+	and.b32  	%r111, %r1, 1;
+	cvt.u64.u32 	%rd46, %r111;
+	sub.s64 	%rd47, %rd4, %rd46;
+	shl.b64 	%rd48, %rd47, 2;
+	add.s64 	%rd49, %rd1, %rd48;
+	ld.global.f32 	%f3, [%rd49];
+	ld.global.f32 	%f4, [%rd49+4];
+	setp.eq.s32 	%p82, %r111, 0;
+	@%p82 bra 	$L__BB22_61;
+	bra.uni 	$L__BB22_60;
+
+$L__BB22_61:
+	mul.f32 	%f12, %f3, %f1;
+	mul.f32 	%f13, %f4, %f2;
+	sub.f32 	%f14, %f12, %f13;
+	bra.uni 	$L__BB22_62;
+
+$L__BB22_60:
+	mul.f32 	%f11, %f4, %f1;
+	fma.rn.f32 	%f14, %f3, %f2, %f11;
+
+$L__BB22_62:
+	st.global.f32 	[%rd9], %f14;
+
+$L__BB22_63:
+	ret;
+
+}
+.func  (.param .b64 func_retval0) __internal_trig_reduction_slowpathd(
+	.param .b64 __internal_trig_reduction_slowpathd_param_0,
+	.param .b64 __internal_trig_reduction_slowpathd_param_1
+)
+{
+	.local .align 8 .b8 	__local_depot23[40];
+	.reg .b64 	%SP;
+	.reg .b64 	%SPL;
+	.reg .pred 	%p<10>;
+	.reg .b32 	%r<30>;
+	.reg .f64 	%fd<5>;
+	.reg .b64 	%rd<79>;
+
+
+	mov.u64 	%SPL, __local_depot23;
+	ld.param.f64 	%fd4, [__internal_trig_reduction_slowpathd_param_0];
+	ld.param.u64 	%rd18, [__internal_trig_reduction_slowpathd_param_1];
+	add.u64 	%rd1, %SPL, 0;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r1}, %fd4;
+	}
+	shr.u32 	%r10, %r1, 20;
+	and.b32  	%r2, %r10, 2047;
+	setp.eq.s32 	%p1, %r2, 2047;
+	@%p1 bra 	$L__BB23_7;
+
+	add.s32 	%r3, %r2, -1024;
+	shr.u32 	%r11, %r3, 6;
+	mov.u32 	%r12, 16;
+	sub.s32 	%r4, %r12, %r11;
+	mov.u32 	%r13, 19;
+	sub.s32 	%r14, %r13, %r11;
+	setp.gt.s32 	%p2, %r4, 14;
+	selp.b32 	%r5, 18, %r14, %p2;
+	setp.gt.s32 	%p3, %r4, %r5;
+	mov.u64 	%rd75, 0;
+	mov.u64 	%rd76, %rd1;
+	@%p3 bra 	$L__BB23_4;
+
+	add.s32 	%r6, %r4, -1;
+	mov.b64 	%rd22, %fd4;
+	shl.b64 	%rd23, %rd22, 11;
+	or.b64  	%rd4, %rd23, -9223372036854775808;
+	mov.u64 	%rd25, __cudart_i2opi_d;
+	mov.u64 	%rd76, %rd1;
+	mov.u32 	%r29, %r6;
+
+$L__BB23_3:
+	.pragma "nounroll";
+	mul.wide.s32 	%rd24, %r29, 8;
+	add.s64 	%rd26, %rd25, %rd24;
+	ld.global.nc.u64 	%rd27, [%rd26];
+	{
+	.reg .u32 %r0, %r1, %r2, %r3, %alo, %ahi, %blo, %bhi, %clo, %chi;
+	mov.b64 	{%alo,%ahi}, %rd27;
+	mov.b64 	{%blo,%bhi}, %rd4;
+	mov.b64 	{%clo,%chi}, %rd75;
+	mad.lo.cc.u32 	%r0, %alo, %blo, %clo;
+	madc.hi.cc.u32 	%r1, %alo, %blo, %chi;
+	madc.hi.u32 	%r2, %alo, %bhi, 0;
+	mad.lo.cc.u32 	%r1, %alo, %bhi, %r1;
+	madc.hi.cc.u32 	%r2, %ahi, %blo, %r2;
+	madc.hi.u32 	%r3, %ahi, %bhi, 0;
+	mad.lo.cc.u32 	%r1, %ahi, %blo, %r1;
+	madc.lo.cc.u32 	%r2, %ahi, %bhi, %r2;
+	addc.u32 	%r3, %r3, 0;
+	mov.b64 	%rd28, {%r0,%r1};
+	mov.b64 	%rd75, {%r2,%r3};
+	}
+	st.local.u64 	[%rd76], %rd28;
+	add.s32 	%r29, %r29, 1;
+	sub.s32 	%r15, %r29, %r6;
+	mul.wide.s32 	%rd29, %r15, 8;
+	add.s64 	%rd76, %rd1, %rd29;
+	setp.lt.s32 	%p4, %r29, %r5;
+	@%p4 bra 	$L__BB23_3;
+
+$L__BB23_4:
+	st.local.u64 	[%rd76], %rd75;
+	ld.local.u64 	%rd78, [%rd1+16];
+	ld.local.u64 	%rd77, [%rd1+24];
+	and.b32  	%r9, %r3, 63;
+	setp.eq.s32 	%p5, %r9, 0;
+	@%p5 bra 	$L__BB23_6;
+
+	mov.u32 	%r16, 64;
+	sub.s32 	%r17, %r16, %r9;
+	shl.b64 	%rd30, %rd77, %r9;
+	shr.u64 	%rd31, %rd78, %r17;
+	or.b64  	%rd77, %rd30, %rd31;
+	shl.b64 	%rd32, %rd78, %r9;
+	ld.local.u64 	%rd33, [%rd1+8];
+	shr.u64 	%rd34, %rd33, %r17;
+	or.b64  	%rd78, %rd34, %rd32;
+
+$L__BB23_6:
+	and.b32  	%r18, %r1, -2147483648;
+	shr.u64 	%rd35, %rd77, 62;
+	cvt.u32.u64 	%r19, %rd35;
+	shr.u64 	%rd36, %rd78, 62;
+	shl.b64 	%rd37, %rd77, 2;
+	or.b64  	%rd38, %rd36, %rd37;
+	shr.u64 	%rd39, %rd77, 61;
+	cvt.u32.u64 	%r20, %rd39;
+	and.b32  	%r21, %r20, 1;
+	add.s32 	%r22, %r21, %r19;
+	neg.s32 	%r23, %r22;
+	setp.eq.s32 	%p6, %r18, 0;
+	selp.b32 	%r24, %r22, %r23, %p6;
+	cvta.to.local.u64 	%rd40, %rd18;
+	mov.u64 	%rd41, 0;
+	st.local.u32 	[%rd40], %r24;
+	setp.eq.s32 	%p7, %r21, 0;
+	shl.b64 	%rd42, %rd78, 2;
+	{
+	.reg .u32 %r0, %r1, %r2, %r3, %a0, %a1, %a2, %a3, %b0, %b1, %b2, %b3;
+	mov.b64 	{%a0,%a1}, %rd41;
+	mov.b64 	{%a2,%a3}, %rd41;
+	mov.b64 	{%b0,%b1}, %rd42;
+	mov.b64 	{%b2,%b3}, %rd38;
+	sub.cc.u32 	%r0, %a0, %b0;
+	subc.cc.u32 	%r1, %a1, %b1;
+	subc.cc.u32 	%r2, %a2, %b2;
+	subc.u32 	%r3, %a3, %b3;
+	mov.b64 	%rd43, {%r0,%r1};
+	mov.b64 	%rd44, {%r2,%r3};
+	}
+	selp.b64 	%rd45, %rd38, %rd44, %p7;
+	selp.b64 	%rd46, %rd42, %rd43, %p7;
+	xor.b32  	%r25, %r18, -2147483648;
+	selp.b32 	%r26, %r18, %r25, %p7;
+	clz.b64 	%r27, %rd45;
+	cvt.u64.u32 	%rd47, %r27;
+	setp.eq.s64 	%p8, %rd47, 0;
+	shl.b64 	%rd48, %rd45, %r27;
+	mov.u64 	%rd49, 64;
+	sub.s64 	%rd50, %rd49, %rd47;
+	cvt.u32.u64 	%r28, %rd50;
+	shr.u64 	%rd51, %rd46, %r28;
+	or.b64  	%rd52, %rd51, %rd48;
+	selp.b64 	%rd53, %rd45, %rd52, %p8;
+	mov.u64 	%rd54, -3958705157555305931;
+	{
+	.reg .u32 %r0, %r1, %r2, %r3, %alo, %ahi, %blo, %bhi;
+	mov.b64 	{%alo,%ahi}, %rd53;
+	mov.b64 	{%blo,%bhi}, %rd54;
+	mul.lo.u32 	%r0, %alo, %blo;
+	mul.hi.u32 	%r1, %alo, %blo;
+	mad.lo.cc.u32 	%r1, %alo, %bhi, %r1;
+	madc.hi.u32 	%r2, %alo, %bhi, 0;
+	mad.lo.cc.u32 	%r1, %ahi, %blo, %r1;
+	madc.hi.cc.u32 	%r2, %ahi, %blo, %r2;
+	madc.hi.u32 	%r3, %ahi, %bhi, 0;
+	mad.lo.cc.u32 	%r2, %ahi, %bhi, %r2;
+	addc.u32 	%r3, %r3, 0;
+	mov.b64 	%rd55, {%r0,%r1};
+	mov.b64 	%rd56, {%r2,%r3};
+	}
+	setp.gt.s64 	%p9, %rd56, 0;
+	{
+	.reg .u32 %r0, %r1, %r2, %r3, %a0, %a1, %a2, %a3, %b0, %b1, %b2, %b3;
+	mov.b64 	{%a0,%a1}, %rd55;
+	mov.b64 	{%a2,%a3}, %rd56;
+	mov.b64 	{%b0,%b1}, %rd55;
+	mov.b64 	{%b2,%b3}, %rd56;
+	add.cc.u32 	%r0, %a0, %b0;
+	addc.cc.u32 	%r1, %a1, %b1;
+	addc.cc.u32 	%r2, %a2, %b2;
+	addc.u32 	%r3, %a3, %b3;
+	mov.b64 	%rd57, {%r0,%r1};
+	mov.b64 	%rd58, {%r2,%r3};
+	}
+	selp.b64 	%rd59, %rd58, %rd56, %p9;
+	selp.u64 	%rd60, 1, 0, %p9;
+	add.s64 	%rd61, %rd47, %rd60;
+	cvt.u64.u32 	%rd62, %r26;
+	shl.b64 	%rd63, %rd62, 32;
+	shl.b64 	%rd64, %rd61, 52;
+	mov.u64 	%rd65, 4602678819172646912;
+	sub.s64 	%rd66, %rd65, %rd64;
+	add.s64 	%rd67, %rd59, 1;
+	shr.u64 	%rd68, %rd67, 10;
+	add.s64 	%rd69, %rd68, 1;
+	shr.u64 	%rd70, %rd69, 1;
+	add.s64 	%rd71, %rd66, %rd70;
+	or.b64  	%rd72, %rd71, %rd63;
+	mov.b64 	%fd4, %rd72;
+
+$L__BB23_7:
+	st.param.f64 	[func_retval0+0], %fd4;
+	ret;
+
+}
+.func  (.param .b64 func_retval0) __internal_accurate_pow(
+	.param .b64 __internal_accurate_pow_param_0,
+	.param .b64 __internal_accurate_pow_param_1
+)
+{
+	.reg .pred 	%p<10>;
+	.reg .f32 	%f<3>;
+	.reg .b32 	%r<53>;
+	.reg .f64 	%fd<138>;
+
+
+	ld.param.f64 	%fd12, [__internal_accurate_pow_param_0];
+	ld.param.f64 	%fd13, [__internal_accurate_pow_param_1];
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r50}, %fd12;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r49, %temp}, %fd12;
+	}
+	shr.u32 	%r51, %r50, 20;
+	setp.ne.s32 	%p1, %r51, 0;
+	@%p1 bra 	$L__BB24_2;
+
+	mul.f64 	%fd14, %fd12, 0d4350000000000000;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r50}, %fd14;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r49, %temp}, %fd14;
+	}
+	shr.u32 	%r16, %r50, 20;
+	add.s32 	%r51, %r16, -54;
+
+$L__BB24_2:
+	add.s32 	%r52, %r51, -1023;
+	and.b32  	%r17, %r50, -2146435073;
+	or.b32  	%r18, %r17, 1072693248;
+	mov.b64 	%fd135, {%r49, %r18};
+	setp.lt.u32 	%p2, %r18, 1073127583;
+	@%p2 bra 	$L__BB24_4;
+
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r19, %temp}, %fd135;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r20}, %fd135;
+	}
+	add.s32 	%r21, %r20, -1048576;
+	mov.b64 	%fd135, {%r19, %r21};
+	add.s32 	%r52, %r51, -1022;
+
+$L__BB24_4:
+	add.f64 	%fd15, %fd135, 0d3FF0000000000000;
+	mov.f64 	%fd16, 0d3FF0000000000000;
+	rcp.approx.ftz.f64 	%fd17, %fd15;
+	neg.f64 	%fd18, %fd15;
+	fma.rn.f64 	%fd19, %fd18, %fd17, %fd16;
+	fma.rn.f64 	%fd20, %fd19, %fd19, %fd19;
+	fma.rn.f64 	%fd21, %fd20, %fd17, %fd17;
+	add.f64 	%fd22, %fd135, 0dBFF0000000000000;
+	mul.f64 	%fd23, %fd22, %fd21;
+	fma.rn.f64 	%fd24, %fd22, %fd21, %fd23;
+	mul.f64 	%fd25, %fd24, %fd24;
+	mov.f64 	%fd26, 0d3ED0F5D241AD3B5A;
+	mov.f64 	%fd27, 0d3EB0F5FF7D2CAFE2;
+	fma.rn.f64 	%fd28, %fd27, %fd25, %fd26;
+	mov.f64 	%fd29, 0d3EF3B20A75488A3F;
+	fma.rn.f64 	%fd30, %fd28, %fd25, %fd29;
+	mov.f64 	%fd31, 0d3F1745CDE4FAECD5;
+	fma.rn.f64 	%fd32, %fd30, %fd25, %fd31;
+	mov.f64 	%fd33, 0d3F3C71C7258A578B;
+	fma.rn.f64 	%fd34, %fd32, %fd25, %fd33;
+	mov.f64 	%fd35, 0d3F6249249242B910;
+	fma.rn.f64 	%fd36, %fd34, %fd25, %fd35;
+	mov.f64 	%fd37, 0d3F89999999999DFB;
+	fma.rn.f64 	%fd38, %fd36, %fd25, %fd37;
+	sub.f64 	%fd39, %fd22, %fd24;
+	add.f64 	%fd40, %fd39, %fd39;
+	neg.f64 	%fd41, %fd24;
+	fma.rn.f64 	%fd42, %fd41, %fd22, %fd40;
+	mul.f64 	%fd43, %fd21, %fd42;
+	fma.rn.f64 	%fd44, %fd25, %fd38, 0d3FB5555555555555;
+	mov.f64 	%fd45, 0d3FB5555555555555;
+	sub.f64 	%fd46, %fd45, %fd44;
+	fma.rn.f64 	%fd47, %fd25, %fd38, %fd46;
+	add.f64 	%fd48, %fd47, 0d0000000000000000;
+	add.f64 	%fd49, %fd48, 0dBC46A4CB00B9E7B0;
+	add.f64 	%fd50, %fd44, %fd49;
+	sub.f64 	%fd51, %fd44, %fd50;
+	add.f64 	%fd52, %fd49, %fd51;
+	mul.rn.f64 	%fd53, %fd24, %fd24;
+	neg.f64 	%fd54, %fd53;
+	fma.rn.f64 	%fd55, %fd24, %fd24, %fd54;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r22, %temp}, %fd43;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r23}, %fd43;
+	}
+	add.s32 	%r24, %r23, 1048576;
+	mov.b64 	%fd56, {%r22, %r24};
+	fma.rn.f64 	%fd57, %fd24, %fd56, %fd55;
+	mul.rn.f64 	%fd58, %fd53, %fd24;
+	neg.f64 	%fd59, %fd58;
+	fma.rn.f64 	%fd60, %fd53, %fd24, %fd59;
+	fma.rn.f64 	%fd61, %fd53, %fd43, %fd60;
+	fma.rn.f64 	%fd62, %fd57, %fd24, %fd61;
+	mul.rn.f64 	%fd63, %fd50, %fd58;
+	neg.f64 	%fd64, %fd63;
+	fma.rn.f64 	%fd65, %fd50, %fd58, %fd64;
+	fma.rn.f64 	%fd66, %fd50, %fd62, %fd65;
+	fma.rn.f64 	%fd67, %fd52, %fd58, %fd66;
+	add.f64 	%fd68, %fd63, %fd67;
+	sub.f64 	%fd69, %fd63, %fd68;
+	add.f64 	%fd70, %fd67, %fd69;
+	add.f64 	%fd71, %fd24, %fd68;
+	sub.f64 	%fd72, %fd24, %fd71;
+	add.f64 	%fd73, %fd68, %fd72;
+	add.f64 	%fd74, %fd70, %fd73;
+	add.f64 	%fd75, %fd43, %fd74;
+	add.f64 	%fd76, %fd71, %fd75;
+	sub.f64 	%fd77, %fd71, %fd76;
+	add.f64 	%fd78, %fd75, %fd77;
+	xor.b32  	%r25, %r52, -2147483648;
+	mov.u32 	%r26, -2147483648;
+	mov.u32 	%r27, 1127219200;
+	mov.b64 	%fd79, {%r25, %r27};
+	mov.b64 	%fd80, {%r26, %r27};
+	sub.f64 	%fd81, %fd79, %fd80;
+	mov.f64 	%fd82, 0d3FE62E42FEFA39EF;
+	fma.rn.f64 	%fd83, %fd81, %fd82, %fd76;
+	neg.f64 	%fd84, %fd81;
+	fma.rn.f64 	%fd85, %fd84, %fd82, %fd83;
+	sub.f64 	%fd86, %fd85, %fd76;
+	sub.f64 	%fd87, %fd78, %fd86;
+	mov.f64 	%fd88, 0d3C7ABC9E3B39803F;
+	fma.rn.f64 	%fd89, %fd81, %fd88, %fd87;
+	add.f64 	%fd90, %fd83, %fd89;
+	sub.f64 	%fd91, %fd83, %fd90;
+	add.f64 	%fd92, %fd89, %fd91;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r28}, %fd13;
+	}
+	shl.b32 	%r29, %r28, 1;
+	setp.gt.u32 	%p3, %r29, -33554433;
+	and.b32  	%r30, %r28, -15728641;
+	selp.b32 	%r31, %r30, %r28, %p3;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r32, %temp}, %fd13;
+	}
+	mov.b64 	%fd93, {%r32, %r31};
+	mul.rn.f64 	%fd94, %fd90, %fd93;
+	neg.f64 	%fd95, %fd94;
+	fma.rn.f64 	%fd96, %fd90, %fd93, %fd95;
+	fma.rn.f64 	%fd97, %fd92, %fd93, %fd96;
+	add.f64 	%fd4, %fd94, %fd97;
+	sub.f64 	%fd98, %fd94, %fd4;
+	add.f64 	%fd5, %fd97, %fd98;
+	mov.f64 	%fd99, 0d4338000000000000;
+	mov.f64 	%fd100, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd101, %fd4, %fd100, %fd99;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r13, %temp}, %fd101;
+	}
+	mov.f64 	%fd102, 0dC338000000000000;
+	add.rn.f64 	%fd103, %fd101, %fd102;
+	mov.f64 	%fd104, 0dBFE62E42FEFA39EF;
+	fma.rn.f64 	%fd105, %fd103, %fd104, %fd4;
+	mov.f64 	%fd106, 0dBC7ABC9E3B39803F;
+	fma.rn.f64 	%fd107, %fd103, %fd106, %fd105;
+	mov.f64 	%fd108, 0d3E928AF3FCA213EA;
+	mov.f64 	%fd109, 0d3E5ADE1569CE2BDF;
+	fma.rn.f64 	%fd110, %fd109, %fd107, %fd108;
+	mov.f64 	%fd111, 0d3EC71DEE62401315;
+	fma.rn.f64 	%fd112, %fd110, %fd107, %fd111;
+	mov.f64 	%fd113, 0d3EFA01997C89EB71;
+	fma.rn.f64 	%fd114, %fd112, %fd107, %fd113;
+	mov.f64 	%fd115, 0d3F2A01A014761F65;
+	fma.rn.f64 	%fd116, %fd114, %fd107, %fd115;
+	mov.f64 	%fd117, 0d3F56C16C1852B7AF;
+	fma.rn.f64 	%fd118, %fd116, %fd107, %fd117;
+	mov.f64 	%fd119, 0d3F81111111122322;
+	fma.rn.f64 	%fd120, %fd118, %fd107, %fd119;
+	mov.f64 	%fd121, 0d3FA55555555502A1;
+	fma.rn.f64 	%fd122, %fd120, %fd107, %fd121;
+	mov.f64 	%fd123, 0d3FC5555555555511;
+	fma.rn.f64 	%fd124, %fd122, %fd107, %fd123;
+	mov.f64 	%fd125, 0d3FE000000000000B;
+	fma.rn.f64 	%fd126, %fd124, %fd107, %fd125;
+	fma.rn.f64 	%fd127, %fd126, %fd107, %fd16;
+	fma.rn.f64 	%fd128, %fd127, %fd107, %fd16;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r14, %temp}, %fd128;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r15}, %fd128;
+	}
+	shl.b32 	%r33, %r13, 20;
+	add.s32 	%r34, %r15, %r33;
+	mov.b64 	%fd136, {%r14, %r34};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r35}, %fd4;
+	}
+	mov.b32 	%f2, %r35;
+	abs.f32 	%f1, %f2;
+	setp.lt.f32 	%p4, %f1, 0f4086232B;
+	@%p4 bra 	$L__BB24_7;
+
+	setp.lt.f64 	%p5, %fd4, 0d0000000000000000;
+	add.f64 	%fd129, %fd4, 0d7FF0000000000000;
+	selp.f64 	%fd136, 0d0000000000000000, %fd129, %p5;
+	setp.geu.f32 	%p6, %f1, 0f40874800;
+	@%p6 bra 	$L__BB24_7;
+
+	mov.f64 	%fd134, 0d4338000000000000;
+	mov.f64 	%fd133, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd132, %fd4, %fd133, %fd134;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r48, %temp}, %fd132;
+	}
+	shr.u32 	%r36, %r48, 31;
+	add.s32 	%r37, %r48, %r36;
+	shr.s32 	%r38, %r37, 1;
+	shl.b32 	%r39, %r38, 20;
+	add.s32 	%r40, %r15, %r39;
+	mov.b64 	%fd130, {%r14, %r40};
+	sub.s32 	%r41, %r48, %r38;
+	shl.b32 	%r42, %r41, 20;
+	add.s32 	%r43, %r42, 1072693248;
+	mov.u32 	%r44, 0;
+	mov.b64 	%fd131, {%r44, %r43};
+	mul.f64 	%fd136, %fd130, %fd131;
+
+$L__BB24_7:
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r45}, %fd136;
+	}
+	and.b32  	%r46, %r45, 2147483647;
+	setp.eq.s32 	%p7, %r46, 2146435072;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r47, %temp}, %fd136;
+	}
+	setp.eq.s32 	%p8, %r47, 0;
+	and.pred  	%p9, %p8, %p7;
+	@%p9 bra 	$L__BB24_9;
+
+	fma.rn.f64 	%fd136, %fd136, %fd5, %fd136;
+
+$L__BB24_9:
+	st.param.f64 	[func_retval0+0], %fd136;
 	ret;
 
 }

@@ -118,6 +118,7 @@ func rotaryOp(s RotaryShape, transpose bool) *op {
 			d, err := apply(rotaryOp(s, !transpose), grad)
 			return G.Nodes{d}, err
 		},
+		gpu: rotaryKernel(s, transpose),
 	}
 }
 

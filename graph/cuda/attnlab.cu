@@ -405,3 +405,41 @@ extern "C" __global__ void scale_by_f32(const float *x, const float *g, float *y
 		y[i] = x[i] * g[0];
 	}
 }
+
+// Rotary positions (RoPE, partial RoPE, xPos) as graph.Rotary: out [rows,
+// heads*head_dim] from x, each head's pair (2i, 2i+1) of the first rot_dims
+// dimensions at position n = row % seq_len rotated by n base^(-2i/rot_dims)
+// (the opposite angle when transpose: the gradient), scaled by xPos's
+// zeta_i^((n - seq_len/2)/xpos_base), zeta_i = (2i/rot_dims + gamma) / (1 +
+// gamma) (its inverse for keys) when xpos_base
+// > 0; the other dimensions copied. The factors are computed in double, as
+// the CPU op's table, then rounded to float. One thread per element.
+extern "C" __global__ void rotary_f32(const float *x, float *out, int rows, int seq_len, int heads, int head_dim, int rot_dims,
+                                      double base, double xpos_base, double gamma, int query, int transpose) {
+	long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	int width = heads * head_dim;
+	if (e >= (long long)rows * width) {
+		return;
+	}
+	int col = (int)(e % width), j = col % head_dim;
+	if (j >= rot_dims) {
+		out[e] = x[e];
+		return;
+	}
+	int n = (int)((e / width) % seq_len), i = j / 2;
+	double theta = pow(base, -2.0 * i / rot_dims);
+	double scale = 1.0;
+	if (xpos_base > 0) {
+		double zeta = (2.0 * i / rot_dims + gamma) / (1.0 + gamma);
+		double power = ((double)n - (double)(seq_len / 2)) / xpos_base;
+		scale = pow(zeta, query ? power : -power);
+	}
+	float c = (float)(scale * cos((double)n * theta));
+	float s = (float)(scale * sin((double)n * theta));
+	if (transpose) {
+		s = -s;
+	}
+	long long p = e - (j & 1); // the pair's first element
+	float a = x[p], b = x[p + 1];
+	out[e] = (j & 1) ? a * s + b * c : a * c - b * s;
+}
