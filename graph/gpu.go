@@ -320,3 +320,35 @@ func rotaryKernel(s RotaryShape, transpose bool) *gpuKernel {
 			s.Base, s.XPosScaleBase, float64(XPosGamma), q, t)
 	}}
 }
+
+// combineKernel is Combine's GPU path: one thread per element.
+func combineKernel(alpha, beta float64) *gpuKernel {
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		sz, err := int32s(out.size())
+		if err != nil {
+			return err
+		}
+		blocks, threads := elementwiseGrid(out.size())
+		return l.Launch("combine_f32", blocks, threads, 0, in[0].ptr, in[1].ptr, out.ptr, float32(alpha), float32(beta), sz[0])
+	}}
+}
+
+// headsKernel is the GPU path of ConcatHeads (kernel concat_heads_f32, in
+// a and b) and of its backward (split_heads_f32, in g): one thread per
+// output element; n is the rows of the first input.
+func headsKernel(kernel string, heads, da, hb, db int) *gpuKernel {
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		n := in[0].shape[0]
+		sz, err := int32s(n, heads, da, hb, db, out.size())
+		if err != nil {
+			return err
+		}
+		blocks, threads := elementwiseGrid(out.size())
+		args := []any{in[0].ptr}
+		if len(in) == 2 {
+			args = append(args, in[1].ptr)
+		}
+		args = append(args, out.ptr, sz[0], sz[1], sz[2], sz[3], sz[4])
+		return l.Launch(kernel, blocks, threads, 0, args...)
+	}}
+}

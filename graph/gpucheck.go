@@ -31,6 +31,9 @@ func IsInPlace(n *G.Node) bool { return n.Op() == nil }
 func GPUCases() []GPUCase {
 	return append([]GPUCase{
 		dotCase(1000, 300),
+		combineCase(300, 70),
+		concatHeadsCase(130, 4, 24, 8, false),
+		concatHeadsCase(130, 4, 24, 8, true),
 		rotaryCase(RotaryShape{Batch: 2, SeqLen: 300, Heads: 3, HeadDim: 32, RotDims: 16, Base: 10000}),
 		rotaryCase(RotaryShape{Batch: 1, SeqLen: 5000, Heads: 2, HeadDim: 16, RotDims: 16, Base: 10000, XPosScaleBase: 512, Query: true}),
 		rotaryCase(RotaryShape{Batch: 1, SeqLen: 257, Heads: 2, HeadDim: 16, RotDims: 16, Base: 10000, XPosScaleBase: 512}),

@@ -238,3 +238,56 @@ func rotaryCase(s RotaryShape) GPUCase {
 		return []*G.Node{y, grads[0]}, [][]float64{wantY, wantDX}, nil
 	}}
 }
+
+// combineCase checks Combine and its gradients.
+func combineCase(n, d int) GPUCase {
+	const alpha, beta = 0.3, -1.7
+	return GPUCase{Name: "Combine and its gradients", Shape: fmt.Sprintf("%dx%d", n, d), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		av, bv, rv := gaussF32(rng, n*d, 1), gaussF32(rng, n*d, 1), gaussF32(rng, n*d, 1)
+		a := inputF32(g, "a", append([]float32(nil), av...), n, d)
+		b := inputF32(g, "b", append([]float32(nil), bv...), n, d)
+		r := inputF32(g, "r", append([]float32(nil), rv...), n, d)
+		y, err := Combine(a, b, alpha, beta)
+		if err != nil {
+			return nil, nil, err
+		}
+		grads, err := weightedSumGrads(y, r, a, b)
+		if err != nil {
+			return nil, nil, err
+		}
+		want, da, db := make([]float64, n*d), make([]float64, n*d), make([]float64, n*d)
+		for i := range want {
+			want[i] = alpha*float64(av[i]) + beta*float64(bv[i])
+			da[i], db[i] = alpha*float64(rv[i]), beta*float64(rv[i])
+		}
+		return []*G.Node{y, grads[0], grads[1]}, [][]float64{want, da, db}, nil
+	}}
+}
+
+// concatHeadsCase checks ConcatHeads (b per head, or shared by the heads)
+// and its gradients against the CPU functions in float64.
+func concatHeadsCase(n, heads, da, db int, shared bool) GPUCase {
+	hb := heads
+	if shared {
+		hb = 1
+	}
+	return GPUCase{Name: fmt.Sprintf("ConcatHeads (shared=%t) and its gradients", shared), Shape: fmt.Sprintf("%d rows, %d heads of %d+%d", n, heads, da, db), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		w := heads * (da + db)
+		av, bv, rv := gaussF32(rng, n*heads*da, 1), gaussF32(rng, n*hb*db, 1), gaussF32(rng, n*w, 1)
+		a := inputF32(g, "a", append([]float32(nil), av...), n, heads*da)
+		b := inputF32(g, "b", append([]float32(nil), bv...), n, hb*db)
+		r := inputF32(g, "r", append([]float32(nil), rv...), n, w)
+		y, err := ConcatHeads(a, b, heads, shared)
+		if err != nil {
+			return nil, nil, err
+		}
+		grads, err := weightedSumGrads(y, r, a, b)
+		if err != nil {
+			return nil, nil, err
+		}
+		want, ga, gb := make([]float64, n*w), make([]float64, n*heads*da), make([]float64, n*hb*db)
+		concatHeads(n, heads, da, hb, db, f64(av), f64(bv), want)
+		splitHeads(n, heads, da, hb, db, f64(rv), ga, gb)
+		return []*G.Node{y, grads[0], grads[1]}, [][]float64{want, ga, gb}, nil
+	}}
+}

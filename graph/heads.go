@@ -75,6 +75,7 @@ func concatHeadsOp(heads, da, hb, db int) *op {
 			}
 			return G.Nodes{ga, gb}, nil
 		},
+		gpu: headsKernel("concat_heads_f32", heads, da, hb, db),
 	}
 }
 
@@ -119,6 +120,7 @@ func splitHeadsOp(n, heads, da, hb, db int) *op {
 			}
 			return out, nil
 		},
+		gpu: headsKernel("split_heads_f32", heads, da, hb, db),
 	}
 }
 
@@ -179,6 +181,7 @@ func Combine(a, b *G.Node, alpha, beta float64) (*G.Node, error) {
 			}
 			return G.Nodes{ga, gb}, nil
 		},
+		gpu: combineKernel(alpha, beta),
 	}, a, b)
 }
 

@@ -8,7 +8,7 @@ import G "gorgonia.org/gorgonia"
 
 func init() {
 	G.AddToStdLib("attention", attentionPTX, []string{"attn_bwd_prep", "attn_fwd_d16", "attn_bwd_dkdv_d16", "attn_bwd_dq_d16", "attn_fwd_d32", "attn_bwd_dkdv_d32", "attn_bwd_dq_d32", "attn_fwd_d64", "attn_bwd_dkdv_d64", "attn_bwd_dq_d64", "attn_fwd_d128", "attn_bwd_dkdv_d128", "attn_bwd_dq_d128"})
-	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32", "rows_copy_f32", "embedding_f32", "embedding_grad_f32", "copy_f32", "sum_f32", "sce_loss_rows_f32", "sce_finish_f32", "sce_grad_rows_f32", "correct_count_f32", "nonfinite_f32", "adamw_f32", "dot_f32", "scale_by_f32", "rotary_f32"})
+	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32", "rows_copy_f32", "embedding_f32", "embedding_grad_f32", "copy_f32", "sum_f32", "sce_loss_rows_f32", "sce_finish_f32", "sce_grad_rows_f32", "correct_count_f32", "nonfinite_f32", "adamw_f32", "dot_f32", "scale_by_f32", "rotary_f32", "combine_f32", "concat_heads_f32", "split_heads_f32"})
 }
 
 // attentionPTX is graph/cuda/attention.cu compiled.
@@ -89150,12 +89150,371 @@ $L__BB22_63:
 	ret;
 
 }
+	// .globl	combine_f32
+.visible .entry combine_f32(
+	.param .u64 combine_f32_param_0,
+	.param .u64 combine_f32_param_1,
+	.param .u64 combine_f32_param_2,
+	.param .f32 combine_f32_param_3,
+	.param .f32 combine_f32_param_4,
+	.param .u32 combine_f32_param_5
+)
+{
+	.reg .pred 	%p<2>;
+	.reg .f32 	%f<7>;
+	.reg .b32 	%r<6>;
+	.reg .b64 	%rd<11>;
+
+
+	ld.param.u64 	%rd1, [combine_f32_param_0];
+	ld.param.u64 	%rd2, [combine_f32_param_1];
+	ld.param.u64 	%rd3, [combine_f32_param_2];
+	ld.param.f32 	%f1, [combine_f32_param_3];
+	ld.param.f32 	%f2, [combine_f32_param_4];
+	ld.param.u32 	%r2, [combine_f32_param_5];
+	mov.u32 	%r3, %ctaid.x;
+	mov.u32 	%r4, %ntid.x;
+	mov.u32 	%r5, %tid.x;
+	mad.lo.s32 	%r1, %r3, %r4, %r5;
+	setp.ge.s32 	%p1, %r1, %r2;
+	@%p1 bra 	$L__BB23_2;
+
+	cvta.to.global.u64 	%rd4, %rd1;
+	mul.wide.s32 	%rd5, %r1, 4;
+	add.s64 	%rd6, %rd4, %rd5;
+	ld.global.f32 	%f3, [%rd6];
+	cvta.to.global.u64 	%rd7, %rd2;
+	add.s64 	%rd8, %rd7, %rd5;
+	ld.global.f32 	%f4, [%rd8];
+	mul.f32 	%f5, %f4, %f2;
+	fma.rn.f32 	%f6, %f3, %f1, %f5;
+	cvta.to.global.u64 	%rd9, %rd3;
+	add.s64 	%rd10, %rd9, %rd5;
+	st.global.f32 	[%rd10], %f6;
+
+$L__BB23_2:
+	ret;
+
+}
+	// .globl	concat_heads_f32
+.visible .entry concat_heads_f32(
+	.param .u64 concat_heads_f32_param_0,
+	.param .u64 concat_heads_f32_param_1,
+	.param .u64 concat_heads_f32_param_2,
+	.param .u32 concat_heads_f32_param_3,
+	.param .u32 concat_heads_f32_param_4,
+	.param .u32 concat_heads_f32_param_5,
+	.param .u32 concat_heads_f32_param_6,
+	.param .u32 concat_heads_f32_param_7
+)
+{
+	.reg .pred 	%p<5>;
+	.reg .f32 	%f<2>;
+	.reg .b32 	%r<24>;
+	.reg .b64 	%rd<43>;
+
+
+	ld.param.u64 	%rd12, [concat_heads_f32_param_0];
+	ld.param.u64 	%rd13, [concat_heads_f32_param_1];
+	ld.param.u64 	%rd14, [concat_heads_f32_param_2];
+	ld.param.u32 	%r8, [concat_heads_f32_param_3];
+	ld.param.u32 	%r4, [concat_heads_f32_param_4];
+	ld.param.u32 	%r5, [concat_heads_f32_param_5];
+	ld.param.u32 	%r6, [concat_heads_f32_param_6];
+	ld.param.u32 	%r7, [concat_heads_f32_param_7];
+	mov.u32 	%r9, %ctaid.x;
+	mov.u32 	%r10, %ntid.x;
+	mul.wide.u32 	%rd15, %r9, %r10;
+	mov.u32 	%r11, %tid.x;
+	cvt.u64.u32 	%rd16, %r11;
+	add.s64 	%rd1, %rd15, %rd16;
+	add.s32 	%r1, %r7, %r5;
+	mul.lo.s32 	%r12, %r1, %r4;
+	cvt.s64.s32 	%rd2, %r12;
+	mul.wide.s32 	%rd17, %r12, %r8;
+	setp.ge.s64 	%p1, %rd1, %rd17;
+	@%p1 bra 	$L__BB24_8;
+
+	or.b64  	%rd18, %rd1, %rd2;
+	and.b64  	%rd19, %rd18, -4294967296;
+	setp.eq.s64 	%p2, %rd19, 0;
+	@%p2 bra 	$L__BB24_3;
+
+	div.s64 	%rd40, %rd1, %rd2;
+	mul.lo.s64 	%rd20, %rd40, %rd2;
+	sub.s64 	%rd41, %rd1, %rd20;
+	bra.uni 	$L__BB24_4;
+
+$L__BB24_3:
+	cvt.u32.u64 	%r13, %rd2;
+	cvt.u32.u64 	%r14, %rd1;
+	div.u32 	%r15, %r14, %r13;
+	mul.lo.s32 	%r16, %r15, %r13;
+	sub.s32 	%r17, %r14, %r16;
+	cvt.u64.u32 	%rd40, %r15;
+	cvt.u64.u32 	%rd41, %r17;
+
+$L__BB24_4:
+	cvt.u32.u64 	%r18, %rd41;
+	div.s32 	%r2, %r18, %r1;
+	mul.lo.s32 	%r19, %r2, %r1;
+	sub.s32 	%r3, %r18, %r19;
+	setp.lt.s32 	%p3, %r3, %r5;
+	@%p3 bra 	$L__BB24_6;
+	bra.uni 	$L__BB24_5;
+
+$L__BB24_6:
+	mul.wide.s32 	%rd29, %r5, %r4;
+	mul.lo.s64 	%rd30, %rd29, %rd40;
+	mul.lo.s32 	%r23, %r2, %r5;
+	cvt.s64.s32 	%rd31, %r23;
+	add.s64 	%rd32, %rd30, %rd31;
+	cvt.s64.s32 	%rd33, %r3;
+	add.s64 	%rd34, %rd32, %rd33;
+	cvta.to.global.u64 	%rd35, %rd12;
+	shl.b64 	%rd36, %rd34, 2;
+	add.s64 	%rd42, %rd35, %rd36;
+	bra.uni 	$L__BB24_7;
+
+$L__BB24_5:
+	mul.wide.s32 	%rd21, %r7, %r6;
+	mul.lo.s64 	%rd22, %rd21, %rd40;
+	setp.eq.s32 	%p4, %r6, 1;
+	selp.b32 	%r20, 0, %r2, %p4;
+	mul.lo.s32 	%r21, %r20, %r7;
+	cvt.s64.s32 	%rd23, %r21;
+	add.s64 	%rd24, %rd22, %rd23;
+	sub.s32 	%r22, %r3, %r5;
+	cvt.s64.s32 	%rd25, %r22;
+	add.s64 	%rd26, %rd24, %rd25;
+	cvta.to.global.u64 	%rd27, %rd13;
+	shl.b64 	%rd28, %rd26, 2;
+	add.s64 	%rd42, %rd27, %rd28;
+
+$L__BB24_7:
+	ld.global.f32 	%f1, [%rd42];
+	cvta.to.global.u64 	%rd37, %rd14;
+	shl.b64 	%rd38, %rd1, 2;
+	add.s64 	%rd39, %rd37, %rd38;
+	st.global.f32 	[%rd39], %f1;
+
+$L__BB24_8:
+	ret;
+
+}
+	// .globl	split_heads_f32
+.visible .entry split_heads_f32(
+	.param .u64 split_heads_f32_param_0,
+	.param .u64 split_heads_f32_param_1,
+	.param .u32 split_heads_f32_param_2,
+	.param .u32 split_heads_f32_param_3,
+	.param .u32 split_heads_f32_param_4,
+	.param .u32 split_heads_f32_param_5,
+	.param .u32 split_heads_f32_param_6
+)
+{
+	.reg .pred 	%p<11>;
+	.reg .f32 	%f<27>;
+	.reg .b32 	%r<49>;
+	.reg .b64 	%rd<85>;
+
+
+	ld.param.u64 	%rd32, [split_heads_f32_param_0];
+	ld.param.u64 	%rd33, [split_heads_f32_param_1];
+	ld.param.u32 	%r18, [split_heads_f32_param_2];
+	ld.param.u32 	%r14, [split_heads_f32_param_3];
+	ld.param.u32 	%r15, [split_heads_f32_param_4];
+	ld.param.u32 	%r16, [split_heads_f32_param_5];
+	ld.param.u32 	%r17, [split_heads_f32_param_6];
+	cvta.to.global.u64 	%rd34, %rd33;
+	cvta.to.global.u64 	%rd1, %rd32;
+	mov.u32 	%r19, %ctaid.x;
+	mov.u32 	%r20, %ntid.x;
+	mul.wide.u32 	%rd35, %r19, %r20;
+	mov.u32 	%r21, %tid.x;
+	cvt.u64.u32 	%rd36, %r21;
+	add.s64 	%rd2, %rd35, %rd36;
+	cvt.s64.s32 	%rd3, %r18;
+	mul.wide.s32 	%rd37, %r14, %r18;
+	cvt.s64.s32 	%rd4, %r15;
+	mul.lo.s64 	%rd5, %rd37, %rd4;
+	add.s32 	%r1, %r17, %r15;
+	mul.lo.s32 	%r2, %r1, %r14;
+	setp.lt.s64 	%p1, %rd2, %rd5;
+	shl.b64 	%rd38, %rd2, 2;
+	add.s64 	%rd6, %rd34, %rd38;
+	@%p1 bra 	$L__BB25_15;
+	bra.uni 	$L__BB25_1;
+
+$L__BB25_15:
+	mul.lo.s32 	%r34, %r15, %r14;
+	cvt.s64.s32 	%rd25, %r34;
+	or.b64  	%rd68, %rd2, %rd25;
+	and.b64  	%rd69, %rd68, -4294967296;
+	setp.eq.s64 	%p10, %rd69, 0;
+	@%p10 bra 	$L__BB25_17;
+
+	div.s64 	%rd83, %rd2, %rd25;
+	mul.lo.s64 	%rd70, %rd83, %rd25;
+	sub.s64 	%rd84, %rd2, %rd70;
+	bra.uni 	$L__BB25_18;
+
+$L__BB25_1:
+	sub.s64 	%rd7, %rd2, %rd5;
+	cvt.s64.s32 	%rd39, %r16;
+	mul.lo.s64 	%rd40, %rd39, %rd3;
+	cvt.s64.s32 	%rd41, %r17;
+	mul.lo.s64 	%rd42, %rd40, %rd41;
+	setp.ge.s64 	%p2, %rd7, %rd42;
+	@%p2 bra 	$L__BB25_19;
+
+	mul.lo.s32 	%r22, %r17, %r16;
+	cvt.s64.s32 	%rd8, %r22;
+	or.b64  	%rd43, %rd7, %rd8;
+	and.b64  	%rd44, %rd43, -4294967296;
+	setp.eq.s64 	%p3, %rd44, 0;
+	@%p3 bra 	$L__BB25_4;
+
+	div.s64 	%rd79, %rd7, %rd8;
+	mul.lo.s64 	%rd45, %rd79, %rd8;
+	sub.s64 	%rd80, %rd7, %rd45;
+	bra.uni 	$L__BB25_5;
+
+$L__BB25_17:
+	cvt.u32.u64 	%r35, %rd25;
+	cvt.u32.u64 	%r36, %rd2;
+	div.u32 	%r37, %r36, %r35;
+	mul.lo.s32 	%r38, %r37, %r35;
+	sub.s32 	%r39, %r36, %r38;
+	cvt.u64.u32 	%rd83, %r37;
+	cvt.u64.u32 	%rd84, %r39;
+
+$L__BB25_18:
+	cvt.u32.u64 	%r40, %rd84;
+	div.s32 	%r41, %r40, %r15;
+	mul.lo.s32 	%r42, %r41, %r15;
+	sub.s32 	%r43, %r40, %r42;
+	cvt.s64.s32 	%rd71, %r2;
+	mul.lo.s64 	%rd72, %rd83, %rd71;
+	mul.lo.s32 	%r44, %r41, %r1;
+	cvt.s64.s32 	%rd73, %r44;
+	add.s64 	%rd74, %rd72, %rd73;
+	cvt.s64.s32 	%rd75, %r43;
+	add.s64 	%rd76, %rd74, %rd75;
+	shl.b64 	%rd77, %rd76, 2;
+	add.s64 	%rd78, %rd1, %rd77;
+	ld.global.f32 	%f21, [%rd78];
+	st.global.f32 	[%rd6], %f21;
+
+$L__BB25_19:
+	ret;
+
+$L__BB25_4:
+	cvt.u32.u64 	%r23, %rd8;
+	cvt.u32.u64 	%r24, %rd7;
+	div.u32 	%r25, %r24, %r23;
+	mul.lo.s32 	%r26, %r25, %r23;
+	sub.s32 	%r27, %r24, %r26;
+	cvt.u64.u32 	%rd79, %r25;
+	cvt.u64.u32 	%rd80, %r27;
+
+$L__BB25_5:
+	cvt.u32.u64 	%r3, %rd80;
+	rem.s32 	%r4, %r3, %r17;
+	setp.eq.s32 	%p4, %r16, 1;
+	@%p4 bra 	$L__BB25_7;
+	bra.uni 	$L__BB25_6;
+
+$L__BB25_7:
+	setp.lt.s32 	%p5, %r14, 1;
+	mov.f32 	%f26, 0f00000000;
+	@%p5 bra 	$L__BB25_14;
+
+	cvt.s64.s32 	%rd15, %r2;
+	cvt.s64.s32 	%rd16, %r4;
+	and.b32  	%r48, %r14, 3;
+	add.s32 	%r31, %r14, -1;
+	setp.lt.u32 	%p6, %r31, 3;
+	mov.f32 	%f26, 0f00000000;
+	mov.u32 	%r47, 0;
+	@%p6 bra 	$L__BB25_11;
+
+	sub.s32 	%r46, %r14, %r48;
+	mul.wide.s32 	%rd17, %r1, 4;
+	mul.lo.s64 	%rd55, %rd79, %rd15;
+	add.s64 	%rd56, %rd55, %rd16;
+	add.s64 	%rd57, %rd56, %rd4;
+	shl.b64 	%rd58, %rd57, 2;
+	add.s64 	%rd81, %rd1, %rd58;
+
+$L__BB25_10:
+	ld.global.f32 	%f13, [%rd81];
+	add.f32 	%f14, %f26, %f13;
+	add.s64 	%rd59, %rd81, %rd17;
+	ld.global.f32 	%f15, [%rd59];
+	add.f32 	%f16, %f14, %f15;
+	add.s64 	%rd60, %rd59, %rd17;
+	ld.global.f32 	%f17, [%rd60];
+	add.f32 	%f18, %f16, %f17;
+	add.s64 	%rd61, %rd60, %rd17;
+	add.s64 	%rd81, %rd61, %rd17;
+	ld.global.f32 	%f19, [%rd61];
+	add.f32 	%f26, %f18, %f19;
+	add.s32 	%r47, %r47, 4;
+	add.s32 	%r46, %r46, -4;
+	setp.ne.s32 	%p7, %r46, 0;
+	@%p7 bra 	$L__BB25_10;
+
+$L__BB25_11:
+	setp.eq.s32 	%p8, %r48, 0;
+	@%p8 bra 	$L__BB25_14;
+
+	mul.lo.s64 	%rd62, %rd79, %rd15;
+	add.s64 	%rd63, %rd62, %rd16;
+	add.s64 	%rd64, %rd63, %rd4;
+	mul.lo.s32 	%r33, %r47, %r1;
+	cvt.s64.s32 	%rd65, %r33;
+	add.s64 	%rd66, %rd64, %rd65;
+	shl.b64 	%rd67, %rd66, 2;
+	add.s64 	%rd82, %rd1, %rd67;
+	mul.wide.s32 	%rd22, %r1, 4;
+
+$L__BB25_13:
+	.pragma "nounroll";
+	ld.global.f32 	%f20, [%rd82];
+	add.f32 	%f26, %f26, %f20;
+	add.s64 	%rd82, %rd82, %rd22;
+	add.s32 	%r48, %r48, -1;
+	setp.ne.s32 	%p9, %r48, 0;
+	@%p9 bra 	$L__BB25_13;
+
+$L__BB25_14:
+	st.global.f32 	[%rd6], %f26;
+	bra.uni 	$L__BB25_19;
+
+$L__BB25_6:
+	cvt.s64.s32 	%rd46, %r2;
+	mul.lo.s64 	%rd47, %rd79, %rd46;
+	div.s32 	%r28, %r3, %r17;
+	mul.lo.s32 	%r29, %r28, %r1;
+	cvt.s64.s32 	%rd48, %r29;
+	add.s64 	%rd49, %rd47, %rd4;
+	add.s64 	%rd50, %rd49, %rd48;
+	cvt.s64.s32 	%rd51, %r4;
+	add.s64 	%rd52, %rd50, %rd51;
+	shl.b64 	%rd53, %rd52, 2;
+	add.s64 	%rd54, %rd1, %rd53;
+	ld.global.f32 	%f8, [%rd54];
+	st.global.f32 	[%rd6], %f8;
+	bra.uni 	$L__BB25_19;
+
+}
 .func  (.param .b64 func_retval0) __internal_trig_reduction_slowpathd(
 	.param .b64 __internal_trig_reduction_slowpathd_param_0,
 	.param .b64 __internal_trig_reduction_slowpathd_param_1
 )
 {
-	.local .align 8 .b8 	__local_depot23[40];
+	.local .align 8 .b8 	__local_depot26[40];
 	.reg .b64 	%SP;
 	.reg .b64 	%SPL;
 	.reg .pred 	%p<10>;
@@ -89164,7 +89523,7 @@ $L__BB22_63:
 	.reg .b64 	%rd<79>;
 
 
-	mov.u64 	%SPL, __local_depot23;
+	mov.u64 	%SPL, __local_depot26;
 	ld.param.f64 	%fd4, [__internal_trig_reduction_slowpathd_param_0];
 	ld.param.u64 	%rd18, [__internal_trig_reduction_slowpathd_param_1];
 	add.u64 	%rd1, %SPL, 0;
@@ -89175,7 +89534,7 @@ $L__BB22_63:
 	shr.u32 	%r10, %r1, 20;
 	and.b32  	%r2, %r10, 2047;
 	setp.eq.s32 	%p1, %r2, 2047;
-	@%p1 bra 	$L__BB23_7;
+	@%p1 bra 	$L__BB26_7;
 
 	add.s32 	%r3, %r2, -1024;
 	shr.u32 	%r11, %r3, 6;
@@ -89188,7 +89547,7 @@ $L__BB22_63:
 	setp.gt.s32 	%p3, %r4, %r5;
 	mov.u64 	%rd75, 0;
 	mov.u64 	%rd76, %rd1;
-	@%p3 bra 	$L__BB23_4;
+	@%p3 bra 	$L__BB26_4;
 
 	add.s32 	%r6, %r4, -1;
 	mov.b64 	%rd22, %fd4;
@@ -89198,7 +89557,7 @@ $L__BB22_63:
 	mov.u64 	%rd76, %rd1;
 	mov.u32 	%r29, %r6;
 
-$L__BB23_3:
+$L__BB26_3:
 	.pragma "nounroll";
 	mul.wide.s32 	%rd24, %r29, 8;
 	add.s64 	%rd26, %rd25, %rd24;
@@ -89226,15 +89585,15 @@ $L__BB23_3:
 	mul.wide.s32 	%rd29, %r15, 8;
 	add.s64 	%rd76, %rd1, %rd29;
 	setp.lt.s32 	%p4, %r29, %r5;
-	@%p4 bra 	$L__BB23_3;
+	@%p4 bra 	$L__BB26_3;
 
-$L__BB23_4:
+$L__BB26_4:
 	st.local.u64 	[%rd76], %rd75;
 	ld.local.u64 	%rd78, [%rd1+16];
 	ld.local.u64 	%rd77, [%rd1+24];
 	and.b32  	%r9, %r3, 63;
 	setp.eq.s32 	%p5, %r9, 0;
-	@%p5 bra 	$L__BB23_6;
+	@%p5 bra 	$L__BB26_6;
 
 	mov.u32 	%r16, 64;
 	sub.s32 	%r17, %r16, %r9;
@@ -89246,7 +89605,7 @@ $L__BB23_4:
 	shr.u64 	%rd34, %rd33, %r17;
 	or.b64  	%rd78, %rd34, %rd32;
 
-$L__BB23_6:
+$L__BB26_6:
 	and.b32  	%r18, %r1, -2147483648;
 	shr.u64 	%rd35, %rd77, 62;
 	cvt.u32.u64 	%r19, %rd35;
@@ -89339,7 +89698,7 @@ $L__BB23_6:
 	or.b64  	%rd72, %rd71, %rd63;
 	mov.b64 	%fd4, %rd72;
 
-$L__BB23_7:
+$L__BB26_7:
 	st.param.f64 	[func_retval0+0], %fd4;
 	ret;
 
@@ -89367,7 +89726,7 @@ $L__BB23_7:
 	}
 	shr.u32 	%r51, %r50, 20;
 	setp.ne.s32 	%p1, %r51, 0;
-	@%p1 bra 	$L__BB24_2;
+	@%p1 bra 	$L__BB27_2;
 
 	mul.f64 	%fd14, %fd12, 0d4350000000000000;
 	{
@@ -89381,13 +89740,13 @@ $L__BB23_7:
 	shr.u32 	%r16, %r50, 20;
 	add.s32 	%r51, %r16, -54;
 
-$L__BB24_2:
+$L__BB27_2:
 	add.s32 	%r52, %r51, -1023;
 	and.b32  	%r17, %r50, -2146435073;
 	or.b32  	%r18, %r17, 1072693248;
 	mov.b64 	%fd135, {%r49, %r18};
 	setp.lt.u32 	%p2, %r18, 1073127583;
-	@%p2 bra 	$L__BB24_4;
+	@%p2 bra 	$L__BB27_4;
 
 	{
 	.reg .b32 %temp; 
@@ -89401,7 +89760,7 @@ $L__BB24_2:
 	mov.b64 	%fd135, {%r19, %r21};
 	add.s32 	%r52, %r51, -1022;
 
-$L__BB24_4:
+$L__BB27_4:
 	add.f64 	%fd15, %fd135, 0d3FF0000000000000;
 	mov.f64 	%fd16, 0d3FF0000000000000;
 	rcp.approx.ftz.f64 	%fd17, %fd15;
@@ -89564,13 +89923,13 @@ $L__BB24_4:
 	mov.b32 	%f2, %r35;
 	abs.f32 	%f1, %f2;
 	setp.lt.f32 	%p4, %f1, 0f4086232B;
-	@%p4 bra 	$L__BB24_7;
+	@%p4 bra 	$L__BB27_7;
 
 	setp.lt.f64 	%p5, %fd4, 0d0000000000000000;
 	add.f64 	%fd129, %fd4, 0d7FF0000000000000;
 	selp.f64 	%fd136, 0d0000000000000000, %fd129, %p5;
 	setp.geu.f32 	%p6, %f1, 0f40874800;
-	@%p6 bra 	$L__BB24_7;
+	@%p6 bra 	$L__BB27_7;
 
 	mov.f64 	%fd134, 0d4338000000000000;
 	mov.f64 	%fd133, 0d3FF71547652B82FE;
@@ -89592,7 +89951,7 @@ $L__BB24_4:
 	mov.b64 	%fd131, {%r44, %r43};
 	mul.f64 	%fd136, %fd130, %fd131;
 
-$L__BB24_7:
+$L__BB27_7:
 	{
 	.reg .b32 %temp; 
 	mov.b64 	{%temp, %r45}, %fd136;
@@ -89605,11 +89964,11 @@ $L__BB24_7:
 	}
 	setp.eq.s32 	%p8, %r47, 0;
 	and.pred  	%p9, %p8, %p7;
-	@%p9 bra 	$L__BB24_9;
+	@%p9 bra 	$L__BB27_9;
 
 	fma.rn.f64 	%fd136, %fd136, %fd5, %fd136;
 
-$L__BB24_9:
+$L__BB27_9:
 	st.param.f64 	[func_retval0+0], %fd136;
 	ret;
 

@@ -443,3 +443,55 @@ extern "C" __global__ void rotary_f32(const float *x, float *out, int rows, int 
 	float a = x[p], b = x[p + 1];
 	out[e] = (j & 1) ? a * s + b * c : a * c - b * s;
 }
+
+// out [n] = alpha a + beta b (graph.Combine): one thread per element.
+extern "C" __global__ void combine_f32(const float *a, const float *b, float *out, float alpha, float beta, int n) {
+	int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n) {
+		out[i] = alpha * a[i] + beta * b[i];
+	}
+}
+
+// out [n, heads*(da+db)]: head h of row r is [a_h ; b_h'], h' = h, or 0
+// when hb = 1 (graph.ConcatHeads: a [n, heads*da], b [n, hb*db]). One
+// thread per output element.
+extern "C" __global__ void concat_heads_f32(const float *a, const float *b, float *out, int n, int heads, int da, int hb, int db) {
+	long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	int w = heads * (da + db);
+	if (e >= (long long)n * w) {
+		return;
+	}
+	long long r = e / w;
+	int c = (int)(e % w), h = c / (da + db), j = c % (da + db);
+	out[e] = j < da ? a[r * heads * da + h * da + j] : b[r * hb * db + (hb == 1 ? 0 : h) * db + (j - da)];
+}
+
+// ConcatHeads's backward (graph.splitHeads): from g [n, heads*(da+db)],
+// ga [n, heads*da] (g's a parts) then gb [n, hb*db] (its b parts, summed
+// over the heads when hb = 1) packed in out. One thread per element of out.
+extern "C" __global__ void split_heads_f32(const float *g, float *out, int n, int heads, int da, int hb, int db) {
+	long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	long long na = (long long)n * heads * da;
+	int w = heads * (da + db);
+	if (e < na) {
+		long long r = e / (heads * da);
+		int c = (int)(e % (heads * da)), h = c / da, j = c % da;
+		out[e] = g[r * w + h * (da + db) + j];
+		return;
+	}
+	long long f = e - na;
+	if (f >= (long long)n * hb * db) {
+		return;
+	}
+	long long r = f / (hb * db);
+	int c = (int)(f % (hb * db)), bh = c / db, j = c % db;
+	if (hb != 1) {
+		out[e] = g[r * w + bh * (da + db) + da + j];
+		return;
+	}
+	float s = 0.0f;
+	for (int h = 0; h < heads; h++) {
+		s += g[r * w + h * (da + db) + da + j];
+	}
+	out[e] = s;
+}
