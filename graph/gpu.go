@@ -352,3 +352,49 @@ func headsKernel(kernel string, heads, da, hb, db int) *gpuKernel {
 		return l.Launch(kernel, blocks, threads, 0, args...)
 	}}
 }
+
+// mohMaxHeads is the most heads graph/cuda/attnlab.cu's MoH kernels route
+// (MOH_MAX_HEADS); more have no GPU path.
+const mohMaxHeads = 64
+
+// mohKernel is the GPU path of MoHGates (kernel moh_gates_f32, in the
+// logits) and of its gradient (moh_gates_grad_f32, in the logits and the
+// gates' gradient): one thread per token, the routing in double as the CPU.
+func mohKernel(m mohRouting, kernel string) *gpuKernel {
+	if m.heads > mohMaxHeads {
+		return nil
+	}
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		n := in[0].shape[0]
+		soft := int32(0)
+		if m.softmax {
+			soft = 1
+		}
+		sz, err := int32s(n, m.width(), m.heads, m.shared, m.topK)
+		if err != nil {
+			return err
+		}
+		blocks, threads := elementwiseGrid(n)
+		args := []any{in[0].ptr}
+		if len(in) == 2 {
+			args = append(args, in[1].ptr)
+		}
+		args = append(args, out.ptr, sz[0], sz[1], sz[2], sz[3], sz[4], soft)
+		return l.Launch(kernel, blocks, threads, 0, args...)
+	}}
+}
+
+// headsProductKernel is the GPU path of ScaleHeads (scale_heads_f32: in o
+// [N, heads*d] and g [N, heads]) and of its gates' gradient (head_dots_f32:
+// in a and b [N, heads*d]): one thread per output element.
+func headsProductKernel(kernel string, heads int) *gpuKernel {
+	return &gpuKernel{launch: func(l gpuLauncher, out gpuBuf, in []gpuBuf) error {
+		n, w := in[0].shape[0], in[0].shape[1]
+		sz, err := int32s(n, heads, w/heads, out.size())
+		if err != nil {
+			return err
+		}
+		blocks, threads := elementwiseGrid(out.size())
+		return l.Launch(kernel, blocks, threads, 0, in[0].ptr, in[1].ptr, out.ptr, sz[0], sz[1], sz[2])
+	}}
+}

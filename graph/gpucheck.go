@@ -32,6 +32,9 @@ func GPUCases() []GPUCase {
 	return append([]GPUCase{
 		dotCase(1000, 300),
 		combineCase(300, 70),
+		mohCase(500, 8, 2, 3),
+		mohCase(300, 6, 0, 2),
+		scaleHeadsCase(200, 4, 24),
 		concatHeadsCase(130, 4, 24, 8, false),
 		concatHeadsCase(130, 4, 24, 8, true),
 		rotaryCase(RotaryShape{Batch: 2, SeqLen: 300, Heads: 3, HeadDim: 32, RotDims: 16, Base: 10000}),

@@ -291,3 +291,51 @@ func concatHeadsCase(n, heads, da, db int, shared bool) GPUCase {
 		return []*G.Node{y, grads[0], grads[1]}, [][]float64{want, ga, gb}, nil
 	}}
 }
+
+// mohCase checks MoHGates and its gradient (shared and routed heads, or
+// routed only) against the CPU functions in float64.
+func mohCase(n, heads, shared, topK int) GPUCase {
+	m := mohRouting{heads: heads, shared: shared, topK: topK, softmax: true}
+	return GPUCase{Name: "MoHGates and its gradient", Shape: fmt.Sprintf("%d tokens, %d heads (%d shared, top %d)", n, heads, shared, topK), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		w := m.width()
+		zv, rv := gaussF32(rng, n*w, 2), gaussF32(rng, n*heads, 1)
+		z := inputF32(g, "z", append([]float32(nil), zv...), n, w)
+		r := inputF32(g, "r", append([]float32(nil), rv...), n, heads)
+		y, err := MoHGates(z, heads, shared, topK, true)
+		if err != nil {
+			return nil, nil, err
+		}
+		grads, err := weightedSumGrads(y, r, z)
+		if err != nil {
+			return nil, nil, err
+		}
+		want, dz := make([]float64, n*heads), make([]float64, n*w)
+		mohForward(m, n, f64(zv), want)
+		mohBackward(m, n, f64(zv), f64(rv), dz)
+		return []*G.Node{y, grads[0]}, [][]float64{want, dz}, nil
+	}}
+}
+
+// scaleHeadsCase checks ScaleHeads and its gradients (the second through
+// HeadDots) against the CPU functions in float64.
+func scaleHeadsCase(n, heads, d int) GPUCase {
+	return GPUCase{Name: "ScaleHeads and its gradients", Shape: fmt.Sprintf("%d rows, %d heads of %d", n, heads, d), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		ov, gv, rv := gaussF32(rng, n*heads*d, 1), gaussF32(rng, n*heads, 1), gaussF32(rng, n*heads*d, 1)
+		o := inputF32(g, "o", append([]float32(nil), ov...), n, heads*d)
+		gt := inputF32(g, "g", append([]float32(nil), gv...), n, heads)
+		r := inputF32(g, "r", append([]float32(nil), rv...), n, heads*d)
+		y, err := ScaleHeads(o, gt)
+		if err != nil {
+			return nil, nil, err
+		}
+		grads, err := weightedSumGrads(y, r, o, gt)
+		if err != nil {
+			return nil, nil, err
+		}
+		want, do, dg := make([]float64, n*heads*d), make([]float64, n*heads*d), make([]float64, n*heads)
+		scaleHeads(n, heads, d, f64(ov), f64(gv), want)
+		scaleHeads(n, heads, d, f64(rv), f64(gv), do)
+		headDots(n, heads, d, f64(rv), f64(ov), dg)
+		return []*G.Node{y, grads[0], grads[1]}, [][]float64{want, do, dg}, nil
+	}}
+}

@@ -108,6 +108,7 @@ func mohGatesOp(m mohRouting) *op {
 			d, err := apply(mohGatesGradOp(m), in[0], grad)
 			return G.Nodes{d}, err
 		},
+		gpu: mohKernel(m, "moh_gates_f32"),
 	}
 }
 
@@ -141,6 +142,7 @@ func mohGatesGradOp(m mohRouting) *op {
 			}
 			return out, nil
 		},
+		gpu: mohKernel(m, "moh_gates_grad_f32"),
 	}
 }
 
@@ -308,6 +310,7 @@ func scaleHeadsOp(heads int) *op {
 			}
 			return G.Nodes{do, dg}, nil
 		},
+		gpu: headsProductKernel("scale_heads_f32", heads),
 	}
 }
 
@@ -354,6 +357,7 @@ func headDotsOp(heads int) *op {
 			}
 			return out, nil
 		},
+		gpu: headsProductKernel("head_dots_f32", heads),
 	}
 }
 

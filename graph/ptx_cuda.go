@@ -8,7 +8,7 @@ import G "gorgonia.org/gorgonia"
 
 func init() {
 	G.AddToStdLib("attention", attentionPTX, []string{"attn_bwd_prep", "attn_fwd_d16", "attn_bwd_dkdv_d16", "attn_bwd_dq_d16", "attn_fwd_d32", "attn_bwd_dkdv_d32", "attn_bwd_dq_d32", "attn_fwd_d64", "attn_bwd_dkdv_d64", "attn_bwd_dq_d64", "attn_fwd_d128", "attn_bwd_dkdv_d128", "attn_bwd_dq_d128"})
-	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32", "rows_copy_f32", "embedding_f32", "embedding_grad_f32", "copy_f32", "sum_f32", "sce_loss_rows_f32", "sce_finish_f32", "sce_grad_rows_f32", "correct_count_f32", "nonfinite_f32", "adamw_f32", "dot_f32", "scale_by_f32", "rotary_f32", "combine_f32", "concat_heads_f32", "split_heads_f32"})
+	G.AddToStdLib("attnlab", attnlabPTX, []string{"gelu_f32", "gelu_grad_f32", "relu_f32", "relu_grad_f32", "zero_f32", "norm_f32", "norm_grad_x_f32", "norm_grad_gamma_f32", "col_sum_f32", "rows_copy_f32", "embedding_f32", "embedding_grad_f32", "copy_f32", "sum_f32", "sce_loss_rows_f32", "sce_finish_f32", "sce_grad_rows_f32", "correct_count_f32", "nonfinite_f32", "adamw_f32", "dot_f32", "scale_by_f32", "rotary_f32", "combine_f32", "concat_heads_f32", "split_heads_f32", "scale_heads_f32", "head_dots_f32", "moh_gates_f32", "moh_gates_grad_f32"})
 }
 
 // attentionPTX is graph/cuda/attention.cu compiled.
@@ -89509,12 +89509,3368 @@ $L__BB25_6:
 	bra.uni 	$L__BB25_19;
 
 }
+	// .globl	scale_heads_f32
+.visible .entry scale_heads_f32(
+	.param .u64 scale_heads_f32_param_0,
+	.param .u64 scale_heads_f32_param_1,
+	.param .u64 scale_heads_f32_param_2,
+	.param .u32 scale_heads_f32_param_3,
+	.param .u32 scale_heads_f32_param_4,
+	.param .u32 scale_heads_f32_param_5
+)
+{
+	.reg .pred 	%p<3>;
+	.reg .f32 	%f<4>;
+	.reg .b32 	%r<9>;
+	.reg .b64 	%rd<24>;
+
+
+	ld.param.u64 	%rd6, [scale_heads_f32_param_0];
+	ld.param.u64 	%rd7, [scale_heads_f32_param_1];
+	ld.param.u64 	%rd8, [scale_heads_f32_param_2];
+	ld.param.u32 	%r1, [scale_heads_f32_param_3];
+	ld.param.u32 	%r2, [scale_heads_f32_param_4];
+	ld.param.s32 	%rd2, [scale_heads_f32_param_5];
+	mov.u32 	%r3, %ctaid.x;
+	mov.u32 	%r4, %ntid.x;
+	mul.wide.u32 	%rd9, %r3, %r4;
+	mov.u32 	%r5, %tid.x;
+	cvt.u64.u32 	%rd10, %r5;
+	add.s64 	%rd1, %rd9, %rd10;
+	mul.wide.s32 	%rd11, %r2, %r1;
+	mul.lo.s64 	%rd12, %rd11, %rd2;
+	setp.ge.s64 	%p1, %rd1, %rd12;
+	@%p1 bra 	$L__BB26_5;
+
+	or.b64  	%rd13, %rd1, %rd2;
+	and.b64  	%rd14, %rd13, -4294967296;
+	setp.eq.s64 	%p2, %rd14, 0;
+	@%p2 bra 	$L__BB26_3;
+
+	div.s64 	%rd23, %rd1, %rd2;
+	bra.uni 	$L__BB26_4;
+
+$L__BB26_3:
+	cvt.u32.u64 	%r6, %rd2;
+	cvt.u32.u64 	%r7, %rd1;
+	div.u32 	%r8, %r7, %r6;
+	cvt.u64.u32 	%rd23, %r8;
+
+$L__BB26_4:
+	cvta.to.global.u64 	%rd15, %rd6;
+	shl.b64 	%rd16, %rd1, 2;
+	add.s64 	%rd17, %rd15, %rd16;
+	ld.global.f32 	%f1, [%rd17];
+	cvta.to.global.u64 	%rd18, %rd7;
+	shl.b64 	%rd19, %rd23, 2;
+	add.s64 	%rd20, %rd18, %rd19;
+	ld.global.f32 	%f2, [%rd20];
+	mul.f32 	%f3, %f2, %f1;
+	cvta.to.global.u64 	%rd21, %rd8;
+	add.s64 	%rd22, %rd21, %rd16;
+	st.global.f32 	[%rd22], %f3;
+
+$L__BB26_5:
+	ret;
+
+}
+	// .globl	head_dots_f32
+.visible .entry head_dots_f32(
+	.param .u64 head_dots_f32_param_0,
+	.param .u64 head_dots_f32_param_1,
+	.param .u64 head_dots_f32_param_2,
+	.param .u32 head_dots_f32_param_3,
+	.param .u32 head_dots_f32_param_4,
+	.param .u32 head_dots_f32_param_5
+)
+{
+	.reg .pred 	%p<7>;
+	.reg .f32 	%f<30>;
+	.reg .b32 	%r<23>;
+	.reg .b64 	%rd<37>;
+
+
+	ld.param.u64 	%rd18, [head_dots_f32_param_0];
+	ld.param.u64 	%rd19, [head_dots_f32_param_1];
+	ld.param.u64 	%rd17, [head_dots_f32_param_2];
+	ld.param.u32 	%r11, [head_dots_f32_param_3];
+	ld.param.u32 	%r12, [head_dots_f32_param_4];
+	ld.param.u32 	%r10, [head_dots_f32_param_5];
+	cvta.to.global.u64 	%rd1, %rd19;
+	cvta.to.global.u64 	%rd2, %rd18;
+	mov.u32 	%r13, %ctaid.x;
+	mov.u32 	%r14, %ntid.x;
+	mul.wide.u32 	%rd20, %r13, %r14;
+	mov.u32 	%r15, %tid.x;
+	cvt.u64.u32 	%rd21, %r15;
+	add.s64 	%rd3, %rd20, %rd21;
+	mul.wide.s32 	%rd22, %r12, %r11;
+	setp.ge.s64 	%p1, %rd3, %rd22;
+	@%p1 bra 	$L__BB27_9;
+
+	cvt.s64.s32 	%rd4, %r10;
+	setp.lt.s32 	%p2, %r10, 1;
+	mov.f32 	%f29, 0f00000000;
+	@%p2 bra 	$L__BB27_8;
+
+	add.s32 	%r17, %r10, -1;
+	and.b32  	%r22, %r10, 3;
+	setp.lt.u32 	%p3, %r17, 3;
+	mov.f32 	%f29, 0f00000000;
+	mov.u32 	%r21, 0;
+	@%p3 bra 	$L__BB27_5;
+
+	sub.s32 	%r20, %r10, %r22;
+	mul.lo.s64 	%rd23, %rd3, %rd4;
+	shl.b64 	%rd24, %rd23, 2;
+	add.s64 	%rd25, %rd24, 8;
+	add.s64 	%rd34, %rd2, %rd25;
+	add.s64 	%rd33, %rd1, %rd25;
+
+$L__BB27_4:
+	ld.global.f32 	%f12, [%rd33+-8];
+	ld.global.f32 	%f13, [%rd34+-8];
+	fma.rn.f32 	%f14, %f13, %f12, %f29;
+	ld.global.f32 	%f15, [%rd33+-4];
+	ld.global.f32 	%f16, [%rd34+-4];
+	fma.rn.f32 	%f17, %f16, %f15, %f14;
+	ld.global.f32 	%f18, [%rd33];
+	ld.global.f32 	%f19, [%rd34];
+	fma.rn.f32 	%f20, %f19, %f18, %f17;
+	ld.global.f32 	%f21, [%rd33+4];
+	ld.global.f32 	%f22, [%rd34+4];
+	fma.rn.f32 	%f29, %f22, %f21, %f20;
+	add.s32 	%r21, %r21, 4;
+	add.s64 	%rd34, %rd34, 16;
+	add.s64 	%rd33, %rd33, 16;
+	add.s32 	%r20, %r20, -4;
+	setp.ne.s32 	%p4, %r20, 0;
+	@%p4 bra 	$L__BB27_4;
+
+$L__BB27_5:
+	setp.eq.s32 	%p5, %r22, 0;
+	@%p5 bra 	$L__BB27_8;
+
+	mul.lo.s64 	%rd26, %rd3, %rd4;
+	cvt.s64.s32 	%rd27, %r21;
+	add.s64 	%rd28, %rd26, %rd27;
+	shl.b64 	%rd29, %rd28, 2;
+	add.s64 	%rd36, %rd1, %rd29;
+	add.s64 	%rd35, %rd2, %rd29;
+
+$L__BB27_7:
+	.pragma "nounroll";
+	ld.global.f32 	%f23, [%rd36];
+	ld.global.f32 	%f24, [%rd35];
+	fma.rn.f32 	%f29, %f24, %f23, %f29;
+	add.s64 	%rd36, %rd36, 4;
+	add.s64 	%rd35, %rd35, 4;
+	add.s32 	%r22, %r22, -1;
+	setp.ne.s32 	%p6, %r22, 0;
+	@%p6 bra 	$L__BB27_7;
+
+$L__BB27_8:
+	cvta.to.global.u64 	%rd30, %rd17;
+	shl.b64 	%rd31, %rd3, 2;
+	add.s64 	%rd32, %rd30, %rd31;
+	st.global.f32 	[%rd32], %f29;
+
+$L__BB27_9:
+	ret;
+
+}
+	// .globl	moh_gates_f32
+.visible .entry moh_gates_f32(
+	.param .u64 moh_gates_f32_param_0,
+	.param .u64 moh_gates_f32_param_1,
+	.param .u32 moh_gates_f32_param_2,
+	.param .u32 moh_gates_f32_param_3,
+	.param .u32 moh_gates_f32_param_4,
+	.param .u32 moh_gates_f32_param_5,
+	.param .u32 moh_gates_f32_param_6,
+	.param .u32 moh_gates_f32_param_7
+)
+{
+	.local .align 16 .b8 	__local_depot28[576];
+	.reg .b64 	%SP;
+	.reg .b64 	%SPL;
+	.reg .pred 	%p<157>;
+	.reg .b16 	%rs<26>;
+	.reg .f32 	%f<60>;
+	.reg .b32 	%r<376>;
+	.reg .f64 	%fd<485>;
+	.reg .b64 	%rd<164>;
+
+
+	mov.u64 	%SPL, __local_depot28;
+	ld.param.u64 	%rd59, [moh_gates_f32_param_0];
+	ld.param.u64 	%rd60, [moh_gates_f32_param_1];
+	ld.param.u32 	%r138, [moh_gates_f32_param_2];
+	ld.param.u32 	%r133, [moh_gates_f32_param_3];
+	ld.param.u32 	%r135, [moh_gates_f32_param_5];
+	ld.param.u32 	%r136, [moh_gates_f32_param_6];
+	cvta.to.global.u64 	%rd1, %rd60;
+	add.u64 	%rd2, %SPL, 0;
+	add.u64 	%rd3, %SPL, 512;
+	mov.u32 	%r139, %ntid.x;
+	mov.u32 	%r140, %ctaid.x;
+	mov.u32 	%r141, %tid.x;
+	mad.lo.s32 	%r1, %r140, %r139, %r141;
+	setp.ge.s32 	%p15, %r1, %r138;
+	@%p15 bra 	$L__BB28_139;
+
+	cvta.to.global.u64 	%rd4, %rd59;
+	mul.wide.s32 	%rd6, %r133, %r1;
+	setp.eq.s32 	%p16, %r135, 0;
+	@%p16 bra 	$L__BB28_31;
+
+	setp.lt.s32 	%p17, %r135, 1;
+	mov.f64 	%fd461, 0dFFF0000000000000;
+	@%p17 bra 	$L__BB28_9;
+
+	add.s32 	%r143, %r135, -1;
+	and.b32  	%r334, %r135, 3;
+	setp.lt.u32 	%p18, %r143, 3;
+	mov.f64 	%fd461, 0dFFF0000000000000;
+	mov.u32 	%r333, 0;
+	@%p18 bra 	$L__BB28_6;
+
+	sub.s32 	%r332, %r135, %r334;
+
+$L__BB28_5:
+	cvt.s64.s32 	%rd63, %r333;
+	add.s64 	%rd64, %rd6, %rd63;
+	shl.b64 	%rd65, %rd64, 2;
+	add.s64 	%rd66, %rd4, %rd65;
+	ld.global.f32 	%f19, [%rd66];
+	cvt.f64.f32 	%fd79, %f19;
+	max.f64 	%fd80, %fd461, %fd79;
+	ld.global.f32 	%f20, [%rd66+4];
+	cvt.f64.f32 	%fd81, %f20;
+	max.f64 	%fd82, %fd80, %fd81;
+	ld.global.f32 	%f21, [%rd66+8];
+	cvt.f64.f32 	%fd83, %f21;
+	max.f64 	%fd84, %fd82, %fd83;
+	ld.global.f32 	%f22, [%rd66+12];
+	cvt.f64.f32 	%fd85, %f22;
+	max.f64 	%fd461, %fd84, %fd85;
+	add.s32 	%r333, %r333, 4;
+	add.s32 	%r332, %r332, -4;
+	setp.ne.s32 	%p19, %r332, 0;
+	@%p19 bra 	$L__BB28_5;
+
+$L__BB28_6:
+	setp.eq.s32 	%p20, %r334, 0;
+	@%p20 bra 	$L__BB28_9;
+
+	cvt.s64.s32 	%rd67, %r333;
+	add.s64 	%rd68, %rd6, %rd67;
+	shl.b64 	%rd69, %rd68, 2;
+	add.s64 	%rd154, %rd4, %rd69;
+
+$L__BB28_8:
+	.pragma "nounroll";
+	ld.global.f32 	%f23, [%rd154];
+	cvt.f64.f32 	%fd86, %f23;
+	max.f64 	%fd461, %fd461, %fd86;
+	add.s64 	%rd154, %rd154, 4;
+	add.s32 	%r334, %r334, -1;
+	setp.ne.s32 	%p21, %r334, 0;
+	@%p21 bra 	$L__BB28_8;
+
+$L__BB28_9:
+	mov.f64 	%fd465, 0d0000000000000000;
+	@%p17 bra 	$L__BB28_24;
+
+	and.b32  	%r11, %r135, 1;
+	setp.eq.s32 	%p23, %r135, 1;
+	mov.f64 	%fd465, 0d0000000000000000;
+	mov.u32 	%r337, 0;
+	@%p23 bra 	$L__BB28_19;
+
+	sub.s32 	%r336, %r135, %r11;
+
+$L__BB28_12:
+	cvt.s64.s32 	%rd10, %r337;
+	add.s64 	%rd70, %rd6, %rd10;
+	shl.b64 	%rd71, %rd70, 2;
+	add.s64 	%rd11, %rd4, %rd71;
+	ld.global.f32 	%f24, [%rd11];
+	cvt.f64.f32 	%fd91, %f24;
+	sub.f64 	%fd9, %fd91, %fd461;
+	mov.f64 	%fd92, 0d4338000000000000;
+	mov.f64 	%fd93, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd94, %fd9, %fd93, %fd92;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r15, %temp}, %fd94;
+	}
+	mov.f64 	%fd95, 0dC338000000000000;
+	add.rn.f64 	%fd96, %fd94, %fd95;
+	mov.f64 	%fd97, 0dBFE62E42FEFA39EF;
+	fma.rn.f64 	%fd98, %fd96, %fd97, %fd9;
+	mov.f64 	%fd99, 0dBC7ABC9E3B39803F;
+	fma.rn.f64 	%fd100, %fd96, %fd99, %fd98;
+	mov.f64 	%fd101, 0d3E928AF3FCA213EA;
+	mov.f64 	%fd102, 0d3E5ADE1569CE2BDF;
+	fma.rn.f64 	%fd103, %fd102, %fd100, %fd101;
+	mov.f64 	%fd104, 0d3EC71DEE62401315;
+	fma.rn.f64 	%fd105, %fd103, %fd100, %fd104;
+	mov.f64 	%fd106, 0d3EFA01997C89EB71;
+	fma.rn.f64 	%fd107, %fd105, %fd100, %fd106;
+	mov.f64 	%fd108, 0d3F2A01A014761F65;
+	fma.rn.f64 	%fd109, %fd107, %fd100, %fd108;
+	mov.f64 	%fd110, 0d3F56C16C1852B7AF;
+	fma.rn.f64 	%fd111, %fd109, %fd100, %fd110;
+	mov.f64 	%fd112, 0d3F81111111122322;
+	fma.rn.f64 	%fd113, %fd111, %fd100, %fd112;
+	mov.f64 	%fd114, 0d3FA55555555502A1;
+	fma.rn.f64 	%fd115, %fd113, %fd100, %fd114;
+	mov.f64 	%fd116, 0d3FC5555555555511;
+	fma.rn.f64 	%fd117, %fd115, %fd100, %fd116;
+	mov.f64 	%fd118, 0d3FE000000000000B;
+	fma.rn.f64 	%fd119, %fd117, %fd100, %fd118;
+	mov.f64 	%fd120, 0d3FF0000000000000;
+	fma.rn.f64 	%fd121, %fd119, %fd100, %fd120;
+	fma.rn.f64 	%fd122, %fd121, %fd100, %fd120;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r16, %temp}, %fd122;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r17}, %fd122;
+	}
+	shl.b32 	%r147, %r15, 20;
+	add.s32 	%r148, %r17, %r147;
+	mov.b64 	%fd463, {%r16, %r148};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r149}, %fd9;
+	}
+	mov.b32 	%f25, %r149;
+	abs.f32 	%f1, %f25;
+	setp.lt.f32 	%p24, %f1, 0f4086232B;
+	@%p24 bra 	$L__BB28_15;
+
+	setp.lt.f64 	%p25, %fd9, 0d0000000000000000;
+	add.f64 	%fd123, %fd9, 0d7FF0000000000000;
+	selp.f64 	%fd463, 0d0000000000000000, %fd123, %p25;
+	setp.geu.f32 	%p26, %f1, 0f40874800;
+	@%p26 bra 	$L__BB28_15;
+
+	mov.f64 	%fd450, 0d4338000000000000;
+	mov.f64 	%fd449, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd445, %fd9, %fd449, %fd450;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r309, %temp}, %fd445;
+	}
+	shr.u32 	%r150, %r309, 31;
+	add.s32 	%r151, %r309, %r150;
+	shr.s32 	%r152, %r151, 1;
+	shl.b32 	%r153, %r152, 20;
+	add.s32 	%r154, %r17, %r153;
+	mov.b64 	%fd124, {%r16, %r154};
+	sub.s32 	%r155, %r309, %r152;
+	shl.b32 	%r156, %r155, 20;
+	add.s32 	%r157, %r156, 1072693248;
+	mov.u32 	%r158, 0;
+	mov.b64 	%fd125, {%r158, %r157};
+	mul.f64 	%fd463, %fd124, %fd125;
+
+$L__BB28_15:
+	mov.f64 	%fd452, 0d4338000000000000;
+	mov.f64 	%fd451, 0d3FF71547652B82FE;
+	cvt.s64.s32 	%rd150, %r337;
+	shl.b64 	%rd72, %rd150, 3;
+	add.s64 	%rd12, %rd2, %rd72;
+	st.local.f64 	[%rd12], %fd463;
+	add.f64 	%fd14, %fd465, %fd463;
+	ld.global.f32 	%f26, [%rd11+4];
+	cvt.f64.f32 	%fd126, %f26;
+	sub.f64 	%fd15, %fd126, %fd461;
+	fma.rn.f64 	%fd129, %fd15, %fd451, %fd452;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r18, %temp}, %fd129;
+	}
+	add.rn.f64 	%fd131, %fd129, %fd95;
+	fma.rn.f64 	%fd133, %fd131, %fd97, %fd15;
+	fma.rn.f64 	%fd135, %fd131, %fd99, %fd133;
+	fma.rn.f64 	%fd138, %fd102, %fd135, %fd101;
+	fma.rn.f64 	%fd140, %fd138, %fd135, %fd104;
+	fma.rn.f64 	%fd142, %fd140, %fd135, %fd106;
+	fma.rn.f64 	%fd144, %fd142, %fd135, %fd108;
+	fma.rn.f64 	%fd146, %fd144, %fd135, %fd110;
+	fma.rn.f64 	%fd148, %fd146, %fd135, %fd112;
+	fma.rn.f64 	%fd150, %fd148, %fd135, %fd114;
+	fma.rn.f64 	%fd152, %fd150, %fd135, %fd116;
+	fma.rn.f64 	%fd154, %fd152, %fd135, %fd118;
+	fma.rn.f64 	%fd156, %fd154, %fd135, %fd120;
+	fma.rn.f64 	%fd157, %fd156, %fd135, %fd120;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r19, %temp}, %fd157;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r20}, %fd157;
+	}
+	shl.b32 	%r159, %r18, 20;
+	add.s32 	%r160, %r20, %r159;
+	mov.b64 	%fd464, {%r19, %r160};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r161}, %fd15;
+	}
+	mov.b32 	%f27, %r161;
+	abs.f32 	%f2, %f27;
+	setp.lt.f32 	%p27, %f2, 0f4086232B;
+	@%p27 bra 	$L__BB28_18;
+
+	setp.lt.f64 	%p28, %fd15, 0d0000000000000000;
+	add.f64 	%fd158, %fd15, 0d7FF0000000000000;
+	selp.f64 	%fd464, 0d0000000000000000, %fd158, %p28;
+	setp.geu.f32 	%p29, %f2, 0f40874800;
+	@%p29 bra 	$L__BB28_18;
+
+	shr.u32 	%r162, %r18, 31;
+	add.s32 	%r163, %r18, %r162;
+	shr.s32 	%r164, %r163, 1;
+	shl.b32 	%r165, %r164, 20;
+	add.s32 	%r166, %r20, %r165;
+	mov.b64 	%fd159, {%r19, %r166};
+	sub.s32 	%r167, %r18, %r164;
+	shl.b32 	%r168, %r167, 20;
+	add.s32 	%r169, %r168, 1072693248;
+	mov.u32 	%r170, 0;
+	mov.b64 	%fd160, {%r170, %r169};
+	mul.f64 	%fd464, %fd159, %fd160;
+
+$L__BB28_18:
+	cvt.s64.s32 	%rd151, %r337;
+	st.local.f64 	[%rd12+8], %fd464;
+	add.f64 	%fd465, %fd14, %fd464;
+	cvt.u32.u64 	%r171, %rd151;
+	add.s32 	%r337, %r171, 2;
+	add.s32 	%r336, %r336, -2;
+	setp.ne.s32 	%p30, %r336, 0;
+	@%p30 bra 	$L__BB28_12;
+
+$L__BB28_19:
+	and.b32  	%r310, %r135, 1;
+	setp.eq.s32 	%p31, %r310, 0;
+	@%p31 bra 	$L__BB28_24;
+
+	cvt.s64.s32 	%rd13, %r337;
+	add.s64 	%rd73, %rd6, %rd13;
+	shl.b64 	%rd74, %rd73, 2;
+	add.s64 	%rd75, %rd4, %rd74;
+	ld.global.f32 	%f28, [%rd75];
+	cvt.f64.f32 	%fd161, %f28;
+	sub.f64 	%fd23, %fd161, %fd461;
+	mov.f64 	%fd162, 0d4338000000000000;
+	mov.f64 	%fd163, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd164, %fd23, %fd163, %fd162;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r24, %temp}, %fd164;
+	}
+	mov.f64 	%fd165, 0dC338000000000000;
+	add.rn.f64 	%fd166, %fd164, %fd165;
+	mov.f64 	%fd167, 0dBFE62E42FEFA39EF;
+	fma.rn.f64 	%fd168, %fd166, %fd167, %fd23;
+	mov.f64 	%fd169, 0dBC7ABC9E3B39803F;
+	fma.rn.f64 	%fd170, %fd166, %fd169, %fd168;
+	mov.f64 	%fd171, 0d3E928AF3FCA213EA;
+	mov.f64 	%fd172, 0d3E5ADE1569CE2BDF;
+	fma.rn.f64 	%fd173, %fd172, %fd170, %fd171;
+	mov.f64 	%fd174, 0d3EC71DEE62401315;
+	fma.rn.f64 	%fd175, %fd173, %fd170, %fd174;
+	mov.f64 	%fd176, 0d3EFA01997C89EB71;
+	fma.rn.f64 	%fd177, %fd175, %fd170, %fd176;
+	mov.f64 	%fd178, 0d3F2A01A014761F65;
+	fma.rn.f64 	%fd179, %fd177, %fd170, %fd178;
+	mov.f64 	%fd180, 0d3F56C16C1852B7AF;
+	fma.rn.f64 	%fd181, %fd179, %fd170, %fd180;
+	mov.f64 	%fd182, 0d3F81111111122322;
+	fma.rn.f64 	%fd183, %fd181, %fd170, %fd182;
+	mov.f64 	%fd184, 0d3FA55555555502A1;
+	fma.rn.f64 	%fd185, %fd183, %fd170, %fd184;
+	mov.f64 	%fd186, 0d3FC5555555555511;
+	fma.rn.f64 	%fd187, %fd185, %fd170, %fd186;
+	mov.f64 	%fd188, 0d3FE000000000000B;
+	fma.rn.f64 	%fd189, %fd187, %fd170, %fd188;
+	mov.f64 	%fd190, 0d3FF0000000000000;
+	fma.rn.f64 	%fd191, %fd189, %fd170, %fd190;
+	fma.rn.f64 	%fd192, %fd191, %fd170, %fd190;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r25, %temp}, %fd192;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r26}, %fd192;
+	}
+	shl.b32 	%r172, %r24, 20;
+	add.s32 	%r173, %r26, %r172;
+	mov.b64 	%fd467, {%r25, %r173};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r174}, %fd23;
+	}
+	mov.b32 	%f29, %r174;
+	abs.f32 	%f3, %f29;
+	setp.lt.f32 	%p32, %f3, 0f4086232B;
+	@%p32 bra 	$L__BB28_23;
+
+	setp.lt.f64 	%p33, %fd23, 0d0000000000000000;
+	add.f64 	%fd193, %fd23, 0d7FF0000000000000;
+	selp.f64 	%fd467, 0d0000000000000000, %fd193, %p33;
+	setp.geu.f32 	%p34, %f3, 0f40874800;
+	@%p34 bra 	$L__BB28_23;
+
+	shr.u32 	%r175, %r24, 31;
+	add.s32 	%r176, %r24, %r175;
+	shr.s32 	%r177, %r176, 1;
+	shl.b32 	%r178, %r177, 20;
+	add.s32 	%r179, %r26, %r178;
+	mov.b64 	%fd194, {%r25, %r179};
+	sub.s32 	%r180, %r24, %r177;
+	shl.b32 	%r181, %r180, 20;
+	add.s32 	%r182, %r181, 1072693248;
+	mov.u32 	%r183, 0;
+	mov.b64 	%fd195, {%r183, %r182};
+	mul.f64 	%fd467, %fd194, %fd195;
+
+$L__BB28_23:
+	shl.b64 	%rd76, %rd13, 3;
+	add.s64 	%rd77, %rd2, %rd76;
+	st.local.f64 	[%rd77], %fd467;
+	add.f64 	%fd465, %fd465, %fd467;
+
+$L__BB28_24:
+	setp.lt.s32 	%p147, %r135, 1;
+	@%p147 bra 	$L__BB28_31;
+
+	add.s32 	%r185, %r135, -1;
+	and.b32  	%r341, %r135, 3;
+	setp.lt.u32 	%p36, %r185, 3;
+	mov.u32 	%r340, 0;
+	@%p36 bra 	$L__BB28_28;
+
+	sub.s32 	%r339, %r135, %r341;
+
+$L__BB28_27:
+	mul.wide.s32 	%rd78, %r340, 8;
+	add.s64 	%rd79, %rd2, %rd78;
+	ld.local.v2.f64 	{%fd196, %fd197}, [%rd79];
+	div.rn.f64 	%fd200, %fd197, %fd465;
+	div.rn.f64 	%fd201, %fd196, %fd465;
+	st.local.v2.f64 	[%rd79], {%fd201, %fd200};
+	ld.local.v2.f64 	{%fd202, %fd203}, [%rd79+16];
+	div.rn.f64 	%fd206, %fd203, %fd465;
+	div.rn.f64 	%fd207, %fd202, %fd465;
+	st.local.v2.f64 	[%rd79+16], {%fd207, %fd206};
+	add.s32 	%r340, %r340, 4;
+	add.s32 	%r339, %r339, -4;
+	setp.ne.s32 	%p37, %r339, 0;
+	@%p37 bra 	$L__BB28_27;
+
+$L__BB28_28:
+	setp.eq.s32 	%p38, %r341, 0;
+	@%p38 bra 	$L__BB28_31;
+
+	mul.wide.s32 	%rd80, %r340, 8;
+	add.s64 	%rd155, %rd2, %rd80;
+
+$L__BB28_30:
+	.pragma "nounroll";
+	ld.local.f64 	%fd208, [%rd155];
+	div.rn.f64 	%fd209, %fd208, %fd465;
+	st.local.f64 	[%rd155], %fd209;
+	add.s64 	%rd155, %rd155, 8;
+	add.s32 	%r341, %r341, -1;
+	setp.ne.s32 	%p39, %r341, 0;
+	@%p39 bra 	$L__BB28_30;
+
+$L__BB28_31:
+	ld.param.u32 	%r328, [moh_gates_f32_param_4];
+	cvt.s64.s32 	%rd17, %r135;
+	add.s64 	%rd18, %rd6, %rd17;
+	sub.s32 	%r36, %r328, %r135;
+	setp.eq.s32 	%p40, %r36, 0;
+	@%p40 bra 	$L__BB28_61;
+
+	setp.lt.s32 	%p41, %r36, 1;
+	mov.f64 	%fd473, 0dFFF0000000000000;
+	@%p41 bra 	$L__BB28_39;
+
+	ld.param.u32 	%r330, [moh_gates_f32_param_4];
+	not.b32 	%r188, %r135;
+	add.s32 	%r189, %r188, %r330;
+	and.b32  	%r345, %r36, 3;
+	setp.lt.u32 	%p42, %r189, 3;
+	mov.f64 	%fd473, 0dFFF0000000000000;
+	mov.u32 	%r344, 0;
+	@%p42 bra 	$L__BB28_36;
+
+	sub.s32 	%r343, %r36, %r345;
+
+$L__BB28_35:
+	cvt.s64.s32 	%rd81, %r344;
+	add.s64 	%rd82, %rd18, %rd81;
+	shl.b64 	%rd83, %rd82, 2;
+	add.s64 	%rd84, %rd4, %rd83;
+	ld.global.f32 	%f30, [%rd84];
+	cvt.f64.f32 	%fd214, %f30;
+	max.f64 	%fd215, %fd473, %fd214;
+	ld.global.f32 	%f31, [%rd84+4];
+	cvt.f64.f32 	%fd216, %f31;
+	max.f64 	%fd217, %fd215, %fd216;
+	ld.global.f32 	%f32, [%rd84+8];
+	cvt.f64.f32 	%fd218, %f32;
+	max.f64 	%fd219, %fd217, %fd218;
+	ld.global.f32 	%f33, [%rd84+12];
+	cvt.f64.f32 	%fd220, %f33;
+	max.f64 	%fd473, %fd219, %fd220;
+	add.s32 	%r344, %r344, 4;
+	add.s32 	%r343, %r343, -4;
+	setp.ne.s32 	%p43, %r343, 0;
+	@%p43 bra 	$L__BB28_35;
+
+$L__BB28_36:
+	setp.eq.s32 	%p44, %r345, 0;
+	@%p44 bra 	$L__BB28_39;
+
+	cvt.s64.s32 	%rd85, %r344;
+	add.s64 	%rd86, %rd6, %rd85;
+	add.s64 	%rd87, %rd86, %rd17;
+	shl.b64 	%rd88, %rd87, 2;
+	add.s64 	%rd156, %rd4, %rd88;
+
+$L__BB28_38:
+	.pragma "nounroll";
+	ld.global.f32 	%f34, [%rd156];
+	cvt.f64.f32 	%fd221, %f34;
+	max.f64 	%fd473, %fd473, %fd221;
+	add.s64 	%rd156, %rd156, 4;
+	add.s32 	%r345, %r345, -1;
+	setp.ne.s32 	%p45, %r345, 0;
+	@%p45 bra 	$L__BB28_38;
+
+$L__BB28_39:
+	mov.f64 	%fd477, 0d0000000000000000;
+	@%p41 bra 	$L__BB28_54;
+
+	ld.param.u32 	%r329, [moh_gates_f32_param_4];
+	not.b32 	%r192, %r135;
+	and.b32  	%r46, %r36, 1;
+	neg.s32 	%r193, %r329;
+	mov.u32 	%r348, 0;
+	setp.eq.s32 	%p47, %r192, %r193;
+	mov.f64 	%fd477, 0d0000000000000000;
+	@%p47 bra 	$L__BB28_49;
+
+	sub.s32 	%r347, %r36, %r46;
+
+$L__BB28_42:
+	cvt.s64.s32 	%rd22, %r348;
+	add.s64 	%rd89, %rd18, %rd22;
+	shl.b64 	%rd90, %rd89, 2;
+	add.s64 	%rd23, %rd4, %rd90;
+	ld.global.f32 	%f35, [%rd23];
+	cvt.f64.f32 	%fd226, %f35;
+	sub.f64 	%fd38, %fd226, %fd473;
+	mov.f64 	%fd227, 0d4338000000000000;
+	mov.f64 	%fd228, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd229, %fd38, %fd228, %fd227;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r50, %temp}, %fd229;
+	}
+	mov.f64 	%fd230, 0dC338000000000000;
+	add.rn.f64 	%fd231, %fd229, %fd230;
+	mov.f64 	%fd232, 0dBFE62E42FEFA39EF;
+	fma.rn.f64 	%fd233, %fd231, %fd232, %fd38;
+	mov.f64 	%fd234, 0dBC7ABC9E3B39803F;
+	fma.rn.f64 	%fd235, %fd231, %fd234, %fd233;
+	mov.f64 	%fd236, 0d3E928AF3FCA213EA;
+	mov.f64 	%fd237, 0d3E5ADE1569CE2BDF;
+	fma.rn.f64 	%fd238, %fd237, %fd235, %fd236;
+	mov.f64 	%fd239, 0d3EC71DEE62401315;
+	fma.rn.f64 	%fd240, %fd238, %fd235, %fd239;
+	mov.f64 	%fd241, 0d3EFA01997C89EB71;
+	fma.rn.f64 	%fd242, %fd240, %fd235, %fd241;
+	mov.f64 	%fd243, 0d3F2A01A014761F65;
+	fma.rn.f64 	%fd244, %fd242, %fd235, %fd243;
+	mov.f64 	%fd245, 0d3F56C16C1852B7AF;
+	fma.rn.f64 	%fd246, %fd244, %fd235, %fd245;
+	mov.f64 	%fd247, 0d3F81111111122322;
+	fma.rn.f64 	%fd248, %fd246, %fd235, %fd247;
+	mov.f64 	%fd249, 0d3FA55555555502A1;
+	fma.rn.f64 	%fd250, %fd248, %fd235, %fd249;
+	mov.f64 	%fd251, 0d3FC5555555555511;
+	fma.rn.f64 	%fd252, %fd250, %fd235, %fd251;
+	mov.f64 	%fd253, 0d3FE000000000000B;
+	fma.rn.f64 	%fd254, %fd252, %fd235, %fd253;
+	mov.f64 	%fd255, 0d3FF0000000000000;
+	fma.rn.f64 	%fd256, %fd254, %fd235, %fd255;
+	fma.rn.f64 	%fd257, %fd256, %fd235, %fd255;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r51, %temp}, %fd257;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r52}, %fd257;
+	}
+	shl.b32 	%r195, %r50, 20;
+	add.s32 	%r196, %r52, %r195;
+	mov.b64 	%fd475, {%r51, %r196};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r197}, %fd38;
+	}
+	mov.b32 	%f36, %r197;
+	abs.f32 	%f4, %f36;
+	setp.lt.f32 	%p48, %f4, 0f4086232B;
+	@%p48 bra 	$L__BB28_45;
+
+	setp.lt.f64 	%p49, %fd38, 0d0000000000000000;
+	add.f64 	%fd258, %fd38, 0d7FF0000000000000;
+	selp.f64 	%fd475, 0d0000000000000000, %fd258, %p49;
+	setp.geu.f32 	%p50, %f4, 0f40874800;
+	@%p50 bra 	$L__BB28_45;
+
+	mov.f64 	%fd454, 0d4338000000000000;
+	mov.f64 	%fd453, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd444, %fd38, %fd453, %fd454;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r293, %temp}, %fd444;
+	}
+	shr.u32 	%r198, %r293, 31;
+	add.s32 	%r199, %r293, %r198;
+	shr.s32 	%r200, %r199, 1;
+	shl.b32 	%r201, %r200, 20;
+	add.s32 	%r202, %r52, %r201;
+	mov.b64 	%fd259, {%r51, %r202};
+	sub.s32 	%r203, %r293, %r200;
+	shl.b32 	%r204, %r203, 20;
+	add.s32 	%r205, %r204, 1072693248;
+	mov.u32 	%r206, 0;
+	mov.b64 	%fd260, {%r206, %r205};
+	mul.f64 	%fd475, %fd259, %fd260;
+
+$L__BB28_45:
+	cvt.s64.s32 	%rd152, %r348;
+	mov.f64 	%fd456, 0d4338000000000000;
+	mov.f64 	%fd455, 0d3FF71547652B82FE;
+	add.s64 	%rd91, %rd152, %rd17;
+	shl.b64 	%rd92, %rd91, 3;
+	add.s64 	%rd24, %rd2, %rd92;
+	st.local.f64 	[%rd24], %fd475;
+	add.f64 	%fd43, %fd477, %fd475;
+	ld.global.f32 	%f37, [%rd23+4];
+	cvt.f64.f32 	%fd261, %f37;
+	sub.f64 	%fd44, %fd261, %fd473;
+	fma.rn.f64 	%fd264, %fd44, %fd455, %fd456;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r53, %temp}, %fd264;
+	}
+	add.rn.f64 	%fd266, %fd264, %fd230;
+	fma.rn.f64 	%fd268, %fd266, %fd232, %fd44;
+	fma.rn.f64 	%fd270, %fd266, %fd234, %fd268;
+	fma.rn.f64 	%fd273, %fd237, %fd270, %fd236;
+	fma.rn.f64 	%fd275, %fd273, %fd270, %fd239;
+	fma.rn.f64 	%fd277, %fd275, %fd270, %fd241;
+	fma.rn.f64 	%fd279, %fd277, %fd270, %fd243;
+	fma.rn.f64 	%fd281, %fd279, %fd270, %fd245;
+	fma.rn.f64 	%fd283, %fd281, %fd270, %fd247;
+	fma.rn.f64 	%fd285, %fd283, %fd270, %fd249;
+	fma.rn.f64 	%fd287, %fd285, %fd270, %fd251;
+	fma.rn.f64 	%fd289, %fd287, %fd270, %fd253;
+	fma.rn.f64 	%fd291, %fd289, %fd270, %fd255;
+	fma.rn.f64 	%fd292, %fd291, %fd270, %fd255;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r54, %temp}, %fd292;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r55}, %fd292;
+	}
+	shl.b32 	%r207, %r53, 20;
+	add.s32 	%r208, %r55, %r207;
+	mov.b64 	%fd476, {%r54, %r208};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r209}, %fd44;
+	}
+	mov.b32 	%f38, %r209;
+	abs.f32 	%f5, %f38;
+	setp.lt.f32 	%p51, %f5, 0f4086232B;
+	@%p51 bra 	$L__BB28_48;
+
+	setp.lt.f64 	%p52, %fd44, 0d0000000000000000;
+	add.f64 	%fd293, %fd44, 0d7FF0000000000000;
+	selp.f64 	%fd476, 0d0000000000000000, %fd293, %p52;
+	setp.geu.f32 	%p53, %f5, 0f40874800;
+	@%p53 bra 	$L__BB28_48;
+
+	shr.u32 	%r210, %r53, 31;
+	add.s32 	%r211, %r53, %r210;
+	shr.s32 	%r212, %r211, 1;
+	shl.b32 	%r213, %r212, 20;
+	add.s32 	%r214, %r55, %r213;
+	mov.b64 	%fd294, {%r54, %r214};
+	sub.s32 	%r215, %r53, %r212;
+	shl.b32 	%r216, %r215, 20;
+	add.s32 	%r217, %r216, 1072693248;
+	mov.u32 	%r218, 0;
+	mov.b64 	%fd295, {%r218, %r217};
+	mul.f64 	%fd476, %fd294, %fd295;
+
+$L__BB28_48:
+	cvt.s64.s32 	%rd153, %r348;
+	st.local.f64 	[%rd24+8], %fd476;
+	add.f64 	%fd477, %fd43, %fd476;
+	cvt.u32.u64 	%r219, %rd153;
+	add.s32 	%r348, %r219, 2;
+	add.s32 	%r347, %r347, -2;
+	setp.ne.s32 	%p54, %r347, 0;
+	@%p54 bra 	$L__BB28_42;
+
+$L__BB28_49:
+	ld.param.u32 	%r318, [moh_gates_f32_param_4];
+	sub.s32 	%r295, %r318, %r135;
+	and.b32  	%r294, %r295, 1;
+	setp.eq.s32 	%p55, %r294, 0;
+	@%p55 bra 	$L__BB28_54;
+
+	cvt.s64.s32 	%rd25, %r348;
+	add.s64 	%rd93, %rd18, %rd25;
+	shl.b64 	%rd94, %rd93, 2;
+	add.s64 	%rd95, %rd4, %rd94;
+	ld.global.f32 	%f39, [%rd95];
+	cvt.f64.f32 	%fd296, %f39;
+	sub.f64 	%fd52, %fd296, %fd473;
+	mov.f64 	%fd297, 0d4338000000000000;
+	mov.f64 	%fd298, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd299, %fd52, %fd298, %fd297;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r59, %temp}, %fd299;
+	}
+	mov.f64 	%fd300, 0dC338000000000000;
+	add.rn.f64 	%fd301, %fd299, %fd300;
+	mov.f64 	%fd302, 0dBFE62E42FEFA39EF;
+	fma.rn.f64 	%fd303, %fd301, %fd302, %fd52;
+	mov.f64 	%fd304, 0dBC7ABC9E3B39803F;
+	fma.rn.f64 	%fd305, %fd301, %fd304, %fd303;
+	mov.f64 	%fd306, 0d3E928AF3FCA213EA;
+	mov.f64 	%fd307, 0d3E5ADE1569CE2BDF;
+	fma.rn.f64 	%fd308, %fd307, %fd305, %fd306;
+	mov.f64 	%fd309, 0d3EC71DEE62401315;
+	fma.rn.f64 	%fd310, %fd308, %fd305, %fd309;
+	mov.f64 	%fd311, 0d3EFA01997C89EB71;
+	fma.rn.f64 	%fd312, %fd310, %fd305, %fd311;
+	mov.f64 	%fd313, 0d3F2A01A014761F65;
+	fma.rn.f64 	%fd314, %fd312, %fd305, %fd313;
+	mov.f64 	%fd315, 0d3F56C16C1852B7AF;
+	fma.rn.f64 	%fd316, %fd314, %fd305, %fd315;
+	mov.f64 	%fd317, 0d3F81111111122322;
+	fma.rn.f64 	%fd318, %fd316, %fd305, %fd317;
+	mov.f64 	%fd319, 0d3FA55555555502A1;
+	fma.rn.f64 	%fd320, %fd318, %fd305, %fd319;
+	mov.f64 	%fd321, 0d3FC5555555555511;
+	fma.rn.f64 	%fd322, %fd320, %fd305, %fd321;
+	mov.f64 	%fd323, 0d3FE000000000000B;
+	fma.rn.f64 	%fd324, %fd322, %fd305, %fd323;
+	mov.f64 	%fd325, 0d3FF0000000000000;
+	fma.rn.f64 	%fd326, %fd324, %fd305, %fd325;
+	fma.rn.f64 	%fd327, %fd326, %fd305, %fd325;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r60, %temp}, %fd327;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r61}, %fd327;
+	}
+	shl.b32 	%r220, %r59, 20;
+	add.s32 	%r221, %r61, %r220;
+	mov.b64 	%fd479, {%r60, %r221};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r222}, %fd52;
+	}
+	mov.b32 	%f40, %r222;
+	abs.f32 	%f6, %f40;
+	setp.lt.f32 	%p56, %f6, 0f4086232B;
+	@%p56 bra 	$L__BB28_53;
+
+	setp.lt.f64 	%p57, %fd52, 0d0000000000000000;
+	add.f64 	%fd328, %fd52, 0d7FF0000000000000;
+	selp.f64 	%fd479, 0d0000000000000000, %fd328, %p57;
+	setp.geu.f32 	%p58, %f6, 0f40874800;
+	@%p58 bra 	$L__BB28_53;
+
+	shr.u32 	%r223, %r59, 31;
+	add.s32 	%r224, %r59, %r223;
+	shr.s32 	%r225, %r224, 1;
+	shl.b32 	%r226, %r225, 20;
+	add.s32 	%r227, %r61, %r226;
+	mov.b64 	%fd329, {%r60, %r227};
+	sub.s32 	%r228, %r59, %r225;
+	shl.b32 	%r229, %r228, 20;
+	add.s32 	%r230, %r229, 1072693248;
+	mov.u32 	%r231, 0;
+	mov.b64 	%fd330, {%r231, %r230};
+	mul.f64 	%fd479, %fd329, %fd330;
+
+$L__BB28_53:
+	add.s64 	%rd96, %rd25, %rd17;
+	shl.b64 	%rd97, %rd96, 3;
+	add.s64 	%rd98, %rd2, %rd97;
+	st.local.f64 	[%rd98], %fd479;
+	add.f64 	%fd477, %fd477, %fd479;
+
+$L__BB28_54:
+	ld.param.u32 	%r317, [moh_gates_f32_param_4];
+	sub.s32 	%r316, %r317, %r135;
+	setp.lt.s32 	%p149, %r316, 1;
+	@%p149 bra 	$L__BB28_61;
+
+	ld.param.u32 	%r326, [moh_gates_f32_param_4];
+	sub.s32 	%r307, %r326, %r135;
+	not.b32 	%r233, %r135;
+	add.s32 	%r234, %r233, %r326;
+	and.b32  	%r352, %r307, 3;
+	setp.lt.u32 	%p60, %r234, 3;
+	mov.u32 	%r351, 0;
+	@%p60 bra 	$L__BB28_58;
+
+	ld.param.u32 	%r327, [moh_gates_f32_param_4];
+	sub.s32 	%r308, %r327, %r135;
+	sub.s32 	%r350, %r308, %r352;
+
+$L__BB28_57:
+	cvt.s64.s32 	%rd99, %r351;
+	add.s64 	%rd100, %rd99, %rd17;
+	shl.b64 	%rd101, %rd100, 3;
+	add.s64 	%rd102, %rd2, %rd101;
+	ld.local.f64 	%fd331, [%rd102];
+	div.rn.f64 	%fd332, %fd331, %fd477;
+	st.local.f64 	[%rd102], %fd332;
+	ld.local.f64 	%fd333, [%rd102+8];
+	div.rn.f64 	%fd334, %fd333, %fd477;
+	st.local.f64 	[%rd102+8], %fd334;
+	ld.local.f64 	%fd335, [%rd102+16];
+	div.rn.f64 	%fd336, %fd335, %fd477;
+	st.local.f64 	[%rd102+16], %fd336;
+	ld.local.f64 	%fd337, [%rd102+24];
+	div.rn.f64 	%fd338, %fd337, %fd477;
+	st.local.f64 	[%rd102+24], %fd338;
+	add.s32 	%r351, %r351, 4;
+	add.s32 	%r350, %r350, -4;
+	setp.ne.s32 	%p61, %r350, 0;
+	@%p61 bra 	$L__BB28_57;
+
+$L__BB28_58:
+	setp.eq.s32 	%p62, %r352, 0;
+	@%p62 bra 	$L__BB28_61;
+
+	cvt.s64.s32 	%rd103, %r351;
+	add.s64 	%rd104, %rd103, %rd17;
+	shl.b64 	%rd105, %rd104, 3;
+	add.s64 	%rd157, %rd2, %rd105;
+
+$L__BB28_60:
+	.pragma "nounroll";
+	ld.local.f64 	%fd339, [%rd157];
+	div.rn.f64 	%fd340, %fd339, %fd477;
+	st.local.f64 	[%rd157], %fd340;
+	add.s64 	%rd157, %rd157, 8;
+	add.s32 	%r352, %r352, -1;
+	setp.ne.s32 	%p63, %r352, 0;
+	@%p63 bra 	$L__BB28_60;
+
+$L__BB28_61:
+	ld.param.u32 	%r319, [moh_gates_f32_param_4];
+	setp.lt.s32 	%p64, %r319, 1;
+	@%p64 bra 	$L__BB28_68;
+
+	ld.param.u32 	%r324, [moh_gates_f32_param_4];
+	add.s32 	%r237, %r324, -1;
+	and.b32  	%r357, %r324, 3;
+	setp.lt.u32 	%p65, %r237, 3;
+	mov.u32 	%r355, 0;
+	@%p65 bra 	$L__BB28_65;
+
+	ld.param.u32 	%r325, [moh_gates_f32_param_4];
+	sub.s32 	%r354, %r325, %r357;
+
+$L__BB28_64:
+	setp.lt.s32 	%p66, %r355, %r135;
+	selp.u16 	%rs1, 1, 0, %p66;
+	cvt.s64.s32 	%rd106, %r355;
+	add.s64 	%rd107, %rd3, %rd106;
+	add.s32 	%r239, %r355, 1;
+	setp.lt.s32 	%p67, %r239, %r135;
+	selp.u16 	%rs2, 1, 0, %p67;
+	add.s32 	%r240, %r355, 2;
+	setp.lt.s32 	%p68, %r240, %r135;
+	selp.u16 	%rs3, 1, 0, %p68;
+	add.s32 	%r241, %r355, 3;
+	setp.lt.s32 	%p69, %r241, %r135;
+	selp.u16 	%rs4, 1, 0, %p69;
+	st.local.v4.u8 	[%rd107], {%rs1, %rs2, %rs3, %rs4};
+	add.s32 	%r355, %r355, 4;
+	add.s32 	%r354, %r354, -4;
+	setp.ne.s32 	%p70, %r354, 0;
+	@%p70 bra 	$L__BB28_64;
+
+$L__BB28_65:
+	setp.eq.s32 	%p71, %r357, 0;
+	@%p71 bra 	$L__BB28_68;
+
+	cvt.s64.s32 	%rd108, %r355;
+	add.s64 	%rd158, %rd3, %rd108;
+
+$L__BB28_67:
+	.pragma "nounroll";
+	setp.lt.s32 	%p72, %r355, %r135;
+	selp.u16 	%rs5, 1, 0, %p72;
+	st.local.u8 	[%rd158], %rs5;
+	add.s32 	%r355, %r355, 1;
+	add.s64 	%rd158, %rd158, 1;
+	add.s32 	%r357, %r357, -1;
+	setp.ne.s32 	%p73, %r357, 0;
+	@%p73 bra 	$L__BB28_67;
+
+$L__BB28_68:
+	setp.lt.s32 	%p74, %r136, 1;
+	@%p74 bra 	$L__BB28_106;
+
+	ld.param.u32 	%r322, [moh_gates_f32_param_4];
+	setp.gt.s32 	%p75, %r322, %r135;
+	@%p75 bra 	$L__BB28_76;
+	bra.uni 	$L__BB28_70;
+
+$L__BB28_76:
+	ld.param.u32 	%r323, [moh_gates_f32_param_4];
+	sub.s32 	%r306, %r323, %r135;
+	not.b32 	%r244, %r135;
+	add.s32 	%r86, %r244, %r323;
+	and.b32  	%r87, %r306, 3;
+	sub.s32 	%r88, %r306, %r87;
+	mov.u32 	%r359, 0;
+
+$L__BB28_77:
+	setp.lt.u32 	%p79, %r86, 3;
+	mov.u32 	%r366, -1;
+	mov.u32 	%r364, %r135;
+	@%p79 bra 	$L__BB28_92;
+
+	mov.u32 	%r364, %r135;
+	mov.u32 	%r362, %r88;
+
+$L__BB28_79:
+	cvt.s64.s32 	%rd33, %r364;
+	add.s64 	%rd34, %rd3, %rd33;
+	ld.local.u8 	%rs8, [%rd34];
+	setp.ne.s16 	%p81, %rs8, 0;
+	mul.wide.s32 	%rd109, %r364, 8;
+	add.s64 	%rd35, %rd2, %rd109;
+	mov.pred 	%p151, 0;
+	mov.pred 	%p150, %p151;
+	@%p81 bra 	$L__BB28_82;
+
+	setp.lt.s32 	%p83, %r366, 0;
+	mov.pred 	%p150, -1;
+	@%p83 bra 	$L__BB28_82;
+
+	ld.local.f64 	%fd341, [%rd35];
+	mul.wide.s32 	%rd110, %r366, 8;
+	add.s64 	%rd111, %rd2, %rd110;
+	ld.local.f64 	%fd342, [%rd111];
+	setp.gt.f64 	%p150, %fd341, %fd342;
+
+$L__BB28_82:
+	cvt.u32.u64 	%r248, %rd33;
+	selp.b32 	%r93, %r248, %r366, %p150;
+	ld.local.u8 	%rs9, [%rd34+1];
+	setp.ne.s16 	%p85, %rs9, 0;
+	@%p85 bra 	$L__BB28_85;
+
+	setp.lt.s32 	%p87, %r93, 0;
+	mov.pred 	%p151, -1;
+	@%p87 bra 	$L__BB28_85;
+
+	mul.wide.s32 	%rd112, %r93, 8;
+	add.s64 	%rd113, %rd2, %rd112;
+	ld.local.f64 	%fd343, [%rd113];
+	ld.local.f64 	%fd344, [%rd35+8];
+	setp.gt.f64 	%p151, %fd344, %fd343;
+
+$L__BB28_85:
+	add.s32 	%r250, %r248, 1;
+	selp.b32 	%r94, %r250, %r93, %p151;
+	ld.local.u8 	%rs10, [%rd34+2];
+	setp.ne.s16 	%p89, %rs10, 0;
+	mov.pred 	%p153, 0;
+	mov.pred 	%p152, %p153;
+	@%p89 bra 	$L__BB28_88;
+
+	setp.lt.s32 	%p91, %r94, 0;
+	mov.pred 	%p152, -1;
+	@%p91 bra 	$L__BB28_88;
+
+	mul.wide.s32 	%rd114, %r94, 8;
+	add.s64 	%rd115, %rd2, %rd114;
+	ld.local.f64 	%fd345, [%rd115];
+	ld.local.f64 	%fd346, [%rd35+16];
+	setp.gt.f64 	%p152, %fd346, %fd345;
+
+$L__BB28_88:
+	add.s32 	%r252, %r248, 2;
+	selp.b32 	%r95, %r252, %r94, %p152;
+	ld.local.u8 	%rs11, [%rd34+3];
+	setp.ne.s16 	%p93, %rs11, 0;
+	@%p93 bra 	$L__BB28_91;
+
+	setp.lt.s32 	%p95, %r95, 0;
+	mov.pred 	%p153, -1;
+	@%p95 bra 	$L__BB28_91;
+
+	mul.wide.s32 	%rd116, %r95, 8;
+	add.s64 	%rd117, %rd2, %rd116;
+	ld.local.f64 	%fd347, [%rd117];
+	ld.local.f64 	%fd348, [%rd35+24];
+	setp.gt.f64 	%p153, %fd348, %fd347;
+
+$L__BB28_91:
+	add.s32 	%r254, %r248, 3;
+	selp.b32 	%r366, %r254, %r95, %p153;
+	add.s32 	%r364, %r248, 4;
+	add.s32 	%r362, %r362, -4;
+	setp.ne.s32 	%p96, %r362, 0;
+	@%p96 bra 	$L__BB28_79;
+
+$L__BB28_92:
+	setp.eq.s32 	%p97, %r87, 0;
+	@%p97 bra 	$L__BB28_105;
+
+	cvt.s64.s32 	%rd118, %r364;
+	add.s64 	%rd36, %rd3, %rd118;
+	ld.local.u8 	%rs12, [%rd36];
+	setp.ne.s16 	%p99, %rs12, 0;
+	mul.wide.s32 	%rd119, %r364, 8;
+	add.s64 	%rd37, %rd2, %rd119;
+	mov.pred 	%p154, 0;
+	@%p99 bra 	$L__BB28_96;
+
+	setp.lt.s32 	%p101, %r366, 0;
+	mov.pred 	%p154, -1;
+	@%p101 bra 	$L__BB28_96;
+
+	ld.local.f64 	%fd349, [%rd37];
+	mul.wide.s32 	%rd120, %r366, 8;
+	add.s64 	%rd121, %rd2, %rd120;
+	ld.local.f64 	%fd350, [%rd121];
+	setp.gt.f64 	%p154, %fd349, %fd350;
+
+$L__BB28_96:
+	selp.b32 	%r366, %r364, %r366, %p154;
+	setp.eq.s32 	%p102, %r87, 1;
+	@%p102 bra 	$L__BB28_105;
+
+	ld.local.u8 	%rs13, [%rd36+1];
+	setp.ne.s16 	%p104, %rs13, 0;
+	mov.pred 	%p155, 0;
+	@%p104 bra 	$L__BB28_100;
+
+	setp.lt.s32 	%p106, %r366, 0;
+	mov.pred 	%p155, -1;
+	@%p106 bra 	$L__BB28_100;
+
+	mul.wide.s32 	%rd122, %r366, 8;
+	add.s64 	%rd123, %rd2, %rd122;
+	ld.local.f64 	%fd351, [%rd123];
+	ld.local.f64 	%fd352, [%rd37+8];
+	setp.gt.f64 	%p155, %fd352, %fd351;
+
+$L__BB28_100:
+	add.s32 	%r255, %r364, 1;
+	selp.b32 	%r366, %r255, %r366, %p155;
+	setp.eq.s32 	%p107, %r87, 2;
+	@%p107 bra 	$L__BB28_105;
+
+	ld.local.u8 	%rs14, [%rd36+2];
+	setp.ne.s16 	%p109, %rs14, 0;
+	mov.pred 	%p156, 0;
+	@%p109 bra 	$L__BB28_104;
+
+	setp.lt.s32 	%p111, %r366, 0;
+	mov.pred 	%p156, -1;
+	@%p111 bra 	$L__BB28_104;
+
+	mul.wide.s32 	%rd124, %r366, 8;
+	add.s64 	%rd125, %rd2, %rd124;
+	ld.local.f64 	%fd353, [%rd125];
+	ld.local.f64 	%fd354, [%rd37+16];
+	setp.gt.f64 	%p156, %fd354, %fd353;
+
+$L__BB28_104:
+	add.s32 	%r256, %r364, 2;
+	selp.b32 	%r366, %r256, %r366, %p156;
+
+$L__BB28_105:
+	cvt.s64.s32 	%rd126, %r366;
+	add.s64 	%rd127, %rd3, %rd126;
+	mov.u16 	%rs15, 1;
+	st.local.u8 	[%rd127], %rs15;
+	add.s32 	%r359, %r359, 1;
+	setp.lt.s32 	%p112, %r359, %r136;
+	@%p112 bra 	$L__BB28_77;
+	bra.uni 	$L__BB28_106;
+
+$L__BB28_70:
+	add.s32 	%r242, %r136, -1;
+	and.b32  	%r82, %r136, 3;
+	setp.lt.u32 	%p76, %r242, 3;
+	add.s64 	%rd32, %rd3, -1;
+	@%p76 bra 	$L__BB28_74;
+
+	sub.s32 	%r358, %r136, %r82;
+
+$L__BB28_72:
+	add.s32 	%r358, %r358, -4;
+	setp.ne.s32 	%p77, %r358, 0;
+	@%p77 bra 	$L__BB28_72;
+
+	mov.u16 	%rs6, 1;
+	st.local.u8 	[%rd32], %rs6;
+
+$L__BB28_74:
+	setp.eq.s32 	%p78, %r82, 0;
+	@%p78 bra 	$L__BB28_106;
+
+	mov.u16 	%rs7, 1;
+	st.local.u8 	[%rd32], %rs7;
+
+$L__BB28_106:
+	setp.eq.s32 	%p146, %r135, 0;
+	mov.f64 	%fd484, 0d3FF0000000000000;
+	mov.f64 	%fd483, 0d0000000000000000;
+	@%p146 bra 	$L__BB28_115;
+
+	ld.param.u32 	%r320, [moh_gates_f32_param_4];
+	setp.eq.s32 	%p114, %r320, %r135;
+	mov.f64 	%fd484, 0d0000000000000000;
+	mov.f64 	%fd483, 0d3FF0000000000000;
+	@%p114 bra 	$L__BB28_115;
+
+	ld.param.u32 	%r321, [moh_gates_f32_param_4];
+	mov.u32 	%r300, %tid.x;
+	mov.u32 	%r299, %ntid.x;
+	mov.u32 	%r298, %ctaid.x;
+	mad.lo.s32 	%r297, %r298, %r299, %r300;
+	ld.param.u32 	%r296, [moh_gates_f32_param_3];
+	mul.wide.s32 	%rd148, %r296, %r297;
+	cvt.s64.s32 	%rd128, %r321;
+	add.s64 	%rd129, %rd148, %rd128;
+	shl.b64 	%rd130, %rd129, 2;
+	add.s64 	%rd131, %rd4, %rd130;
+	ld.global.f32 	%f41, [%rd131];
+	cvt.f64.f32 	%fd359, %f41;
+	ld.global.f32 	%f42, [%rd131+4];
+	cvt.f64.f32 	%fd59, %f42;
+	max.f64 	%fd60, %fd359, %fd59;
+	sub.f64 	%fd61, %fd359, %fd60;
+	mov.f64 	%fd360, 0d4338000000000000;
+	mov.f64 	%fd361, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd362, %fd61, %fd361, %fd360;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r107, %temp}, %fd362;
+	}
+	mov.f64 	%fd363, 0dC338000000000000;
+	add.rn.f64 	%fd364, %fd362, %fd363;
+	mov.f64 	%fd365, 0dBFE62E42FEFA39EF;
+	fma.rn.f64 	%fd366, %fd364, %fd365, %fd61;
+	mov.f64 	%fd367, 0dBC7ABC9E3B39803F;
+	fma.rn.f64 	%fd368, %fd364, %fd367, %fd366;
+	mov.f64 	%fd369, 0d3E928AF3FCA213EA;
+	mov.f64 	%fd370, 0d3E5ADE1569CE2BDF;
+	fma.rn.f64 	%fd371, %fd370, %fd368, %fd369;
+	mov.f64 	%fd372, 0d3EC71DEE62401315;
+	fma.rn.f64 	%fd373, %fd371, %fd368, %fd372;
+	mov.f64 	%fd374, 0d3EFA01997C89EB71;
+	fma.rn.f64 	%fd375, %fd373, %fd368, %fd374;
+	mov.f64 	%fd376, 0d3F2A01A014761F65;
+	fma.rn.f64 	%fd377, %fd375, %fd368, %fd376;
+	mov.f64 	%fd378, 0d3F56C16C1852B7AF;
+	fma.rn.f64 	%fd379, %fd377, %fd368, %fd378;
+	mov.f64 	%fd380, 0d3F81111111122322;
+	fma.rn.f64 	%fd381, %fd379, %fd368, %fd380;
+	mov.f64 	%fd382, 0d3FA55555555502A1;
+	fma.rn.f64 	%fd383, %fd381, %fd368, %fd382;
+	mov.f64 	%fd384, 0d3FC5555555555511;
+	fma.rn.f64 	%fd385, %fd383, %fd368, %fd384;
+	mov.f64 	%fd386, 0d3FE000000000000B;
+	fma.rn.f64 	%fd387, %fd385, %fd368, %fd386;
+	mov.f64 	%fd388, 0d3FF0000000000000;
+	fma.rn.f64 	%fd389, %fd387, %fd368, %fd388;
+	fma.rn.f64 	%fd390, %fd389, %fd368, %fd388;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r108, %temp}, %fd390;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r109}, %fd390;
+	}
+	shl.b32 	%r257, %r107, 20;
+	add.s32 	%r258, %r109, %r257;
+	mov.b64 	%fd481, {%r108, %r258};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r259}, %fd61;
+	}
+	mov.b32 	%f43, %r259;
+	abs.f32 	%f7, %f43;
+	setp.lt.f32 	%p115, %f7, 0f4086232B;
+	@%p115 bra 	$L__BB28_111;
+
+	setp.lt.f64 	%p116, %fd61, 0d0000000000000000;
+	add.f64 	%fd391, %fd61, 0d7FF0000000000000;
+	selp.f64 	%fd481, 0d0000000000000000, %fd391, %p116;
+	setp.geu.f32 	%p117, %f7, 0f40874800;
+	@%p117 bra 	$L__BB28_111;
+
+	mov.f64 	%fd448, 0d4338000000000000;
+	mov.f64 	%fd447, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd446, %fd61, %fd447, %fd448;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r311, %temp}, %fd446;
+	}
+	shr.u32 	%r260, %r311, 31;
+	add.s32 	%r261, %r311, %r260;
+	shr.s32 	%r262, %r261, 1;
+	shl.b32 	%r263, %r262, 20;
+	add.s32 	%r264, %r109, %r263;
+	mov.b64 	%fd392, {%r108, %r264};
+	sub.s32 	%r265, %r311, %r262;
+	shl.b32 	%r266, %r265, 20;
+	add.s32 	%r267, %r266, 1072693248;
+	mov.u32 	%r268, 0;
+	mov.b64 	%fd393, {%r268, %r267};
+	mul.f64 	%fd481, %fd392, %fd393;
+
+$L__BB28_111:
+	sub.f64 	%fd66, %fd59, %fd60;
+	fma.rn.f64 	%fd396, %fd66, %fd361, %fd360;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r110, %temp}, %fd396;
+	}
+	add.rn.f64 	%fd398, %fd396, %fd363;
+	fma.rn.f64 	%fd400, %fd398, %fd365, %fd66;
+	fma.rn.f64 	%fd402, %fd398, %fd367, %fd400;
+	fma.rn.f64 	%fd405, %fd370, %fd402, %fd369;
+	fma.rn.f64 	%fd407, %fd405, %fd402, %fd372;
+	fma.rn.f64 	%fd409, %fd407, %fd402, %fd374;
+	fma.rn.f64 	%fd411, %fd409, %fd402, %fd376;
+	fma.rn.f64 	%fd413, %fd411, %fd402, %fd378;
+	fma.rn.f64 	%fd415, %fd413, %fd402, %fd380;
+	fma.rn.f64 	%fd417, %fd415, %fd402, %fd382;
+	fma.rn.f64 	%fd419, %fd417, %fd402, %fd384;
+	fma.rn.f64 	%fd421, %fd419, %fd402, %fd386;
+	fma.rn.f64 	%fd423, %fd421, %fd402, %fd388;
+	fma.rn.f64 	%fd424, %fd423, %fd402, %fd388;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r111, %temp}, %fd424;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r112}, %fd424;
+	}
+	shl.b32 	%r269, %r110, 20;
+	add.s32 	%r270, %r112, %r269;
+	mov.b64 	%fd482, {%r111, %r270};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r271}, %fd66;
+	}
+	mov.b32 	%f44, %r271;
+	abs.f32 	%f8, %f44;
+	setp.lt.f32 	%p118, %f8, 0f4086232B;
+	@%p118 bra 	$L__BB28_114;
+
+	setp.lt.f64 	%p119, %fd66, 0d0000000000000000;
+	add.f64 	%fd425, %fd66, 0d7FF0000000000000;
+	selp.f64 	%fd482, 0d0000000000000000, %fd425, %p119;
+	setp.geu.f32 	%p120, %f8, 0f40874800;
+	@%p120 bra 	$L__BB28_114;
+
+	shr.u32 	%r272, %r110, 31;
+	add.s32 	%r273, %r110, %r272;
+	shr.s32 	%r274, %r273, 1;
+	shl.b32 	%r275, %r274, 20;
+	add.s32 	%r276, %r112, %r275;
+	mov.b64 	%fd426, {%r111, %r276};
+	sub.s32 	%r277, %r110, %r274;
+	shl.b32 	%r278, %r277, 20;
+	add.s32 	%r279, %r278, 1072693248;
+	mov.u32 	%r280, 0;
+	mov.b64 	%fd427, {%r280, %r279};
+	mul.f64 	%fd482, %fd426, %fd427;
+
+$L__BB28_114:
+	add.f64 	%fd428, %fd481, %fd482;
+	div.rn.f64 	%fd483, %fd481, %fd428;
+	div.rn.f64 	%fd484, %fd482, %fd428;
+
+$L__BB28_115:
+	ld.param.u32 	%r312, [moh_gates_f32_param_4];
+	setp.lt.s32 	%p148, %r312, 1;
+	mov.u32 	%r304, %tid.x;
+	mov.u32 	%r303, %ntid.x;
+	mov.u32 	%r302, %ctaid.x;
+	mad.lo.s32 	%r301, %r302, %r303, %r304;
+	cvt.s64.s32 	%rd149, %r301;
+	cvt.s64.s32 	%rd132, %r312;
+	mul.lo.s64 	%rd38, %rd132, %rd149;
+	@%p148 bra 	$L__BB28_139;
+
+	ld.param.u32 	%r313, [moh_gates_f32_param_4];
+	ld.param.u32 	%r305, [moh_gates_f32_param_7];
+	setp.eq.s32 	%p122, %r305, 0;
+	add.s32 	%r113, %r313, -1;
+	and.b32  	%r371, %r313, 3;
+	@%p122 bra 	$L__BB28_133;
+
+	setp.lt.u32 	%p123, %r113, 3;
+	mov.u32 	%r369, 0;
+	@%p123 bra 	$L__BB28_128;
+
+	ld.param.u32 	%r314, [moh_gates_f32_param_4];
+	sub.s32 	%r368, %r314, %r371;
+
+$L__BB28_119:
+	cvt.s64.s32 	%rd39, %r369;
+	add.s64 	%rd40, %rd3, %rd39;
+	ld.local.u8 	%rs16, [%rd40];
+	setp.eq.s16 	%p124, %rs16, 0;
+	mul.wide.s32 	%rd133, %r369, 8;
+	add.s64 	%rd41, %rd2, %rd133;
+	mov.f32 	%f56, 0f00000000;
+	mov.f32 	%f55, %f56;
+	@%p124 bra 	$L__BB28_121;
+
+	cvt.u32.u64 	%r283, %rd39;
+	setp.lt.s32 	%p125, %r283, %r135;
+	selp.f64 	%fd429, %fd483, %fd484, %p125;
+	ld.local.f64 	%fd430, [%rd41];
+	mul.f64 	%fd431, %fd429, %fd430;
+	cvt.rn.f32.f64 	%f55, %fd431;
+
+$L__BB28_121:
+	add.s64 	%rd134, %rd38, %rd39;
+	shl.b64 	%rd135, %rd134, 2;
+	add.s64 	%rd42, %rd1, %rd135;
+	st.global.f32 	[%rd42], %f55;
+	ld.local.u8 	%rs17, [%rd40+1];
+	setp.eq.s16 	%p126, %rs17, 0;
+	@%p126 bra 	$L__BB28_123;
+
+	cvt.u32.u64 	%r284, %rd39;
+	add.s32 	%r285, %r284, 1;
+	setp.lt.s32 	%p127, %r285, %r135;
+	selp.f64 	%fd432, %fd483, %fd484, %p127;
+	ld.local.f64 	%fd433, [%rd41+8];
+	mul.f64 	%fd434, %fd432, %fd433;
+	cvt.rn.f32.f64 	%f56, %fd434;
+
+$L__BB28_123:
+	st.global.f32 	[%rd42+4], %f56;
+	ld.local.u8 	%rs18, [%rd40+2];
+	setp.eq.s16 	%p128, %rs18, 0;
+	mov.f32 	%f58, 0f00000000;
+	mov.f32 	%f57, %f58;
+	@%p128 bra 	$L__BB28_125;
+
+	cvt.u32.u64 	%r286, %rd39;
+	add.s32 	%r287, %r286, 2;
+	setp.lt.s32 	%p129, %r287, %r135;
+	selp.f64 	%fd435, %fd483, %fd484, %p129;
+	ld.local.f64 	%fd436, [%rd41+16];
+	mul.f64 	%fd437, %fd435, %fd436;
+	cvt.rn.f32.f64 	%f57, %fd437;
+
+$L__BB28_125:
+	st.global.f32 	[%rd42+8], %f57;
+	ld.local.u8 	%rs19, [%rd40+3];
+	setp.eq.s16 	%p130, %rs19, 0;
+	@%p130 bra 	$L__BB28_127;
+
+	cvt.u32.u64 	%r288, %rd39;
+	add.s32 	%r289, %r288, 3;
+	setp.lt.s32 	%p131, %r289, %r135;
+	selp.f64 	%fd438, %fd483, %fd484, %p131;
+	ld.local.f64 	%fd439, [%rd41+24];
+	mul.f64 	%fd440, %fd438, %fd439;
+	cvt.rn.f32.f64 	%f58, %fd440;
+
+$L__BB28_127:
+	st.global.f32 	[%rd42+12], %f58;
+	cvt.u32.u64 	%r290, %rd39;
+	add.s32 	%r369, %r290, 4;
+	add.s32 	%r368, %r368, -4;
+	setp.ne.s32 	%p132, %r368, 0;
+	@%p132 bra 	$L__BB28_119;
+
+$L__BB28_128:
+	setp.eq.s32 	%p133, %r371, 0;
+	@%p133 bra 	$L__BB28_139;
+
+	cvt.s64.s32 	%rd136, %r369;
+	add.s64 	%rd137, %rd38, %rd136;
+	shl.b64 	%rd138, %rd137, 2;
+	add.s64 	%rd161, %rd1, %rd138;
+	mul.wide.s32 	%rd139, %r369, 8;
+	add.s64 	%rd160, %rd2, %rd139;
+	add.s64 	%rd159, %rd3, %rd136;
+
+$L__BB28_130:
+	.pragma "nounroll";
+	ld.local.u8 	%rs20, [%rd159];
+	setp.eq.s16 	%p134, %rs20, 0;
+	mov.f32 	%f59, 0f00000000;
+	@%p134 bra 	$L__BB28_132;
+
+	setp.lt.s32 	%p135, %r369, %r135;
+	selp.f64 	%fd441, %fd483, %fd484, %p135;
+	ld.local.f64 	%fd442, [%rd160];
+	mul.f64 	%fd443, %fd441, %fd442;
+	cvt.rn.f32.f64 	%f59, %fd443;
+
+$L__BB28_132:
+	st.global.f32 	[%rd161], %f59;
+	add.s32 	%r369, %r369, 1;
+	add.s64 	%rd161, %rd161, 4;
+	add.s64 	%rd160, %rd160, 8;
+	add.s64 	%rd159, %rd159, 1;
+	add.s32 	%r371, %r371, -1;
+	setp.eq.s32 	%p136, %r371, 0;
+	@%p136 bra 	$L__BB28_139;
+	bra.uni 	$L__BB28_130;
+
+$L__BB28_133:
+	setp.lt.u32 	%p137, %r113, 3;
+	mov.u32 	%r374, 0;
+	@%p137 bra 	$L__BB28_136;
+
+	ld.param.u32 	%r315, [moh_gates_f32_param_4];
+	sub.s32 	%r373, %r315, %r371;
+
+$L__BB28_135:
+	cvt.s64.s32 	%rd140, %r374;
+	add.s64 	%rd141, %rd3, %rd140;
+	ld.local.v4.u8 	{%rs21, %rs22, %rs23, %rs24}, [%rd141];
+	setp.eq.s16 	%p138, %rs21, 0;
+	selp.f32 	%f50, 0f00000000, 0f3F800000, %p138;
+	add.s64 	%rd142, %rd38, %rd140;
+	shl.b64 	%rd143, %rd142, 2;
+	add.s64 	%rd144, %rd1, %rd143;
+	st.global.f32 	[%rd144], %f50;
+	setp.eq.s16 	%p139, %rs22, 0;
+	selp.f32 	%f51, 0f00000000, 0f3F800000, %p139;
+	st.global.f32 	[%rd144+4], %f51;
+	setp.eq.s16 	%p140, %rs23, 0;
+	selp.f32 	%f52, 0f00000000, 0f3F800000, %p140;
+	st.global.f32 	[%rd144+8], %f52;
+	setp.eq.s16 	%p141, %rs24, 0;
+	selp.f32 	%f53, 0f00000000, 0f3F800000, %p141;
+	st.global.f32 	[%rd144+12], %f53;
+	add.s32 	%r374, %r374, 4;
+	add.s32 	%r373, %r373, -4;
+	setp.ne.s32 	%p142, %r373, 0;
+	@%p142 bra 	$L__BB28_135;
+
+$L__BB28_136:
+	setp.eq.s32 	%p143, %r371, 0;
+	@%p143 bra 	$L__BB28_139;
+
+	cvt.s64.s32 	%rd145, %r374;
+	add.s64 	%rd146, %rd38, %rd145;
+	shl.b64 	%rd147, %rd146, 2;
+	add.s64 	%rd163, %rd1, %rd147;
+	add.s64 	%rd162, %rd3, %rd145;
+
+$L__BB28_138:
+	.pragma "nounroll";
+	ld.local.u8 	%rs25, [%rd162];
+	setp.eq.s16 	%p144, %rs25, 0;
+	selp.f32 	%f54, 0f00000000, 0f3F800000, %p144;
+	st.global.f32 	[%rd163], %f54;
+	add.s64 	%rd163, %rd163, 4;
+	add.s64 	%rd162, %rd162, 1;
+	add.s32 	%r371, %r371, -1;
+	setp.ne.s32 	%p145, %r371, 0;
+	@%p145 bra 	$L__BB28_138;
+
+$L__BB28_139:
+	ret;
+
+}
+	// .globl	moh_gates_grad_f32
+.visible .entry moh_gates_grad_f32(
+	.param .u64 moh_gates_grad_f32_param_0,
+	.param .u64 moh_gates_grad_f32_param_1,
+	.param .u64 moh_gates_grad_f32_param_2,
+	.param .u32 moh_gates_grad_f32_param_3,
+	.param .u32 moh_gates_grad_f32_param_4,
+	.param .u32 moh_gates_grad_f32_param_5,
+	.param .u32 moh_gates_grad_f32_param_6,
+	.param .u32 moh_gates_grad_f32_param_7,
+	.param .u32 moh_gates_grad_f32_param_8
+)
+{
+	.local .align 16 .b8 	__local_depot29[576];
+	.reg .b64 	%SP;
+	.reg .b64 	%SPL;
+	.reg .pred 	%p<170>;
+	.reg .b16 	%rs<26>;
+	.reg .f32 	%f<77>;
+	.reg .b32 	%r<385>;
+	.reg .f64 	%fd<609>;
+	.reg .b64 	%rd<195>;
+
+
+	mov.u64 	%SPL, __local_depot29;
+	ld.param.u64 	%rd76, [moh_gates_grad_f32_param_0];
+	ld.param.u64 	%rd77, [moh_gates_grad_f32_param_1];
+	ld.param.u64 	%rd78, [moh_gates_grad_f32_param_2];
+	ld.param.u32 	%r149, [moh_gates_grad_f32_param_3];
+	ld.param.u32 	%r144, [moh_gates_grad_f32_param_4];
+	ld.param.u32 	%r145, [moh_gates_grad_f32_param_5];
+	ld.param.u32 	%r146, [moh_gates_grad_f32_param_6];
+	ld.param.u32 	%r147, [moh_gates_grad_f32_param_7];
+	ld.param.u32 	%r148, [moh_gates_grad_f32_param_8];
+	cvta.to.global.u64 	%rd1, %rd77;
+	cvta.to.global.u64 	%rd2, %rd78;
+	cvta.to.global.u64 	%rd3, %rd76;
+	add.u64 	%rd4, %SPL, 0;
+	add.u64 	%rd5, %SPL, 512;
+	mov.u32 	%r150, %ntid.x;
+	mov.u32 	%r151, %ctaid.x;
+	mov.u32 	%r152, %tid.x;
+	mad.lo.s32 	%r1, %r151, %r150, %r152;
+	setp.ge.s32 	%p15, %r1, %r149;
+	@%p15 bra 	$L__BB29_184;
+
+	cvt.s64.s32 	%rd6, %r1;
+	mul.wide.s32 	%rd7, %r144, %r1;
+	setp.eq.s32 	%p16, %r148, 0;
+	@%p16 bra 	$L__BB29_177;
+
+	setp.eq.s32 	%p17, %r146, 0;
+	@%p17 bra 	$L__BB29_32;
+
+	setp.lt.s32 	%p18, %r146, 1;
+	mov.f64 	%fd565, 0dFFF0000000000000;
+	@%p18 bra 	$L__BB29_10;
+
+	add.s32 	%r154, %r146, -1;
+	and.b32  	%r338, %r146, 3;
+	setp.lt.u32 	%p19, %r154, 3;
+	mov.f64 	%fd565, 0dFFF0000000000000;
+	mov.u32 	%r337, 0;
+	@%p19 bra 	$L__BB29_7;
+
+	sub.s32 	%r336, %r146, %r338;
+
+$L__BB29_6:
+	cvt.s64.s32 	%rd81, %r337;
+	add.s64 	%rd82, %rd7, %rd81;
+	shl.b64 	%rd83, %rd82, 2;
+	add.s64 	%rd84, %rd3, %rd83;
+	ld.global.f32 	%f9, [%rd84];
+	cvt.f64.f32 	%fd114, %f9;
+	max.f64 	%fd115, %fd565, %fd114;
+	ld.global.f32 	%f10, [%rd84+4];
+	cvt.f64.f32 	%fd116, %f10;
+	max.f64 	%fd117, %fd115, %fd116;
+	ld.global.f32 	%f11, [%rd84+8];
+	cvt.f64.f32 	%fd118, %f11;
+	max.f64 	%fd119, %fd117, %fd118;
+	ld.global.f32 	%f12, [%rd84+12];
+	cvt.f64.f32 	%fd120, %f12;
+	max.f64 	%fd565, %fd119, %fd120;
+	add.s32 	%r337, %r337, 4;
+	add.s32 	%r336, %r336, -4;
+	setp.ne.s32 	%p20, %r336, 0;
+	@%p20 bra 	$L__BB29_6;
+
+$L__BB29_7:
+	setp.eq.s32 	%p21, %r338, 0;
+	@%p21 bra 	$L__BB29_10;
+
+	cvt.s64.s32 	%rd85, %r337;
+	add.s64 	%rd86, %rd7, %rd85;
+	shl.b64 	%rd87, %rd86, 2;
+	add.s64 	%rd182, %rd3, %rd87;
+
+$L__BB29_9:
+	.pragma "nounroll";
+	ld.global.f32 	%f13, [%rd182];
+	cvt.f64.f32 	%fd121, %f13;
+	max.f64 	%fd565, %fd565, %fd121;
+	add.s64 	%rd182, %rd182, 4;
+	add.s32 	%r338, %r338, -1;
+	setp.ne.s32 	%p22, %r338, 0;
+	@%p22 bra 	$L__BB29_9;
+
+$L__BB29_10:
+	mov.f64 	%fd569, 0d0000000000000000;
+	@%p18 bra 	$L__BB29_25;
+
+	and.b32  	%r11, %r146, 1;
+	setp.eq.s32 	%p24, %r146, 1;
+	mov.f64 	%fd569, 0d0000000000000000;
+	mov.u32 	%r341, 0;
+	@%p24 bra 	$L__BB29_20;
+
+	sub.s32 	%r340, %r146, %r11;
+
+$L__BB29_13:
+	cvt.s64.s32 	%rd11, %r341;
+	add.s64 	%rd88, %rd7, %rd11;
+	shl.b64 	%rd89, %rd88, 2;
+	add.s64 	%rd12, %rd3, %rd89;
+	ld.global.f32 	%f14, [%rd12];
+	cvt.f64.f32 	%fd126, %f14;
+	sub.f64 	%fd9, %fd126, %fd565;
+	mov.f64 	%fd127, 0d4338000000000000;
+	mov.f64 	%fd128, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd129, %fd9, %fd128, %fd127;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r15, %temp}, %fd129;
+	}
+	mov.f64 	%fd130, 0dC338000000000000;
+	add.rn.f64 	%fd131, %fd129, %fd130;
+	mov.f64 	%fd132, 0dBFE62E42FEFA39EF;
+	fma.rn.f64 	%fd133, %fd131, %fd132, %fd9;
+	mov.f64 	%fd134, 0dBC7ABC9E3B39803F;
+	fma.rn.f64 	%fd135, %fd131, %fd134, %fd133;
+	mov.f64 	%fd136, 0d3E928AF3FCA213EA;
+	mov.f64 	%fd137, 0d3E5ADE1569CE2BDF;
+	fma.rn.f64 	%fd138, %fd137, %fd135, %fd136;
+	mov.f64 	%fd139, 0d3EC71DEE62401315;
+	fma.rn.f64 	%fd140, %fd138, %fd135, %fd139;
+	mov.f64 	%fd141, 0d3EFA01997C89EB71;
+	fma.rn.f64 	%fd142, %fd140, %fd135, %fd141;
+	mov.f64 	%fd143, 0d3F2A01A014761F65;
+	fma.rn.f64 	%fd144, %fd142, %fd135, %fd143;
+	mov.f64 	%fd145, 0d3F56C16C1852B7AF;
+	fma.rn.f64 	%fd146, %fd144, %fd135, %fd145;
+	mov.f64 	%fd147, 0d3F81111111122322;
+	fma.rn.f64 	%fd148, %fd146, %fd135, %fd147;
+	mov.f64 	%fd149, 0d3FA55555555502A1;
+	fma.rn.f64 	%fd150, %fd148, %fd135, %fd149;
+	mov.f64 	%fd151, 0d3FC5555555555511;
+	fma.rn.f64 	%fd152, %fd150, %fd135, %fd151;
+	mov.f64 	%fd153, 0d3FE000000000000B;
+	fma.rn.f64 	%fd154, %fd152, %fd135, %fd153;
+	mov.f64 	%fd155, 0d3FF0000000000000;
+	fma.rn.f64 	%fd156, %fd154, %fd135, %fd155;
+	fma.rn.f64 	%fd157, %fd156, %fd135, %fd155;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r16, %temp}, %fd157;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r17}, %fd157;
+	}
+	shl.b32 	%r158, %r15, 20;
+	add.s32 	%r159, %r17, %r158;
+	mov.b64 	%fd567, {%r16, %r159};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r160}, %fd9;
+	}
+	mov.b32 	%f15, %r160;
+	abs.f32 	%f1, %f15;
+	setp.lt.f32 	%p25, %f1, 0f4086232B;
+	@%p25 bra 	$L__BB29_16;
+
+	setp.lt.f64 	%p26, %fd9, 0d0000000000000000;
+	add.f64 	%fd158, %fd9, 0d7FF0000000000000;
+	selp.f64 	%fd567, 0d0000000000000000, %fd158, %p26;
+	setp.geu.f32 	%p27, %f1, 0f40874800;
+	@%p27 bra 	$L__BB29_16;
+
+	mov.f64 	%fd554, 0d4338000000000000;
+	mov.f64 	%fd553, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd548, %fd9, %fd553, %fd554;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r325, %temp}, %fd548;
+	}
+	shr.u32 	%r161, %r325, 31;
+	add.s32 	%r162, %r325, %r161;
+	shr.s32 	%r163, %r162, 1;
+	shl.b32 	%r164, %r163, 20;
+	add.s32 	%r165, %r17, %r164;
+	mov.b64 	%fd159, {%r16, %r165};
+	sub.s32 	%r166, %r325, %r163;
+	shl.b32 	%r167, %r166, 20;
+	add.s32 	%r168, %r167, 1072693248;
+	mov.u32 	%r169, 0;
+	mov.b64 	%fd160, {%r169, %r168};
+	mul.f64 	%fd567, %fd159, %fd160;
+
+$L__BB29_16:
+	mov.f64 	%fd556, 0d4338000000000000;
+	mov.f64 	%fd555, 0d3FF71547652B82FE;
+	cvt.s64.s32 	%rd180, %r341;
+	shl.b64 	%rd90, %rd180, 3;
+	add.s64 	%rd13, %rd4, %rd90;
+	st.local.f64 	[%rd13], %fd567;
+	add.f64 	%fd14, %fd569, %fd567;
+	ld.global.f32 	%f16, [%rd12+4];
+	cvt.f64.f32 	%fd161, %f16;
+	sub.f64 	%fd15, %fd161, %fd565;
+	fma.rn.f64 	%fd164, %fd15, %fd555, %fd556;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r18, %temp}, %fd164;
+	}
+	add.rn.f64 	%fd166, %fd164, %fd130;
+	fma.rn.f64 	%fd168, %fd166, %fd132, %fd15;
+	fma.rn.f64 	%fd170, %fd166, %fd134, %fd168;
+	fma.rn.f64 	%fd173, %fd137, %fd170, %fd136;
+	fma.rn.f64 	%fd175, %fd173, %fd170, %fd139;
+	fma.rn.f64 	%fd177, %fd175, %fd170, %fd141;
+	fma.rn.f64 	%fd179, %fd177, %fd170, %fd143;
+	fma.rn.f64 	%fd181, %fd179, %fd170, %fd145;
+	fma.rn.f64 	%fd183, %fd181, %fd170, %fd147;
+	fma.rn.f64 	%fd185, %fd183, %fd170, %fd149;
+	fma.rn.f64 	%fd187, %fd185, %fd170, %fd151;
+	fma.rn.f64 	%fd189, %fd187, %fd170, %fd153;
+	fma.rn.f64 	%fd191, %fd189, %fd170, %fd155;
+	fma.rn.f64 	%fd192, %fd191, %fd170, %fd155;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r19, %temp}, %fd192;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r20}, %fd192;
+	}
+	shl.b32 	%r170, %r18, 20;
+	add.s32 	%r171, %r20, %r170;
+	mov.b64 	%fd568, {%r19, %r171};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r172}, %fd15;
+	}
+	mov.b32 	%f17, %r172;
+	abs.f32 	%f2, %f17;
+	setp.lt.f32 	%p28, %f2, 0f4086232B;
+	@%p28 bra 	$L__BB29_19;
+
+	setp.lt.f64 	%p29, %fd15, 0d0000000000000000;
+	add.f64 	%fd193, %fd15, 0d7FF0000000000000;
+	selp.f64 	%fd568, 0d0000000000000000, %fd193, %p29;
+	setp.geu.f32 	%p30, %f2, 0f40874800;
+	@%p30 bra 	$L__BB29_19;
+
+	shr.u32 	%r173, %r18, 31;
+	add.s32 	%r174, %r18, %r173;
+	shr.s32 	%r175, %r174, 1;
+	shl.b32 	%r176, %r175, 20;
+	add.s32 	%r177, %r20, %r176;
+	mov.b64 	%fd194, {%r19, %r177};
+	sub.s32 	%r178, %r18, %r175;
+	shl.b32 	%r179, %r178, 20;
+	add.s32 	%r180, %r179, 1072693248;
+	mov.u32 	%r181, 0;
+	mov.b64 	%fd195, {%r181, %r180};
+	mul.f64 	%fd568, %fd194, %fd195;
+
+$L__BB29_19:
+	cvt.s64.s32 	%rd181, %r341;
+	st.local.f64 	[%rd13+8], %fd568;
+	add.f64 	%fd569, %fd14, %fd568;
+	cvt.u32.u64 	%r182, %rd181;
+	add.s32 	%r341, %r182, 2;
+	add.s32 	%r340, %r340, -2;
+	setp.ne.s32 	%p31, %r340, 0;
+	@%p31 bra 	$L__BB29_13;
+
+$L__BB29_20:
+	and.b32  	%r326, %r146, 1;
+	setp.eq.s32 	%p32, %r326, 0;
+	@%p32 bra 	$L__BB29_25;
+
+	cvt.s64.s32 	%rd14, %r341;
+	add.s64 	%rd91, %rd7, %rd14;
+	shl.b64 	%rd92, %rd91, 2;
+	add.s64 	%rd93, %rd3, %rd92;
+	ld.global.f32 	%f18, [%rd93];
+	cvt.f64.f32 	%fd196, %f18;
+	sub.f64 	%fd23, %fd196, %fd565;
+	mov.f64 	%fd197, 0d4338000000000000;
+	mov.f64 	%fd198, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd199, %fd23, %fd198, %fd197;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r24, %temp}, %fd199;
+	}
+	mov.f64 	%fd200, 0dC338000000000000;
+	add.rn.f64 	%fd201, %fd199, %fd200;
+	mov.f64 	%fd202, 0dBFE62E42FEFA39EF;
+	fma.rn.f64 	%fd203, %fd201, %fd202, %fd23;
+	mov.f64 	%fd204, 0dBC7ABC9E3B39803F;
+	fma.rn.f64 	%fd205, %fd201, %fd204, %fd203;
+	mov.f64 	%fd206, 0d3E928AF3FCA213EA;
+	mov.f64 	%fd207, 0d3E5ADE1569CE2BDF;
+	fma.rn.f64 	%fd208, %fd207, %fd205, %fd206;
+	mov.f64 	%fd209, 0d3EC71DEE62401315;
+	fma.rn.f64 	%fd210, %fd208, %fd205, %fd209;
+	mov.f64 	%fd211, 0d3EFA01997C89EB71;
+	fma.rn.f64 	%fd212, %fd210, %fd205, %fd211;
+	mov.f64 	%fd213, 0d3F2A01A014761F65;
+	fma.rn.f64 	%fd214, %fd212, %fd205, %fd213;
+	mov.f64 	%fd215, 0d3F56C16C1852B7AF;
+	fma.rn.f64 	%fd216, %fd214, %fd205, %fd215;
+	mov.f64 	%fd217, 0d3F81111111122322;
+	fma.rn.f64 	%fd218, %fd216, %fd205, %fd217;
+	mov.f64 	%fd219, 0d3FA55555555502A1;
+	fma.rn.f64 	%fd220, %fd218, %fd205, %fd219;
+	mov.f64 	%fd221, 0d3FC5555555555511;
+	fma.rn.f64 	%fd222, %fd220, %fd205, %fd221;
+	mov.f64 	%fd223, 0d3FE000000000000B;
+	fma.rn.f64 	%fd224, %fd222, %fd205, %fd223;
+	mov.f64 	%fd225, 0d3FF0000000000000;
+	fma.rn.f64 	%fd226, %fd224, %fd205, %fd225;
+	fma.rn.f64 	%fd227, %fd226, %fd205, %fd225;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r25, %temp}, %fd227;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r26}, %fd227;
+	}
+	shl.b32 	%r183, %r24, 20;
+	add.s32 	%r184, %r26, %r183;
+	mov.b64 	%fd571, {%r25, %r184};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r185}, %fd23;
+	}
+	mov.b32 	%f19, %r185;
+	abs.f32 	%f3, %f19;
+	setp.lt.f32 	%p33, %f3, 0f4086232B;
+	@%p33 bra 	$L__BB29_24;
+
+	setp.lt.f64 	%p34, %fd23, 0d0000000000000000;
+	add.f64 	%fd228, %fd23, 0d7FF0000000000000;
+	selp.f64 	%fd571, 0d0000000000000000, %fd228, %p34;
+	setp.geu.f32 	%p35, %f3, 0f40874800;
+	@%p35 bra 	$L__BB29_24;
+
+	shr.u32 	%r186, %r24, 31;
+	add.s32 	%r187, %r24, %r186;
+	shr.s32 	%r188, %r187, 1;
+	shl.b32 	%r189, %r188, 20;
+	add.s32 	%r190, %r26, %r189;
+	mov.b64 	%fd229, {%r25, %r190};
+	sub.s32 	%r191, %r24, %r188;
+	shl.b32 	%r192, %r191, 20;
+	add.s32 	%r193, %r192, 1072693248;
+	mov.u32 	%r194, 0;
+	mov.b64 	%fd230, {%r194, %r193};
+	mul.f64 	%fd571, %fd229, %fd230;
+
+$L__BB29_24:
+	shl.b64 	%rd94, %rd14, 3;
+	add.s64 	%rd95, %rd4, %rd94;
+	st.local.f64 	[%rd95], %fd571;
+	add.f64 	%fd569, %fd569, %fd571;
+
+$L__BB29_25:
+	setp.lt.s32 	%p160, %r146, 1;
+	@%p160 bra 	$L__BB29_32;
+
+	add.s32 	%r196, %r146, -1;
+	and.b32  	%r345, %r146, 3;
+	setp.lt.u32 	%p37, %r196, 3;
+	mov.u32 	%r344, 0;
+	@%p37 bra 	$L__BB29_29;
+
+	sub.s32 	%r343, %r146, %r345;
+
+$L__BB29_28:
+	mul.wide.s32 	%rd96, %r344, 8;
+	add.s64 	%rd97, %rd4, %rd96;
+	ld.local.v2.f64 	{%fd231, %fd232}, [%rd97];
+	div.rn.f64 	%fd235, %fd232, %fd569;
+	div.rn.f64 	%fd236, %fd231, %fd569;
+	st.local.v2.f64 	[%rd97], {%fd236, %fd235};
+	ld.local.v2.f64 	{%fd237, %fd238}, [%rd97+16];
+	div.rn.f64 	%fd241, %fd238, %fd569;
+	div.rn.f64 	%fd242, %fd237, %fd569;
+	st.local.v2.f64 	[%rd97+16], {%fd242, %fd241};
+	add.s32 	%r344, %r344, 4;
+	add.s32 	%r343, %r343, -4;
+	setp.ne.s32 	%p38, %r343, 0;
+	@%p38 bra 	$L__BB29_28;
+
+$L__BB29_29:
+	setp.eq.s32 	%p39, %r345, 0;
+	@%p39 bra 	$L__BB29_32;
+
+	mul.wide.s32 	%rd98, %r344, 8;
+	add.s64 	%rd183, %rd4, %rd98;
+
+$L__BB29_31:
+	.pragma "nounroll";
+	ld.local.f64 	%fd243, [%rd183];
+	div.rn.f64 	%fd244, %fd243, %fd569;
+	st.local.f64 	[%rd183], %fd244;
+	add.s64 	%rd183, %rd183, 8;
+	add.s32 	%r345, %r345, -1;
+	setp.ne.s32 	%p40, %r345, 0;
+	@%p40 bra 	$L__BB29_31;
+
+$L__BB29_32:
+	cvt.s64.s32 	%rd18, %r146;
+	add.s64 	%rd19, %rd7, %rd18;
+	sub.s32 	%r36, %r145, %r146;
+	setp.eq.s32 	%p41, %r36, 0;
+	@%p41 bra 	$L__BB29_62;
+
+	setp.lt.s32 	%p42, %r36, 1;
+	mov.f64 	%fd577, 0dFFF0000000000000;
+	@%p42 bra 	$L__BB29_40;
+
+	not.b32 	%r199, %r146;
+	add.s32 	%r200, %r199, %r145;
+	and.b32  	%r349, %r36, 3;
+	setp.lt.u32 	%p43, %r200, 3;
+	mov.f64 	%fd577, 0dFFF0000000000000;
+	mov.u32 	%r348, 0;
+	@%p43 bra 	$L__BB29_37;
+
+	sub.s32 	%r347, %r36, %r349;
+
+$L__BB29_36:
+	cvt.s64.s32 	%rd99, %r348;
+	add.s64 	%rd100, %rd19, %rd99;
+	shl.b64 	%rd101, %rd100, 2;
+	add.s64 	%rd102, %rd3, %rd101;
+	ld.global.f32 	%f20, [%rd102];
+	cvt.f64.f32 	%fd249, %f20;
+	max.f64 	%fd250, %fd577, %fd249;
+	ld.global.f32 	%f21, [%rd102+4];
+	cvt.f64.f32 	%fd251, %f21;
+	max.f64 	%fd252, %fd250, %fd251;
+	ld.global.f32 	%f22, [%rd102+8];
+	cvt.f64.f32 	%fd253, %f22;
+	max.f64 	%fd254, %fd252, %fd253;
+	ld.global.f32 	%f23, [%rd102+12];
+	cvt.f64.f32 	%fd255, %f23;
+	max.f64 	%fd577, %fd254, %fd255;
+	add.s32 	%r348, %r348, 4;
+	add.s32 	%r347, %r347, -4;
+	setp.ne.s32 	%p44, %r347, 0;
+	@%p44 bra 	$L__BB29_36;
+
+$L__BB29_37:
+	setp.eq.s32 	%p45, %r349, 0;
+	@%p45 bra 	$L__BB29_40;
+
+	cvt.s64.s32 	%rd103, %r348;
+	add.s64 	%rd104, %rd7, %rd103;
+	add.s64 	%rd105, %rd104, %rd18;
+	shl.b64 	%rd106, %rd105, 2;
+	add.s64 	%rd184, %rd3, %rd106;
+
+$L__BB29_39:
+	.pragma "nounroll";
+	ld.global.f32 	%f24, [%rd184];
+	cvt.f64.f32 	%fd256, %f24;
+	max.f64 	%fd577, %fd577, %fd256;
+	add.s64 	%rd184, %rd184, 4;
+	add.s32 	%r349, %r349, -1;
+	setp.ne.s32 	%p46, %r349, 0;
+	@%p46 bra 	$L__BB29_39;
+
+$L__BB29_40:
+	mov.f64 	%fd581, 0d0000000000000000;
+	@%p42 bra 	$L__BB29_55;
+
+	not.b32 	%r203, %r146;
+	and.b32  	%r46, %r36, 1;
+	neg.s32 	%r204, %r145;
+	mov.u32 	%r352, 0;
+	setp.eq.s32 	%p48, %r203, %r204;
+	mov.f64 	%fd581, 0d0000000000000000;
+	@%p48 bra 	$L__BB29_50;
+
+	sub.s32 	%r351, %r36, %r46;
+
+$L__BB29_43:
+	cvt.s64.s32 	%rd23, %r352;
+	add.s64 	%rd107, %rd19, %rd23;
+	shl.b64 	%rd108, %rd107, 2;
+	add.s64 	%rd24, %rd3, %rd108;
+	ld.global.f32 	%f25, [%rd24];
+	cvt.f64.f32 	%fd261, %f25;
+	sub.f64 	%fd38, %fd261, %fd577;
+	mov.f64 	%fd262, 0d4338000000000000;
+	mov.f64 	%fd263, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd264, %fd38, %fd263, %fd262;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r50, %temp}, %fd264;
+	}
+	mov.f64 	%fd265, 0dC338000000000000;
+	add.rn.f64 	%fd266, %fd264, %fd265;
+	mov.f64 	%fd267, 0dBFE62E42FEFA39EF;
+	fma.rn.f64 	%fd268, %fd266, %fd267, %fd38;
+	mov.f64 	%fd269, 0dBC7ABC9E3B39803F;
+	fma.rn.f64 	%fd270, %fd266, %fd269, %fd268;
+	mov.f64 	%fd271, 0d3E928AF3FCA213EA;
+	mov.f64 	%fd272, 0d3E5ADE1569CE2BDF;
+	fma.rn.f64 	%fd273, %fd272, %fd270, %fd271;
+	mov.f64 	%fd274, 0d3EC71DEE62401315;
+	fma.rn.f64 	%fd275, %fd273, %fd270, %fd274;
+	mov.f64 	%fd276, 0d3EFA01997C89EB71;
+	fma.rn.f64 	%fd277, %fd275, %fd270, %fd276;
+	mov.f64 	%fd278, 0d3F2A01A014761F65;
+	fma.rn.f64 	%fd279, %fd277, %fd270, %fd278;
+	mov.f64 	%fd280, 0d3F56C16C1852B7AF;
+	fma.rn.f64 	%fd281, %fd279, %fd270, %fd280;
+	mov.f64 	%fd282, 0d3F81111111122322;
+	fma.rn.f64 	%fd283, %fd281, %fd270, %fd282;
+	mov.f64 	%fd284, 0d3FA55555555502A1;
+	fma.rn.f64 	%fd285, %fd283, %fd270, %fd284;
+	mov.f64 	%fd286, 0d3FC5555555555511;
+	fma.rn.f64 	%fd287, %fd285, %fd270, %fd286;
+	mov.f64 	%fd288, 0d3FE000000000000B;
+	fma.rn.f64 	%fd289, %fd287, %fd270, %fd288;
+	mov.f64 	%fd290, 0d3FF0000000000000;
+	fma.rn.f64 	%fd291, %fd289, %fd270, %fd290;
+	fma.rn.f64 	%fd292, %fd291, %fd270, %fd290;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r51, %temp}, %fd292;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r52}, %fd292;
+	}
+	shl.b32 	%r206, %r50, 20;
+	add.s32 	%r207, %r52, %r206;
+	mov.b64 	%fd579, {%r51, %r207};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r208}, %fd38;
+	}
+	mov.b32 	%f26, %r208;
+	abs.f32 	%f4, %f26;
+	setp.lt.f32 	%p49, %f4, 0f4086232B;
+	@%p49 bra 	$L__BB29_46;
+
+	setp.lt.f64 	%p50, %fd38, 0d0000000000000000;
+	add.f64 	%fd293, %fd38, 0d7FF0000000000000;
+	selp.f64 	%fd579, 0d0000000000000000, %fd293, %p50;
+	setp.geu.f32 	%p51, %f4, 0f40874800;
+	@%p51 bra 	$L__BB29_46;
+
+	mov.f64 	%fd558, 0d4338000000000000;
+	mov.f64 	%fd557, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd547, %fd38, %fd557, %fd558;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r317, %temp}, %fd547;
+	}
+	shr.u32 	%r209, %r317, 31;
+	add.s32 	%r210, %r317, %r209;
+	shr.s32 	%r211, %r210, 1;
+	shl.b32 	%r212, %r211, 20;
+	add.s32 	%r213, %r52, %r212;
+	mov.b64 	%fd294, {%r51, %r213};
+	sub.s32 	%r214, %r317, %r211;
+	shl.b32 	%r215, %r214, 20;
+	add.s32 	%r216, %r215, 1072693248;
+	mov.u32 	%r217, 0;
+	mov.b64 	%fd295, {%r217, %r216};
+	mul.f64 	%fd579, %fd294, %fd295;
+
+$L__BB29_46:
+	mov.f64 	%fd560, 0d4338000000000000;
+	mov.f64 	%fd559, 0d3FF71547652B82FE;
+	cvt.s64.s32 	%rd178, %r352;
+	add.s64 	%rd109, %rd178, %rd18;
+	shl.b64 	%rd110, %rd109, 3;
+	add.s64 	%rd25, %rd4, %rd110;
+	st.local.f64 	[%rd25], %fd579;
+	add.f64 	%fd43, %fd581, %fd579;
+	ld.global.f32 	%f27, [%rd24+4];
+	cvt.f64.f32 	%fd296, %f27;
+	sub.f64 	%fd44, %fd296, %fd577;
+	fma.rn.f64 	%fd299, %fd44, %fd559, %fd560;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r53, %temp}, %fd299;
+	}
+	add.rn.f64 	%fd301, %fd299, %fd265;
+	fma.rn.f64 	%fd303, %fd301, %fd267, %fd44;
+	fma.rn.f64 	%fd305, %fd301, %fd269, %fd303;
+	fma.rn.f64 	%fd308, %fd272, %fd305, %fd271;
+	fma.rn.f64 	%fd310, %fd308, %fd305, %fd274;
+	fma.rn.f64 	%fd312, %fd310, %fd305, %fd276;
+	fma.rn.f64 	%fd314, %fd312, %fd305, %fd278;
+	fma.rn.f64 	%fd316, %fd314, %fd305, %fd280;
+	fma.rn.f64 	%fd318, %fd316, %fd305, %fd282;
+	fma.rn.f64 	%fd320, %fd318, %fd305, %fd284;
+	fma.rn.f64 	%fd322, %fd320, %fd305, %fd286;
+	fma.rn.f64 	%fd324, %fd322, %fd305, %fd288;
+	fma.rn.f64 	%fd326, %fd324, %fd305, %fd290;
+	fma.rn.f64 	%fd327, %fd326, %fd305, %fd290;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r54, %temp}, %fd327;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r55}, %fd327;
+	}
+	shl.b32 	%r218, %r53, 20;
+	add.s32 	%r219, %r55, %r218;
+	mov.b64 	%fd580, {%r54, %r219};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r220}, %fd44;
+	}
+	mov.b32 	%f28, %r220;
+	abs.f32 	%f5, %f28;
+	setp.lt.f32 	%p52, %f5, 0f4086232B;
+	@%p52 bra 	$L__BB29_49;
+
+	setp.lt.f64 	%p53, %fd44, 0d0000000000000000;
+	add.f64 	%fd328, %fd44, 0d7FF0000000000000;
+	selp.f64 	%fd580, 0d0000000000000000, %fd328, %p53;
+	setp.geu.f32 	%p54, %f5, 0f40874800;
+	@%p54 bra 	$L__BB29_49;
+
+	shr.u32 	%r221, %r53, 31;
+	add.s32 	%r222, %r53, %r221;
+	shr.s32 	%r223, %r222, 1;
+	shl.b32 	%r224, %r223, 20;
+	add.s32 	%r225, %r55, %r224;
+	mov.b64 	%fd329, {%r54, %r225};
+	sub.s32 	%r226, %r53, %r223;
+	shl.b32 	%r227, %r226, 20;
+	add.s32 	%r228, %r227, 1072693248;
+	mov.u32 	%r229, 0;
+	mov.b64 	%fd330, {%r229, %r228};
+	mul.f64 	%fd580, %fd329, %fd330;
+
+$L__BB29_49:
+	cvt.s64.s32 	%rd179, %r352;
+	st.local.f64 	[%rd25+8], %fd580;
+	add.f64 	%fd581, %fd43, %fd580;
+	cvt.u32.u64 	%r230, %rd179;
+	add.s32 	%r352, %r230, 2;
+	add.s32 	%r351, %r351, -2;
+	setp.ne.s32 	%p55, %r351, 0;
+	@%p55 bra 	$L__BB29_43;
+
+$L__BB29_50:
+	sub.s32 	%r319, %r145, %r146;
+	and.b32  	%r318, %r319, 1;
+	setp.eq.s32 	%p56, %r318, 0;
+	@%p56 bra 	$L__BB29_55;
+
+	cvt.s64.s32 	%rd26, %r352;
+	add.s64 	%rd111, %rd19, %rd26;
+	shl.b64 	%rd112, %rd111, 2;
+	add.s64 	%rd113, %rd3, %rd112;
+	ld.global.f32 	%f29, [%rd113];
+	cvt.f64.f32 	%fd331, %f29;
+	sub.f64 	%fd52, %fd331, %fd577;
+	mov.f64 	%fd332, 0d4338000000000000;
+	mov.f64 	%fd333, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd334, %fd52, %fd333, %fd332;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r59, %temp}, %fd334;
+	}
+	mov.f64 	%fd335, 0dC338000000000000;
+	add.rn.f64 	%fd336, %fd334, %fd335;
+	mov.f64 	%fd337, 0dBFE62E42FEFA39EF;
+	fma.rn.f64 	%fd338, %fd336, %fd337, %fd52;
+	mov.f64 	%fd339, 0dBC7ABC9E3B39803F;
+	fma.rn.f64 	%fd340, %fd336, %fd339, %fd338;
+	mov.f64 	%fd341, 0d3E928AF3FCA213EA;
+	mov.f64 	%fd342, 0d3E5ADE1569CE2BDF;
+	fma.rn.f64 	%fd343, %fd342, %fd340, %fd341;
+	mov.f64 	%fd344, 0d3EC71DEE62401315;
+	fma.rn.f64 	%fd345, %fd343, %fd340, %fd344;
+	mov.f64 	%fd346, 0d3EFA01997C89EB71;
+	fma.rn.f64 	%fd347, %fd345, %fd340, %fd346;
+	mov.f64 	%fd348, 0d3F2A01A014761F65;
+	fma.rn.f64 	%fd349, %fd347, %fd340, %fd348;
+	mov.f64 	%fd350, 0d3F56C16C1852B7AF;
+	fma.rn.f64 	%fd351, %fd349, %fd340, %fd350;
+	mov.f64 	%fd352, 0d3F81111111122322;
+	fma.rn.f64 	%fd353, %fd351, %fd340, %fd352;
+	mov.f64 	%fd354, 0d3FA55555555502A1;
+	fma.rn.f64 	%fd355, %fd353, %fd340, %fd354;
+	mov.f64 	%fd356, 0d3FC5555555555511;
+	fma.rn.f64 	%fd357, %fd355, %fd340, %fd356;
+	mov.f64 	%fd358, 0d3FE000000000000B;
+	fma.rn.f64 	%fd359, %fd357, %fd340, %fd358;
+	mov.f64 	%fd360, 0d3FF0000000000000;
+	fma.rn.f64 	%fd361, %fd359, %fd340, %fd360;
+	fma.rn.f64 	%fd362, %fd361, %fd340, %fd360;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r60, %temp}, %fd362;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r61}, %fd362;
+	}
+	shl.b32 	%r231, %r59, 20;
+	add.s32 	%r232, %r61, %r231;
+	mov.b64 	%fd583, {%r60, %r232};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r233}, %fd52;
+	}
+	mov.b32 	%f30, %r233;
+	abs.f32 	%f6, %f30;
+	setp.lt.f32 	%p57, %f6, 0f4086232B;
+	@%p57 bra 	$L__BB29_54;
+
+	setp.lt.f64 	%p58, %fd52, 0d0000000000000000;
+	add.f64 	%fd363, %fd52, 0d7FF0000000000000;
+	selp.f64 	%fd583, 0d0000000000000000, %fd363, %p58;
+	setp.geu.f32 	%p59, %f6, 0f40874800;
+	@%p59 bra 	$L__BB29_54;
+
+	shr.u32 	%r234, %r59, 31;
+	add.s32 	%r235, %r59, %r234;
+	shr.s32 	%r236, %r235, 1;
+	shl.b32 	%r237, %r236, 20;
+	add.s32 	%r238, %r61, %r237;
+	mov.b64 	%fd364, {%r60, %r238};
+	sub.s32 	%r239, %r59, %r236;
+	shl.b32 	%r240, %r239, 20;
+	add.s32 	%r241, %r240, 1072693248;
+	mov.u32 	%r242, 0;
+	mov.b64 	%fd365, {%r242, %r241};
+	mul.f64 	%fd583, %fd364, %fd365;
+
+$L__BB29_54:
+	add.s64 	%rd114, %rd26, %rd18;
+	shl.b64 	%rd115, %rd114, 3;
+	add.s64 	%rd116, %rd4, %rd115;
+	st.local.f64 	[%rd116], %fd583;
+	add.f64 	%fd581, %fd581, %fd583;
+
+$L__BB29_55:
+	sub.s32 	%r320, %r145, %r146;
+	setp.lt.s32 	%p158, %r320, 1;
+	@%p158 bra 	$L__BB29_62;
+
+	sub.s32 	%r323, %r145, %r146;
+	not.b32 	%r244, %r146;
+	add.s32 	%r245, %r244, %r145;
+	and.b32  	%r356, %r323, 3;
+	setp.lt.u32 	%p61, %r245, 3;
+	mov.u32 	%r355, 0;
+	@%p61 bra 	$L__BB29_59;
+
+	sub.s32 	%r324, %r145, %r146;
+	sub.s32 	%r354, %r324, %r356;
+
+$L__BB29_58:
+	cvt.s64.s32 	%rd117, %r355;
+	add.s64 	%rd118, %rd117, %rd18;
+	shl.b64 	%rd119, %rd118, 3;
+	add.s64 	%rd120, %rd4, %rd119;
+	ld.local.f64 	%fd366, [%rd120];
+	div.rn.f64 	%fd367, %fd366, %fd581;
+	st.local.f64 	[%rd120], %fd367;
+	ld.local.f64 	%fd368, [%rd120+8];
+	div.rn.f64 	%fd369, %fd368, %fd581;
+	st.local.f64 	[%rd120+8], %fd369;
+	ld.local.f64 	%fd370, [%rd120+16];
+	div.rn.f64 	%fd371, %fd370, %fd581;
+	st.local.f64 	[%rd120+16], %fd371;
+	ld.local.f64 	%fd372, [%rd120+24];
+	div.rn.f64 	%fd373, %fd372, %fd581;
+	st.local.f64 	[%rd120+24], %fd373;
+	add.s32 	%r355, %r355, 4;
+	add.s32 	%r354, %r354, -4;
+	setp.ne.s32 	%p62, %r354, 0;
+	@%p62 bra 	$L__BB29_58;
+
+$L__BB29_59:
+	setp.eq.s32 	%p63, %r356, 0;
+	@%p63 bra 	$L__BB29_62;
+
+	cvt.s64.s32 	%rd121, %r355;
+	add.s64 	%rd122, %rd121, %rd18;
+	shl.b64 	%rd123, %rd122, 3;
+	add.s64 	%rd185, %rd4, %rd123;
+
+$L__BB29_61:
+	.pragma "nounroll";
+	ld.local.f64 	%fd374, [%rd185];
+	div.rn.f64 	%fd375, %fd374, %fd581;
+	st.local.f64 	[%rd185], %fd375;
+	add.s64 	%rd185, %rd185, 8;
+	add.s32 	%r356, %r356, -1;
+	setp.ne.s32 	%p64, %r356, 0;
+	@%p64 bra 	$L__BB29_61;
+
+$L__BB29_62:
+	setp.lt.s32 	%p65, %r145, 1;
+	@%p65 bra 	$L__BB29_69;
+
+	add.s32 	%r248, %r145, -1;
+	and.b32  	%r361, %r145, 3;
+	setp.lt.u32 	%p66, %r248, 3;
+	mov.u32 	%r359, 0;
+	@%p66 bra 	$L__BB29_66;
+
+	sub.s32 	%r358, %r145, %r361;
+
+$L__BB29_65:
+	setp.lt.s32 	%p67, %r359, %r146;
+	selp.u16 	%rs1, 1, 0, %p67;
+	cvt.s64.s32 	%rd124, %r359;
+	add.s64 	%rd125, %rd5, %rd124;
+	add.s32 	%r250, %r359, 1;
+	setp.lt.s32 	%p68, %r250, %r146;
+	selp.u16 	%rs2, 1, 0, %p68;
+	add.s32 	%r251, %r359, 2;
+	setp.lt.s32 	%p69, %r251, %r146;
+	selp.u16 	%rs3, 1, 0, %p69;
+	add.s32 	%r252, %r359, 3;
+	setp.lt.s32 	%p70, %r252, %r146;
+	selp.u16 	%rs4, 1, 0, %p70;
+	st.local.v4.u8 	[%rd125], {%rs1, %rs2, %rs3, %rs4};
+	add.s32 	%r359, %r359, 4;
+	add.s32 	%r358, %r358, -4;
+	setp.ne.s32 	%p71, %r358, 0;
+	@%p71 bra 	$L__BB29_65;
+
+$L__BB29_66:
+	setp.eq.s32 	%p72, %r361, 0;
+	@%p72 bra 	$L__BB29_69;
+
+	cvt.s64.s32 	%rd126, %r359;
+	add.s64 	%rd186, %rd5, %rd126;
+
+$L__BB29_68:
+	.pragma "nounroll";
+	setp.lt.s32 	%p73, %r359, %r146;
+	selp.u16 	%rs5, 1, 0, %p73;
+	st.local.u8 	[%rd186], %rs5;
+	add.s32 	%r359, %r359, 1;
+	add.s64 	%rd186, %rd186, 1;
+	add.s32 	%r361, %r361, -1;
+	setp.ne.s32 	%p74, %r361, 0;
+	@%p74 bra 	$L__BB29_68;
+
+$L__BB29_69:
+	setp.lt.s32 	%p75, %r147, 1;
+	@%p75 bra 	$L__BB29_107;
+
+	setp.gt.s32 	%p76, %r145, %r146;
+	@%p76 bra 	$L__BB29_77;
+	bra.uni 	$L__BB29_71;
+
+$L__BB29_77:
+	sub.s32 	%r322, %r145, %r146;
+	not.b32 	%r255, %r146;
+	add.s32 	%r86, %r255, %r145;
+	and.b32  	%r87, %r322, 3;
+	sub.s32 	%r88, %r322, %r87;
+	mov.u32 	%r363, 0;
+
+$L__BB29_78:
+	setp.lt.u32 	%p80, %r86, 3;
+	mov.u32 	%r370, -1;
+	mov.u32 	%r368, %r146;
+	@%p80 bra 	$L__BB29_93;
+
+	mov.u32 	%r368, %r146;
+	mov.u32 	%r366, %r88;
+
+$L__BB29_80:
+	cvt.s64.s32 	%rd34, %r368;
+	add.s64 	%rd35, %rd5, %rd34;
+	ld.local.u8 	%rs8, [%rd35];
+	setp.ne.s16 	%p82, %rs8, 0;
+	mul.wide.s32 	%rd127, %r368, 8;
+	add.s64 	%rd36, %rd4, %rd127;
+	mov.pred 	%p164, 0;
+	mov.pred 	%p163, %p164;
+	@%p82 bra 	$L__BB29_83;
+
+	setp.lt.s32 	%p84, %r370, 0;
+	mov.pred 	%p163, -1;
+	@%p84 bra 	$L__BB29_83;
+
+	ld.local.f64 	%fd376, [%rd36];
+	mul.wide.s32 	%rd128, %r370, 8;
+	add.s64 	%rd129, %rd4, %rd128;
+	ld.local.f64 	%fd377, [%rd129];
+	setp.gt.f64 	%p163, %fd376, %fd377;
+
+$L__BB29_83:
+	cvt.u32.u64 	%r259, %rd34;
+	selp.b32 	%r93, %r259, %r370, %p163;
+	ld.local.u8 	%rs9, [%rd35+1];
+	setp.ne.s16 	%p86, %rs9, 0;
+	@%p86 bra 	$L__BB29_86;
+
+	setp.lt.s32 	%p88, %r93, 0;
+	mov.pred 	%p164, -1;
+	@%p88 bra 	$L__BB29_86;
+
+	mul.wide.s32 	%rd130, %r93, 8;
+	add.s64 	%rd131, %rd4, %rd130;
+	ld.local.f64 	%fd378, [%rd131];
+	ld.local.f64 	%fd379, [%rd36+8];
+	setp.gt.f64 	%p164, %fd379, %fd378;
+
+$L__BB29_86:
+	add.s32 	%r261, %r259, 1;
+	selp.b32 	%r94, %r261, %r93, %p164;
+	ld.local.u8 	%rs10, [%rd35+2];
+	setp.ne.s16 	%p90, %rs10, 0;
+	mov.pred 	%p166, 0;
+	mov.pred 	%p165, %p166;
+	@%p90 bra 	$L__BB29_89;
+
+	setp.lt.s32 	%p92, %r94, 0;
+	mov.pred 	%p165, -1;
+	@%p92 bra 	$L__BB29_89;
+
+	mul.wide.s32 	%rd132, %r94, 8;
+	add.s64 	%rd133, %rd4, %rd132;
+	ld.local.f64 	%fd380, [%rd133];
+	ld.local.f64 	%fd381, [%rd36+16];
+	setp.gt.f64 	%p165, %fd381, %fd380;
+
+$L__BB29_89:
+	add.s32 	%r263, %r259, 2;
+	selp.b32 	%r95, %r263, %r94, %p165;
+	ld.local.u8 	%rs11, [%rd35+3];
+	setp.ne.s16 	%p94, %rs11, 0;
+	@%p94 bra 	$L__BB29_92;
+
+	setp.lt.s32 	%p96, %r95, 0;
+	mov.pred 	%p166, -1;
+	@%p96 bra 	$L__BB29_92;
+
+	mul.wide.s32 	%rd134, %r95, 8;
+	add.s64 	%rd135, %rd4, %rd134;
+	ld.local.f64 	%fd382, [%rd135];
+	ld.local.f64 	%fd383, [%rd36+24];
+	setp.gt.f64 	%p166, %fd383, %fd382;
+
+$L__BB29_92:
+	add.s32 	%r265, %r259, 3;
+	selp.b32 	%r370, %r265, %r95, %p166;
+	add.s32 	%r368, %r259, 4;
+	add.s32 	%r366, %r366, -4;
+	setp.ne.s32 	%p97, %r366, 0;
+	@%p97 bra 	$L__BB29_80;
+
+$L__BB29_93:
+	setp.eq.s32 	%p98, %r87, 0;
+	@%p98 bra 	$L__BB29_106;
+
+	cvt.s64.s32 	%rd136, %r368;
+	add.s64 	%rd37, %rd5, %rd136;
+	ld.local.u8 	%rs12, [%rd37];
+	setp.ne.s16 	%p100, %rs12, 0;
+	mul.wide.s32 	%rd137, %r368, 8;
+	add.s64 	%rd38, %rd4, %rd137;
+	mov.pred 	%p167, 0;
+	@%p100 bra 	$L__BB29_97;
+
+	setp.lt.s32 	%p102, %r370, 0;
+	mov.pred 	%p167, -1;
+	@%p102 bra 	$L__BB29_97;
+
+	ld.local.f64 	%fd384, [%rd38];
+	mul.wide.s32 	%rd138, %r370, 8;
+	add.s64 	%rd139, %rd4, %rd138;
+	ld.local.f64 	%fd385, [%rd139];
+	setp.gt.f64 	%p167, %fd384, %fd385;
+
+$L__BB29_97:
+	selp.b32 	%r370, %r368, %r370, %p167;
+	setp.eq.s32 	%p103, %r87, 1;
+	@%p103 bra 	$L__BB29_106;
+
+	ld.local.u8 	%rs13, [%rd37+1];
+	setp.ne.s16 	%p105, %rs13, 0;
+	mov.pred 	%p168, 0;
+	@%p105 bra 	$L__BB29_101;
+
+	setp.lt.s32 	%p107, %r370, 0;
+	mov.pred 	%p168, -1;
+	@%p107 bra 	$L__BB29_101;
+
+	mul.wide.s32 	%rd140, %r370, 8;
+	add.s64 	%rd141, %rd4, %rd140;
+	ld.local.f64 	%fd386, [%rd141];
+	ld.local.f64 	%fd387, [%rd38+8];
+	setp.gt.f64 	%p168, %fd387, %fd386;
+
+$L__BB29_101:
+	add.s32 	%r266, %r368, 1;
+	selp.b32 	%r370, %r266, %r370, %p168;
+	setp.eq.s32 	%p108, %r87, 2;
+	@%p108 bra 	$L__BB29_106;
+
+	ld.local.u8 	%rs14, [%rd37+2];
+	setp.ne.s16 	%p110, %rs14, 0;
+	mov.pred 	%p169, 0;
+	@%p110 bra 	$L__BB29_105;
+
+	setp.lt.s32 	%p112, %r370, 0;
+	mov.pred 	%p169, -1;
+	@%p112 bra 	$L__BB29_105;
+
+	mul.wide.s32 	%rd142, %r370, 8;
+	add.s64 	%rd143, %rd4, %rd142;
+	ld.local.f64 	%fd388, [%rd143];
+	ld.local.f64 	%fd389, [%rd38+16];
+	setp.gt.f64 	%p169, %fd389, %fd388;
+
+$L__BB29_105:
+	add.s32 	%r267, %r368, 2;
+	selp.b32 	%r370, %r267, %r370, %p169;
+
+$L__BB29_106:
+	cvt.s64.s32 	%rd144, %r370;
+	add.s64 	%rd145, %rd5, %rd144;
+	mov.u16 	%rs15, 1;
+	st.local.u8 	[%rd145], %rs15;
+	add.s32 	%r363, %r363, 1;
+	setp.lt.s32 	%p113, %r363, %r147;
+	@%p113 bra 	$L__BB29_78;
+	bra.uni 	$L__BB29_107;
+
+$L__BB29_177:
+	setp.lt.s32 	%p153, %r144, 1;
+	@%p153 bra 	$L__BB29_184;
+
+	add.s32 	%r313, %r144, -1;
+	and.b32  	%r384, %r144, 3;
+	setp.lt.u32 	%p154, %r313, 3;
+	mov.u32 	%r383, 0;
+	@%p154 bra 	$L__BB29_181;
+
+	sub.s32 	%r382, %r144, %r384;
+
+$L__BB29_180:
+	cvt.s64.s32 	%rd171, %r383;
+	add.s64 	%rd172, %rd7, %rd171;
+	shl.b64 	%rd173, %rd172, 2;
+	add.s64 	%rd174, %rd2, %rd173;
+	mov.u32 	%r315, 0;
+	st.global.u32 	[%rd174], %r315;
+	st.global.u32 	[%rd174+4], %r315;
+	st.global.u32 	[%rd174+8], %r315;
+	st.global.u32 	[%rd174+12], %r315;
+	add.s32 	%r383, %r383, 4;
+	add.s32 	%r382, %r382, -4;
+	setp.ne.s32 	%p155, %r382, 0;
+	@%p155 bra 	$L__BB29_180;
+
+$L__BB29_181:
+	setp.eq.s32 	%p156, %r384, 0;
+	@%p156 bra 	$L__BB29_184;
+
+	cvt.s64.s32 	%rd175, %r383;
+	add.s64 	%rd176, %rd7, %rd175;
+	shl.b64 	%rd177, %rd176, 2;
+	add.s64 	%rd194, %rd2, %rd177;
+
+$L__BB29_183:
+	.pragma "nounroll";
+	mov.u32 	%r316, 0;
+	st.global.u32 	[%rd194], %r316;
+	add.s64 	%rd194, %rd194, 4;
+	add.s32 	%r384, %r384, -1;
+	setp.ne.s32 	%p157, %r384, 0;
+	@%p157 bra 	$L__BB29_183;
+	bra.uni 	$L__BB29_184;
+
+$L__BB29_71:
+	add.s32 	%r253, %r147, -1;
+	and.b32  	%r82, %r147, 3;
+	setp.lt.u32 	%p77, %r253, 3;
+	add.s64 	%rd33, %rd5, -1;
+	@%p77 bra 	$L__BB29_75;
+
+	sub.s32 	%r362, %r147, %r82;
+
+$L__BB29_73:
+	add.s32 	%r362, %r362, -4;
+	setp.ne.s32 	%p78, %r362, 0;
+	@%p78 bra 	$L__BB29_73;
+
+	mov.u16 	%rs6, 1;
+	st.local.u8 	[%rd33], %rs6;
+
+$L__BB29_75:
+	setp.eq.s32 	%p79, %r82, 0;
+	@%p79 bra 	$L__BB29_107;
+
+	mov.u16 	%rs7, 1;
+	st.local.u8 	[%rd33], %rs7;
+
+$L__BB29_107:
+	setp.eq.s32 	%p159, %r146, 0;
+	mov.f64 	%fd588, 0d3FF0000000000000;
+	mov.f64 	%fd587, 0d0000000000000000;
+	@%p159 bra 	$L__BB29_116;
+
+	setp.eq.s32 	%p115, %r145, %r146;
+	mov.f64 	%fd588, 0d0000000000000000;
+	mov.f64 	%fd587, 0d3FF0000000000000;
+	@%p115 bra 	$L__BB29_116;
+
+	cvt.s64.s32 	%rd146, %r145;
+	add.s64 	%rd147, %rd7, %rd146;
+	shl.b64 	%rd148, %rd147, 2;
+	add.s64 	%rd149, %rd3, %rd148;
+	ld.global.f32 	%f31, [%rd149];
+	cvt.f64.f32 	%fd394, %f31;
+	ld.global.f32 	%f32, [%rd149+4];
+	cvt.f64.f32 	%fd59, %f32;
+	max.f64 	%fd60, %fd394, %fd59;
+	sub.f64 	%fd61, %fd394, %fd60;
+	mov.f64 	%fd395, 0d4338000000000000;
+	mov.f64 	%fd396, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd397, %fd61, %fd396, %fd395;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r107, %temp}, %fd397;
+	}
+	mov.f64 	%fd398, 0dC338000000000000;
+	add.rn.f64 	%fd399, %fd397, %fd398;
+	mov.f64 	%fd400, 0dBFE62E42FEFA39EF;
+	fma.rn.f64 	%fd401, %fd399, %fd400, %fd61;
+	mov.f64 	%fd402, 0dBC7ABC9E3B39803F;
+	fma.rn.f64 	%fd403, %fd399, %fd402, %fd401;
+	mov.f64 	%fd404, 0d3E928AF3FCA213EA;
+	mov.f64 	%fd405, 0d3E5ADE1569CE2BDF;
+	fma.rn.f64 	%fd406, %fd405, %fd403, %fd404;
+	mov.f64 	%fd407, 0d3EC71DEE62401315;
+	fma.rn.f64 	%fd408, %fd406, %fd403, %fd407;
+	mov.f64 	%fd409, 0d3EFA01997C89EB71;
+	fma.rn.f64 	%fd410, %fd408, %fd403, %fd409;
+	mov.f64 	%fd411, 0d3F2A01A014761F65;
+	fma.rn.f64 	%fd412, %fd410, %fd403, %fd411;
+	mov.f64 	%fd413, 0d3F56C16C1852B7AF;
+	fma.rn.f64 	%fd414, %fd412, %fd403, %fd413;
+	mov.f64 	%fd415, 0d3F81111111122322;
+	fma.rn.f64 	%fd416, %fd414, %fd403, %fd415;
+	mov.f64 	%fd417, 0d3FA55555555502A1;
+	fma.rn.f64 	%fd418, %fd416, %fd403, %fd417;
+	mov.f64 	%fd419, 0d3FC5555555555511;
+	fma.rn.f64 	%fd420, %fd418, %fd403, %fd419;
+	mov.f64 	%fd421, 0d3FE000000000000B;
+	fma.rn.f64 	%fd422, %fd420, %fd403, %fd421;
+	mov.f64 	%fd423, 0d3FF0000000000000;
+	fma.rn.f64 	%fd424, %fd422, %fd403, %fd423;
+	fma.rn.f64 	%fd425, %fd424, %fd403, %fd423;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r108, %temp}, %fd425;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r109}, %fd425;
+	}
+	shl.b32 	%r268, %r107, 20;
+	add.s32 	%r269, %r109, %r268;
+	mov.b64 	%fd585, {%r108, %r269};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r270}, %fd61;
+	}
+	mov.b32 	%f33, %r270;
+	abs.f32 	%f7, %f33;
+	setp.lt.f32 	%p116, %f7, 0f4086232B;
+	@%p116 bra 	$L__BB29_112;
+
+	setp.lt.f64 	%p117, %fd61, 0d0000000000000000;
+	add.f64 	%fd426, %fd61, 0d7FF0000000000000;
+	selp.f64 	%fd585, 0d0000000000000000, %fd426, %p117;
+	setp.geu.f32 	%p118, %f7, 0f40874800;
+	@%p118 bra 	$L__BB29_112;
+
+	mov.f64 	%fd551, 0d4338000000000000;
+	mov.f64 	%fd550, 0d3FF71547652B82FE;
+	fma.rn.f64 	%fd549, %fd61, %fd550, %fd551;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r327, %temp}, %fd549;
+	}
+	shr.u32 	%r271, %r327, 31;
+	add.s32 	%r272, %r327, %r271;
+	shr.s32 	%r273, %r272, 1;
+	shl.b32 	%r274, %r273, 20;
+	add.s32 	%r275, %r109, %r274;
+	mov.b64 	%fd427, {%r108, %r275};
+	sub.s32 	%r276, %r327, %r273;
+	shl.b32 	%r277, %r276, 20;
+	add.s32 	%r278, %r277, 1072693248;
+	mov.u32 	%r279, 0;
+	mov.b64 	%fd428, {%r279, %r278};
+	mul.f64 	%fd585, %fd427, %fd428;
+
+$L__BB29_112:
+	sub.f64 	%fd66, %fd59, %fd60;
+	fma.rn.f64 	%fd431, %fd66, %fd396, %fd395;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r110, %temp}, %fd431;
+	}
+	add.rn.f64 	%fd433, %fd431, %fd398;
+	fma.rn.f64 	%fd435, %fd433, %fd400, %fd66;
+	fma.rn.f64 	%fd437, %fd433, %fd402, %fd435;
+	fma.rn.f64 	%fd440, %fd405, %fd437, %fd404;
+	fma.rn.f64 	%fd442, %fd440, %fd437, %fd407;
+	fma.rn.f64 	%fd444, %fd442, %fd437, %fd409;
+	fma.rn.f64 	%fd446, %fd444, %fd437, %fd411;
+	fma.rn.f64 	%fd448, %fd446, %fd437, %fd413;
+	fma.rn.f64 	%fd450, %fd448, %fd437, %fd415;
+	fma.rn.f64 	%fd452, %fd450, %fd437, %fd417;
+	fma.rn.f64 	%fd454, %fd452, %fd437, %fd419;
+	fma.rn.f64 	%fd456, %fd454, %fd437, %fd421;
+	fma.rn.f64 	%fd458, %fd456, %fd437, %fd423;
+	fma.rn.f64 	%fd459, %fd458, %fd437, %fd423;
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%r111, %temp}, %fd459;
+	}
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r112}, %fd459;
+	}
+	shl.b32 	%r280, %r110, 20;
+	add.s32 	%r281, %r112, %r280;
+	mov.b64 	%fd586, {%r111, %r281};
+	{
+	.reg .b32 %temp; 
+	mov.b64 	{%temp, %r282}, %fd66;
+	}
+	mov.b32 	%f34, %r282;
+	abs.f32 	%f8, %f34;
+	setp.lt.f32 	%p119, %f8, 0f4086232B;
+	@%p119 bra 	$L__BB29_115;
+
+	setp.lt.f64 	%p120, %fd66, 0d0000000000000000;
+	add.f64 	%fd460, %fd66, 0d7FF0000000000000;
+	selp.f64 	%fd586, 0d0000000000000000, %fd460, %p120;
+	setp.geu.f32 	%p121, %f8, 0f40874800;
+	@%p121 bra 	$L__BB29_115;
+
+	shr.u32 	%r283, %r110, 31;
+	add.s32 	%r284, %r110, %r283;
+	shr.s32 	%r285, %r284, 1;
+	shl.b32 	%r286, %r285, 20;
+	add.s32 	%r287, %r112, %r286;
+	mov.b64 	%fd461, {%r111, %r287};
+	sub.s32 	%r288, %r110, %r285;
+	shl.b32 	%r289, %r288, 20;
+	add.s32 	%r290, %r289, 1072693248;
+	mov.u32 	%r291, 0;
+	mov.b64 	%fd462, {%r291, %r290};
+	mul.f64 	%fd586, %fd461, %fd462;
+
+$L__BB29_115:
+	add.f64 	%fd463, %fd585, %fd586;
+	div.rn.f64 	%fd587, %fd585, %fd463;
+	div.rn.f64 	%fd588, %fd586, %fd463;
+
+$L__BB29_116:
+	ld.param.u32 	%r328, [moh_gates_grad_f32_param_5];
+	mov.f64 	%fd597, 0d0000000000000000;
+	setp.lt.s32 	%p161, %r328, 1;
+	cvt.s64.s32 	%rd39, %r328;
+	mul.lo.s64 	%rd40, %rd39, %rd6;
+	mov.f64 	%fd598, %fd597;
+	@%p161 bra 	$L__BB29_143;
+
+	ld.param.u32 	%r333, [moh_gates_grad_f32_param_5];
+	add.s32 	%r293, %r333, -1;
+	and.b32  	%r375, %r333, 3;
+	setp.lt.u32 	%p123, %r293, 3;
+	mov.f64 	%fd598, 0d0000000000000000;
+	mov.u32 	%r373, 0;
+	mov.f64 	%fd597, %fd598;
+	@%p123 bra 	$L__BB29_136;
+
+	ld.param.u32 	%r334, [moh_gates_grad_f32_param_5];
+	sub.s32 	%r372, %r334, %r375;
+
+$L__BB29_119:
+	cvt.s64.s32 	%rd41, %r373;
+	add.s64 	%rd42, %rd5, %rd41;
+	mul.wide.s32 	%rd150, %r373, 8;
+	add.s64 	%rd43, %rd4, %rd150;
+	add.s64 	%rd151, %rd40, %rd41;
+	shl.b64 	%rd152, %rd151, 2;
+	add.s64 	%rd44, %rd1, %rd152;
+	setp.lt.s32 	%p124, %r373, %r146;
+	@%p124 bra 	$L__BB29_122;
+	bra.uni 	$L__BB29_120;
+
+$L__BB29_122:
+	ld.local.f64 	%fd473, [%rd43];
+	ld.global.f32 	%f36, [%rd44];
+	cvt.f64.f32 	%fd474, %f36;
+	fma.rn.f64 	%fd597, %fd473, %fd474, %fd597;
+	bra.uni 	$L__BB29_123;
+
+$L__BB29_120:
+	ld.local.u8 	%rs16, [%rd42];
+	setp.eq.s16 	%p125, %rs16, 0;
+	@%p125 bra 	$L__BB29_123;
+
+	ld.local.f64 	%fd471, [%rd43];
+	ld.global.f32 	%f35, [%rd44];
+	cvt.f64.f32 	%fd472, %f35;
+	fma.rn.f64 	%fd598, %fd471, %fd472, %fd598;
+
+$L__BB29_123:
+	cvt.u32.u64 	%r295, %rd41;
+	add.s32 	%r296, %r295, 1;
+	setp.lt.s32 	%p126, %r296, %r146;
+	@%p126 bra 	$L__BB29_126;
+	bra.uni 	$L__BB29_124;
+
+$L__BB29_126:
+	ld.global.f32 	%f38, [%rd44+4];
+	cvt.f64.f32 	%fd477, %f38;
+	ld.local.f64 	%fd478, [%rd43+8];
+	fma.rn.f64 	%fd597, %fd478, %fd477, %fd597;
+	bra.uni 	$L__BB29_127;
+
+$L__BB29_124:
+	ld.local.u8 	%rs17, [%rd42+1];
+	setp.eq.s16 	%p127, %rs17, 0;
+	@%p127 bra 	$L__BB29_127;
+
+	ld.global.f32 	%f37, [%rd44+4];
+	cvt.f64.f32 	%fd475, %f37;
+	ld.local.f64 	%fd476, [%rd43+8];
+	fma.rn.f64 	%fd598, %fd476, %fd475, %fd598;
+
+$L__BB29_127:
+	add.s32 	%r298, %r295, 2;
+	setp.lt.s32 	%p128, %r298, %r146;
+	@%p128 bra 	$L__BB29_130;
+	bra.uni 	$L__BB29_128;
+
+$L__BB29_130:
+	ld.global.f32 	%f40, [%rd44+8];
+	cvt.f64.f32 	%fd481, %f40;
+	ld.local.f64 	%fd482, [%rd43+16];
+	fma.rn.f64 	%fd597, %fd482, %fd481, %fd597;
+	bra.uni 	$L__BB29_131;
+
+$L__BB29_128:
+	ld.local.u8 	%rs18, [%rd42+2];
+	setp.eq.s16 	%p129, %rs18, 0;
+	@%p129 bra 	$L__BB29_131;
+
+	ld.global.f32 	%f39, [%rd44+8];
+	cvt.f64.f32 	%fd479, %f39;
+	ld.local.f64 	%fd480, [%rd43+16];
+	fma.rn.f64 	%fd598, %fd480, %fd479, %fd598;
+
+$L__BB29_131:
+	add.s32 	%r300, %r295, 3;
+	setp.lt.s32 	%p130, %r300, %r146;
+	@%p130 bra 	$L__BB29_134;
+	bra.uni 	$L__BB29_132;
+
+$L__BB29_134:
+	ld.global.f32 	%f42, [%rd44+12];
+	cvt.f64.f32 	%fd485, %f42;
+	ld.local.f64 	%fd486, [%rd43+24];
+	fma.rn.f64 	%fd597, %fd486, %fd485, %fd597;
+	bra.uni 	$L__BB29_135;
+
+$L__BB29_132:
+	ld.local.u8 	%rs19, [%rd42+3];
+	setp.eq.s16 	%p131, %rs19, 0;
+	@%p131 bra 	$L__BB29_135;
+
+	ld.global.f32 	%f41, [%rd44+12];
+	cvt.f64.f32 	%fd483, %f41;
+	ld.local.f64 	%fd484, [%rd43+24];
+	fma.rn.f64 	%fd598, %fd484, %fd483, %fd598;
+
+$L__BB29_135:
+	add.s32 	%r373, %r295, 4;
+	add.s32 	%r372, %r372, -4;
+	setp.ne.s32 	%p132, %r372, 0;
+	@%p132 bra 	$L__BB29_119;
+
+$L__BB29_136:
+	setp.eq.s32 	%p133, %r375, 0;
+	@%p133 bra 	$L__BB29_143;
+
+	cvt.s64.s32 	%rd153, %r373;
+	add.s64 	%rd154, %rd40, %rd153;
+	shl.b64 	%rd155, %rd154, 2;
+	add.s64 	%rd189, %rd1, %rd155;
+	mul.wide.s32 	%rd156, %r373, 8;
+	add.s64 	%rd188, %rd4, %rd156;
+	add.s64 	%rd187, %rd5, %rd153;
+
+$L__BB29_138:
+	.pragma "nounroll";
+	setp.lt.s32 	%p134, %r373, %r146;
+	@%p134 bra 	$L__BB29_141;
+	bra.uni 	$L__BB29_139;
+
+$L__BB29_141:
+	ld.local.f64 	%fd489, [%rd188];
+	ld.global.f32 	%f44, [%rd189];
+	cvt.f64.f32 	%fd490, %f44;
+	fma.rn.f64 	%fd597, %fd489, %fd490, %fd597;
+	bra.uni 	$L__BB29_142;
+
+$L__BB29_139:
+	ld.local.u8 	%rs20, [%rd187];
+	setp.eq.s16 	%p135, %rs20, 0;
+	@%p135 bra 	$L__BB29_142;
+
+	ld.local.f64 	%fd487, [%rd188];
+	ld.global.f32 	%f43, [%rd189];
+	cvt.f64.f32 	%fd488, %f43;
+	fma.rn.f64 	%fd598, %fd487, %fd488, %fd598;
+
+$L__BB29_142:
+	add.s32 	%r373, %r373, 1;
+	add.s64 	%rd189, %rd189, 4;
+	add.s64 	%rd188, %rd188, 8;
+	add.s64 	%rd187, %rd187, 1;
+	add.s32 	%r375, %r375, -1;
+	setp.ne.s32 	%p136, %r375, 0;
+	@%p136 bra 	$L__BB29_138;
+
+$L__BB29_143:
+	ld.param.u32 	%r329, [moh_gates_grad_f32_param_5];
+	setp.lt.s32 	%p162, %r329, 1;
+	@%p162 bra 	$L__BB29_175;
+
+	ld.param.u32 	%r331, [moh_gates_grad_f32_param_5];
+	add.s32 	%r303, %r331, -1;
+	and.b32  	%r380, %r331, 3;
+	setp.lt.u32 	%p138, %r303, 3;
+	mov.u32 	%r378, 0;
+	@%p138 bra 	$L__BB29_167;
+
+	ld.param.u32 	%r332, [moh_gates_grad_f32_param_5];
+	sub.s32 	%r377, %r332, %r380;
+
+$L__BB29_146:
+	cvt.s64.s32 	%rd55, %r378;
+	mul.wide.s32 	%rd157, %r378, 8;
+	add.s64 	%rd56, %rd4, %rd157;
+	add.s64 	%rd158, %rd7, %rd55;
+	shl.b64 	%rd159, %rd158, 2;
+	add.s64 	%rd57, %rd2, %rd159;
+	add.s64 	%rd58, %rd5, %rd55;
+	add.s64 	%rd160, %rd40, %rd55;
+	shl.b64 	%rd161, %rd160, 2;
+	add.s64 	%rd59, %rd1, %rd161;
+	setp.lt.s32 	%p139, %r378, %r146;
+	@%p139 bra 	$L__BB29_150;
+	bra.uni 	$L__BB29_147;
+
+$L__BB29_150:
+	ld.local.f64 	%fd496, [%rd56];
+	mul.f64 	%fd497, %fd587, %fd496;
+	ld.global.f32 	%f49, [%rd59];
+	cvt.f64.f32 	%fd498, %f49;
+	sub.f64 	%fd499, %fd498, %fd597;
+	mul.f64 	%fd500, %fd497, %fd499;
+	cvt.rn.f32.f64 	%f50, %fd500;
+	st.global.f32 	[%rd57], %f50;
+	bra.uni 	$L__BB29_151;
+
+$L__BB29_147:
+	ld.local.u8 	%rs21, [%rd58];
+	setp.eq.s16 	%p140, %rs21, 0;
+	ld.local.f64 	%fd491, [%rd56];
+	mul.f64 	%fd105, %fd588, %fd491;
+	@%p140 bra 	$L__BB29_149;
+
+	ld.global.f32 	%f45, [%rd59];
+	cvt.f64.f32 	%fd492, %f45;
+	sub.f64 	%fd493, %fd492, %fd598;
+	mul.f64 	%fd494, %fd105, %fd493;
+	cvt.rn.f32.f64 	%f46, %fd494;
+	st.global.f32 	[%rd57], %f46;
+	bra.uni 	$L__BB29_151;
+
+$L__BB29_149:
+	mul.f64 	%fd495, %fd598, %fd105;
+	cvt.rn.f32.f64 	%f47, %fd495;
+	neg.f32 	%f48, %f47;
+	st.global.f32 	[%rd57], %f48;
+
+$L__BB29_151:
+	cvt.u32.u64 	%r305, %rd55;
+	add.s32 	%r306, %r305, 1;
+	setp.lt.s32 	%p141, %r306, %r146;
+	@%p141 bra 	$L__BB29_155;
+	bra.uni 	$L__BB29_152;
+
+$L__BB29_155:
+	ld.local.f64 	%fd506, [%rd56+8];
+	mul.f64 	%fd507, %fd587, %fd506;
+	ld.global.f32 	%f55, [%rd59+4];
+	cvt.f64.f32 	%fd508, %f55;
+	sub.f64 	%fd509, %fd508, %fd597;
+	mul.f64 	%fd510, %fd507, %fd509;
+	cvt.rn.f32.f64 	%f56, %fd510;
+	st.global.f32 	[%rd57+4], %f56;
+	bra.uni 	$L__BB29_156;
+
+$L__BB29_152:
+	ld.local.u8 	%rs22, [%rd58+1];
+	setp.eq.s16 	%p142, %rs22, 0;
+	ld.local.f64 	%fd501, [%rd56+8];
+	mul.f64 	%fd106, %fd588, %fd501;
+	@%p142 bra 	$L__BB29_154;
+
+	ld.global.f32 	%f51, [%rd59+4];
+	cvt.f64.f32 	%fd502, %f51;
+	sub.f64 	%fd503, %fd502, %fd598;
+	mul.f64 	%fd504, %fd106, %fd503;
+	cvt.rn.f32.f64 	%f52, %fd504;
+	st.global.f32 	[%rd57+4], %f52;
+	bra.uni 	$L__BB29_156;
+
+$L__BB29_154:
+	mul.f64 	%fd505, %fd598, %fd106;
+	cvt.rn.f32.f64 	%f53, %fd505;
+	neg.f32 	%f54, %f53;
+	st.global.f32 	[%rd57+4], %f54;
+
+$L__BB29_156:
+	add.s32 	%r308, %r305, 2;
+	setp.lt.s32 	%p143, %r308, %r146;
+	@%p143 bra 	$L__BB29_160;
+	bra.uni 	$L__BB29_157;
+
+$L__BB29_160:
+	ld.local.f64 	%fd516, [%rd56+16];
+	mul.f64 	%fd517, %fd587, %fd516;
+	ld.global.f32 	%f61, [%rd59+8];
+	cvt.f64.f32 	%fd518, %f61;
+	sub.f64 	%fd519, %fd518, %fd597;
+	mul.f64 	%fd520, %fd517, %fd519;
+	cvt.rn.f32.f64 	%f62, %fd520;
+	st.global.f32 	[%rd57+8], %f62;
+	bra.uni 	$L__BB29_161;
+
+$L__BB29_157:
+	ld.local.u8 	%rs23, [%rd58+2];
+	setp.eq.s16 	%p144, %rs23, 0;
+	ld.local.f64 	%fd511, [%rd56+16];
+	mul.f64 	%fd107, %fd588, %fd511;
+	@%p144 bra 	$L__BB29_159;
+
+	ld.global.f32 	%f57, [%rd59+8];
+	cvt.f64.f32 	%fd512, %f57;
+	sub.f64 	%fd513, %fd512, %fd598;
+	mul.f64 	%fd514, %fd107, %fd513;
+	cvt.rn.f32.f64 	%f58, %fd514;
+	st.global.f32 	[%rd57+8], %f58;
+	bra.uni 	$L__BB29_161;
+
+$L__BB29_159:
+	mul.f64 	%fd515, %fd598, %fd107;
+	cvt.rn.f32.f64 	%f59, %fd515;
+	neg.f32 	%f60, %f59;
+	st.global.f32 	[%rd57+8], %f60;
+
+$L__BB29_161:
+	add.s32 	%r310, %r305, 3;
+	setp.lt.s32 	%p145, %r310, %r146;
+	@%p145 bra 	$L__BB29_165;
+	bra.uni 	$L__BB29_162;
+
+$L__BB29_165:
+	ld.local.f64 	%fd526, [%rd56+24];
+	mul.f64 	%fd527, %fd587, %fd526;
+	ld.global.f32 	%f67, [%rd59+12];
+	cvt.f64.f32 	%fd528, %f67;
+	sub.f64 	%fd529, %fd528, %fd597;
+	mul.f64 	%fd530, %fd527, %fd529;
+	cvt.rn.f32.f64 	%f68, %fd530;
+	st.global.f32 	[%rd57+12], %f68;
+	bra.uni 	$L__BB29_166;
+
+$L__BB29_162:
+	ld.local.u8 	%rs24, [%rd58+3];
+	setp.eq.s16 	%p146, %rs24, 0;
+	ld.local.f64 	%fd521, [%rd56+24];
+	mul.f64 	%fd108, %fd588, %fd521;
+	@%p146 bra 	$L__BB29_164;
+
+	ld.global.f32 	%f63, [%rd59+12];
+	cvt.f64.f32 	%fd522, %f63;
+	sub.f64 	%fd523, %fd522, %fd598;
+	mul.f64 	%fd524, %fd108, %fd523;
+	cvt.rn.f32.f64 	%f64, %fd524;
+	st.global.f32 	[%rd57+12], %f64;
+	bra.uni 	$L__BB29_166;
+
+$L__BB29_164:
+	mul.f64 	%fd525, %fd598, %fd108;
+	cvt.rn.f32.f64 	%f65, %fd525;
+	neg.f32 	%f66, %f65;
+	st.global.f32 	[%rd57+12], %f66;
+
+$L__BB29_166:
+	add.s32 	%r378, %r305, 4;
+	add.s32 	%r377, %r377, -4;
+	setp.ne.s32 	%p147, %r377, 0;
+	@%p147 bra 	$L__BB29_146;
+
+$L__BB29_167:
+	setp.eq.s32 	%p148, %r380, 0;
+	@%p148 bra 	$L__BB29_175;
+
+	cvt.s64.s32 	%rd162, %r378;
+	add.s64 	%rd163, %rd40, %rd162;
+	shl.b64 	%rd164, %rd163, 2;
+	add.s64 	%rd193, %rd1, %rd164;
+	add.s64 	%rd192, %rd5, %rd162;
+	add.s64 	%rd165, %rd7, %rd162;
+	shl.b64 	%rd166, %rd165, 2;
+	add.s64 	%rd191, %rd2, %rd166;
+	mul.wide.s32 	%rd167, %r378, 8;
+	add.s64 	%rd190, %rd4, %rd167;
+
+$L__BB29_169:
+	.pragma "nounroll";
+	setp.lt.s32 	%p149, %r378, %r146;
+	@%p149 bra 	$L__BB29_173;
+	bra.uni 	$L__BB29_170;
+
+$L__BB29_173:
+	ld.local.f64 	%fd536, [%rd190];
+	mul.f64 	%fd537, %fd587, %fd536;
+	ld.global.f32 	%f73, [%rd193];
+	cvt.f64.f32 	%fd538, %f73;
+	sub.f64 	%fd539, %fd538, %fd597;
+	mul.f64 	%fd540, %fd537, %fd539;
+	cvt.rn.f32.f64 	%f74, %fd540;
+	st.global.f32 	[%rd191], %f74;
+	bra.uni 	$L__BB29_174;
+
+$L__BB29_170:
+	ld.local.u8 	%rs25, [%rd192];
+	setp.eq.s16 	%p150, %rs25, 0;
+	ld.local.f64 	%fd531, [%rd190];
+	mul.f64 	%fd109, %fd588, %fd531;
+	@%p150 bra 	$L__BB29_172;
+
+	ld.global.f32 	%f69, [%rd193];
+	cvt.f64.f32 	%fd532, %f69;
+	sub.f64 	%fd533, %fd532, %fd598;
+	mul.f64 	%fd534, %fd109, %fd533;
+	cvt.rn.f32.f64 	%f70, %fd534;
+	st.global.f32 	[%rd191], %f70;
+	bra.uni 	$L__BB29_174;
+
+$L__BB29_172:
+	mul.f64 	%fd535, %fd598, %fd109;
+	cvt.rn.f32.f64 	%f71, %fd535;
+	neg.f32 	%f72, %f71;
+	st.global.f32 	[%rd191], %f72;
+
+$L__BB29_174:
+	add.s32 	%r378, %r378, 1;
+	add.s64 	%rd193, %rd193, 4;
+	add.s64 	%rd192, %rd192, 1;
+	add.s64 	%rd191, %rd191, 4;
+	add.s64 	%rd190, %rd190, 8;
+	add.s32 	%r380, %r380, -1;
+	setp.ne.s32 	%p151, %r380, 0;
+	@%p151 bra 	$L__BB29_169;
+
+$L__BB29_175:
+	ld.param.u32 	%r330, [moh_gates_grad_f32_param_5];
+	ld.param.u32 	%r321, [moh_gates_grad_f32_param_4];
+	setp.le.s32 	%p152, %r321, %r330;
+	@%p152 bra 	$L__BB29_184;
+
+	mul.f64 	%fd541, %fd588, %fd598;
+	fma.rn.f64 	%fd542, %fd587, %fd597, %fd541;
+	sub.f64 	%fd543, %fd597, %fd542;
+	mul.f64 	%fd544, %fd587, %fd543;
+	cvt.rn.f32.f64 	%f75, %fd544;
+	add.s64 	%rd168, %rd7, %rd39;
+	shl.b64 	%rd169, %rd168, 2;
+	add.s64 	%rd170, %rd2, %rd169;
+	st.global.f32 	[%rd170], %f75;
+	sub.f64 	%fd545, %fd598, %fd542;
+	mul.f64 	%fd546, %fd588, %fd545;
+	cvt.rn.f32.f64 	%f76, %fd546;
+	st.global.f32 	[%rd170+4], %f76;
+
+$L__BB29_184:
+	ret;
+
+}
 .func  (.param .b64 func_retval0) __internal_trig_reduction_slowpathd(
 	.param .b64 __internal_trig_reduction_slowpathd_param_0,
 	.param .b64 __internal_trig_reduction_slowpathd_param_1
 )
 {
-	.local .align 8 .b8 	__local_depot26[40];
+	.local .align 8 .b8 	__local_depot30[40];
 	.reg .b64 	%SP;
 	.reg .b64 	%SPL;
 	.reg .pred 	%p<10>;
@@ -89523,7 +92879,7 @@ $L__BB25_6:
 	.reg .b64 	%rd<79>;
 
 
-	mov.u64 	%SPL, __local_depot26;
+	mov.u64 	%SPL, __local_depot30;
 	ld.param.f64 	%fd4, [__internal_trig_reduction_slowpathd_param_0];
 	ld.param.u64 	%rd18, [__internal_trig_reduction_slowpathd_param_1];
 	add.u64 	%rd1, %SPL, 0;
@@ -89534,7 +92890,7 @@ $L__BB25_6:
 	shr.u32 	%r10, %r1, 20;
 	and.b32  	%r2, %r10, 2047;
 	setp.eq.s32 	%p1, %r2, 2047;
-	@%p1 bra 	$L__BB26_7;
+	@%p1 bra 	$L__BB30_7;
 
 	add.s32 	%r3, %r2, -1024;
 	shr.u32 	%r11, %r3, 6;
@@ -89547,7 +92903,7 @@ $L__BB25_6:
 	setp.gt.s32 	%p3, %r4, %r5;
 	mov.u64 	%rd75, 0;
 	mov.u64 	%rd76, %rd1;
-	@%p3 bra 	$L__BB26_4;
+	@%p3 bra 	$L__BB30_4;
 
 	add.s32 	%r6, %r4, -1;
 	mov.b64 	%rd22, %fd4;
@@ -89557,7 +92913,7 @@ $L__BB25_6:
 	mov.u64 	%rd76, %rd1;
 	mov.u32 	%r29, %r6;
 
-$L__BB26_3:
+$L__BB30_3:
 	.pragma "nounroll";
 	mul.wide.s32 	%rd24, %r29, 8;
 	add.s64 	%rd26, %rd25, %rd24;
@@ -89585,15 +92941,15 @@ $L__BB26_3:
 	mul.wide.s32 	%rd29, %r15, 8;
 	add.s64 	%rd76, %rd1, %rd29;
 	setp.lt.s32 	%p4, %r29, %r5;
-	@%p4 bra 	$L__BB26_3;
+	@%p4 bra 	$L__BB30_3;
 
-$L__BB26_4:
+$L__BB30_4:
 	st.local.u64 	[%rd76], %rd75;
 	ld.local.u64 	%rd78, [%rd1+16];
 	ld.local.u64 	%rd77, [%rd1+24];
 	and.b32  	%r9, %r3, 63;
 	setp.eq.s32 	%p5, %r9, 0;
-	@%p5 bra 	$L__BB26_6;
+	@%p5 bra 	$L__BB30_6;
 
 	mov.u32 	%r16, 64;
 	sub.s32 	%r17, %r16, %r9;
@@ -89605,7 +92961,7 @@ $L__BB26_4:
 	shr.u64 	%rd34, %rd33, %r17;
 	or.b64  	%rd78, %rd34, %rd32;
 
-$L__BB26_6:
+$L__BB30_6:
 	and.b32  	%r18, %r1, -2147483648;
 	shr.u64 	%rd35, %rd77, 62;
 	cvt.u32.u64 	%r19, %rd35;
@@ -89698,7 +93054,7 @@ $L__BB26_6:
 	or.b64  	%rd72, %rd71, %rd63;
 	mov.b64 	%fd4, %rd72;
 
-$L__BB26_7:
+$L__BB30_7:
 	st.param.f64 	[func_retval0+0], %fd4;
 	ret;
 
@@ -89726,7 +93082,7 @@ $L__BB26_7:
 	}
 	shr.u32 	%r51, %r50, 20;
 	setp.ne.s32 	%p1, %r51, 0;
-	@%p1 bra 	$L__BB27_2;
+	@%p1 bra 	$L__BB31_2;
 
 	mul.f64 	%fd14, %fd12, 0d4350000000000000;
 	{
@@ -89740,13 +93096,13 @@ $L__BB26_7:
 	shr.u32 	%r16, %r50, 20;
 	add.s32 	%r51, %r16, -54;
 
-$L__BB27_2:
+$L__BB31_2:
 	add.s32 	%r52, %r51, -1023;
 	and.b32  	%r17, %r50, -2146435073;
 	or.b32  	%r18, %r17, 1072693248;
 	mov.b64 	%fd135, {%r49, %r18};
 	setp.lt.u32 	%p2, %r18, 1073127583;
-	@%p2 bra 	$L__BB27_4;
+	@%p2 bra 	$L__BB31_4;
 
 	{
 	.reg .b32 %temp; 
@@ -89760,7 +93116,7 @@ $L__BB27_2:
 	mov.b64 	%fd135, {%r19, %r21};
 	add.s32 	%r52, %r51, -1022;
 
-$L__BB27_4:
+$L__BB31_4:
 	add.f64 	%fd15, %fd135, 0d3FF0000000000000;
 	mov.f64 	%fd16, 0d3FF0000000000000;
 	rcp.approx.ftz.f64 	%fd17, %fd15;
@@ -89923,13 +93279,13 @@ $L__BB27_4:
 	mov.b32 	%f2, %r35;
 	abs.f32 	%f1, %f2;
 	setp.lt.f32 	%p4, %f1, 0f4086232B;
-	@%p4 bra 	$L__BB27_7;
+	@%p4 bra 	$L__BB31_7;
 
 	setp.lt.f64 	%p5, %fd4, 0d0000000000000000;
 	add.f64 	%fd129, %fd4, 0d7FF0000000000000;
 	selp.f64 	%fd136, 0d0000000000000000, %fd129, %p5;
 	setp.geu.f32 	%p6, %f1, 0f40874800;
-	@%p6 bra 	$L__BB27_7;
+	@%p6 bra 	$L__BB31_7;
 
 	mov.f64 	%fd134, 0d4338000000000000;
 	mov.f64 	%fd133, 0d3FF71547652B82FE;
@@ -89951,7 +93307,7 @@ $L__BB27_4:
 	mov.b64 	%fd131, {%r44, %r43};
 	mul.f64 	%fd136, %fd130, %fd131;
 
-$L__BB27_7:
+$L__BB31_7:
 	{
 	.reg .b32 %temp; 
 	mov.b64 	{%temp, %r45}, %fd136;
@@ -89964,11 +93320,11 @@ $L__BB27_7:
 	}
 	setp.eq.s32 	%p8, %r47, 0;
 	and.pred  	%p9, %p8, %p7;
-	@%p9 bra 	$L__BB27_9;
+	@%p9 bra 	$L__BB31_9;
 
 	fma.rn.f64 	%fd136, %fd136, %fd5, %fd136;
 
-$L__BB27_9:
+$L__BB31_9:
 	st.param.f64 	[func_retval0+0], %fd136;
 	ret;
 

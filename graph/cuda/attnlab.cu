@@ -495,3 +495,138 @@ extern "C" __global__ void split_heads_f32(const float *g, float *out, int n, in
 	}
 	out[e] = s;
 }
+
+// out [n, heads*d]: head h of row r of o scaled by g[r, h] (graph.ScaleHeads).
+// One thread per element.
+extern "C" __global__ void scale_heads_f32(const float *o, const float *g, float *out, int n, int heads, int d) {
+	long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (e >= (long long)n * heads * d) {
+		return;
+	}
+	out[e] = g[e / d] * o[e]; // element e is in row e / (heads d), head (e / d) % heads
+}
+
+// out [n, heads] = the dot products of a's and b's heads, row by row
+// (graph.headDots). One thread per output element.
+extern "C" __global__ void head_dots_f32(const float *a, const float *b, float *out, int n, int heads, int d) {
+	long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+	if (e >= (long long)n * heads) {
+		return;
+	}
+	const float *x = a + e * d, *y = b + e * d;
+	float s = 0.0f;
+	for (int c = 0; c < d; c++) {
+		s += x[c] * y[c];
+	}
+	out[e] = s;
+}
+
+// The most heads moh_route handles (graph.mohMaxHeads repeats it).
+#define MOH_MAX_HEADS 64
+
+// softmax_into writes softmax(z[0:n]) to p, in double (graph.softmaxInto).
+__device__ void softmax_into(const float *z, double *p, int n) {
+	if (n == 0) {
+		return;
+	}
+	double mx = -INFINITY, sum = 0.0;
+	for (int i = 0; i < n; i++) {
+		mx = fmax(mx, (double)z[i]);
+	}
+	for (int i = 0; i < n; i++) {
+		p[i] = exp((double)z[i] - mx);
+		sum += p[i];
+	}
+	for (int i = 0; i < n; i++) {
+		p[i] /= sum;
+	}
+}
+
+// moh_route is graph.route for one token's logits z: the shared and routed
+// softmaxes in p, the active heads in on (the top_k routed by p, ties to
+// the lower index), and the group weights.
+__device__ void moh_route(const float *z, int heads, int shared, int top_k, double *p, bool *on, double *a1, double *a2) {
+	softmax_into(z, p, shared);
+	softmax_into(z + shared, p + shared, heads - shared);
+	for (int h = 0; h < heads; h++) {
+		on[h] = h < shared;
+	}
+	for (int k = 0; k < top_k; k++) {
+		int best = -1;
+		for (int h = shared; h < heads; h++) {
+			if (!on[h] && (best < 0 || p[h] > p[best])) {
+				best = h;
+			}
+		}
+		on[best] = true;
+	}
+	if (shared == 0) {
+		*a1 = 0.0, *a2 = 1.0;
+		return;
+	}
+	if (shared == heads) {
+		*a1 = 1.0, *a2 = 0.0;
+		return;
+	}
+	double b1 = z[heads], b2 = z[heads + 1], mx = fmax(b1, b2);
+	double e1 = exp(b1 - mx), e2 = exp(b2 - mx);
+	*a1 = e1 / (e1 + e2), *a2 = e2 / (e1 + e2);
+}
+
+// g [n, heads]: Mixture-of-Head gates from router logits z [n, w]
+// (graph.mohForward). One thread per token.
+extern "C" __global__ void moh_gates_f32(const float *z, float *g, int n, int w, int heads, int shared, int top_k, int softmax) {
+	int r = blockIdx.x * blockDim.x + threadIdx.x;
+	if (r >= n) {
+		return;
+	}
+	double p[MOH_MAX_HEADS], a1, a2;
+	bool on[MOH_MAX_HEADS];
+	moh_route(z + (size_t)r * w, heads, shared, top_k, p, on, &a1, &a2);
+	float *gr = g + (size_t)r * heads;
+	for (int h = 0; h < heads; h++) {
+		gr[h] = !on[h] ? 0.0f : !softmax ? 1.0f : (float)((h < shared ? a1 : a2) * p[h]);
+	}
+}
+
+// dz [n, w] from z and the gates' gradient dg [n, heads]: the softmax
+// gates' gradient (graph.mohBackward; zeros for the none gate). One thread
+// per token.
+extern "C" __global__ void moh_gates_grad_f32(const float *z, const float *dg, float *dz, int n, int w, int heads, int shared, int top_k, int softmax) {
+	int r = blockIdx.x * blockDim.x + threadIdx.x;
+	if (r >= n) {
+		return;
+	}
+	float *out = dz + (size_t)r * w;
+	if (!softmax) {
+		for (int c = 0; c < w; c++) {
+			out[c] = 0.0f;
+		}
+		return;
+	}
+	double p[MOH_MAX_HEADS], a1, a2, da1 = 0.0, da2 = 0.0;
+	bool on[MOH_MAX_HEADS];
+	moh_route(z + (size_t)r * w, heads, shared, top_k, p, on, &a1, &a2);
+	const float *d = dg + (size_t)r * heads;
+	for (int h = 0; h < heads; h++) {
+		if (h < shared) {
+			da1 += p[h] * (double)d[h];
+		} else if (on[h]) {
+			da2 += p[h] * (double)d[h];
+		}
+	}
+	for (int h = 0; h < heads; h++) {
+		if (h < shared) {
+			out[h] = (float)(a1 * p[h] * ((double)d[h] - da1));
+		} else if (on[h]) {
+			out[h] = (float)(a2 * p[h] * ((double)d[h] - da2));
+		} else {
+			out[h] = (float)(-a2 * p[h] * da2);
+		}
+	}
+	if (w > heads) {
+		double t = a1 * da1 + a2 * da2;
+		out[heads] = (float)(a1 * (da1 - t));
+		out[heads + 1] = (float)(a2 * (da2 - t));
+	}
+}
