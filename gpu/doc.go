@@ -1,22 +1,25 @@
 // Package gpu is attnlab's CUDA path (issue 16), compiled only into the
 // binary scripts/build-cuda.sh builds (-tags cuda, Gorgonia's CUDA backend
-// with the project's patches): checks of the GPU ops against the CPU, run
-// by `trainer gpucheck` on a machine with an NVIDIA GPU. It is a package of
-// its own because everything in it needs cgo, the CUDA driver and cuBLAS,
-// which the default build and CI have not; without the tag it reports that
-// the binary has no GPU support.
+// with the project's patches): the checks of the GPU ops against the CPU
+// that `trainer gpucheck` runs (with timings of a matrix product and of the
+// flash op), CheckGraph, which refuses a graph with an op that has no GPU
+// path (naming it), and the calls that keep the training step's values on
+// the GPU (KeepOnDevice, CopyToHost, CopyToDevice, Copies). It is a package
+// of its own because everything in it needs cgo, the CUDA driver and
+// cuBLAS, which the default build and CI have not; without the tag every
+// call reports that the binary has no GPU support (ErrNoCUDA).
 //
-// What runs on the GPU today: Gorgonia's own CUDA ops (matrix products
-// through cuBLAS, same-shape elementwise arithmetic, elementwise unary
-// functions), checked on the lent H200, and the graph package's ops that
-// have a kernel (graph/gpu.go; graph.GPUCases are their checks), written
-// but not yet run on a GPU. The other model ops still run on the CPU, so
-// `--device cuda` for training does not exist yet.
+// The ops themselves are the graph package's (graph/gpu.go, their kernels
+// in graph/cuda; graph.GPUCases are their checks) and Gorgonia's own CUDA
+// ops. Every op of the exact family's models has a kernel and passed
+// gpucheck on the lent H200 except those added after it ran (see the
+// README's GPU section); training with --device cuda does not work yet
+// past its first step.
 package gpu
 
 import "errors"
 
-// ErrNoCUDA is what Check and CheckGraph return in a binary built without
+// ErrNoCUDA is what this package's calls return in a binary built without
 // -tags cuda.
 var ErrNoCUDA = errors.New("this trainer was built without CUDA support: build bin/trainer-cuda with scripts/build-cuda.sh and run it on a machine with an NVIDIA GPU")
 
