@@ -11,9 +11,10 @@
 //
 // The ops themselves are the graph package's (graph/gpu.go, their kernels
 // in graph/cuda; graph.GPUCases are their checks) and Gorgonia's own CUDA
-// ops. Every op of the exact family's models has a kernel and passed
-// gpucheck on the lent H200 except those added after it ran (see the
-// README's GPU section); training with --device cuda does not work yet
+// ops. The exact family's models have a kernel for every op, except the
+// attention of mla and reuse (value and head dims differ); the kernels
+// passed gpucheck on the lent H200, except those added after it ran (see
+// the README's GPU section). Training with --device cuda does not work yet
 // past its first step.
 package gpu
 
