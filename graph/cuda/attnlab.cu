@@ -256,14 +256,19 @@ __device__ float row_lse(const float *z, int v, float *shm) {
 	return mx + logf(block_sum(s, shm));
 }
 
-// dst[0] = the sum of x [n]: one block.
-extern "C" __global__ void sum_f32(const float *x, float *dst, int n) {
-	__shared__ float shm[32];
+// The sum of x [n] over one block, returned to every thread.
+__device__ float block_total(const float *x, int n, float *shm) {
 	float s = 0.0f;
 	for (int i = threadIdx.x; i < n; i += blockDim.x) {
 		s += x[i];
 	}
-	s = block_sum(s, shm);
+	return block_sum(s, shm);
+}
+
+// dst[0] = the sum of x [n]: one block.
+extern "C" __global__ void sum_f32(const float *x, float *dst, int n) {
+	__shared__ float shm[32];
+	float s = block_total(x, n, shm);
 	if (threadIdx.x == 0) {
 		dst[0] = s;
 	}
@@ -292,11 +297,7 @@ extern "C" __global__ void sce_loss_rows_f32(const float *logits, const float *t
 // loss[0] = loss[0] / sum w, or 0 when no row is scored: one block.
 extern "C" __global__ void sce_finish_f32(const float *weights, float *loss, int n) {
 	__shared__ float shm[32];
-	float s = 0.0f;
-	for (int i = threadIdx.x; i < n; i += blockDim.x) {
-		s += weights[i];
-	}
-	s = block_sum(s, shm);
+	float s = block_total(weights, n, shm);
 	if (threadIdx.x == 0) {
 		loss[0] = s == 0.0f ? 0.0f : loss[0] / s;
 	}
