@@ -28,10 +28,14 @@ type Experiment struct {
 	// Device is where the model runs: cpu, or cuda (GPU 0, only in the
 	// binary scripts/build-cuda.sh builds, and only for models whose every
 	// op has a GPU path: package gpu).
-	Device string    `yaml:"device"`
-	Task   Component `yaml:"task" registry:"task kind"` // {kind: assoc_recall, seq_len: 64, ...}: options are validated later by the task registry
-	Model  Model     `yaml:"model"`
-	Train  Train     `yaml:"train"`
+	Device string `yaml:"device"`
+	// TF32 runs the GPU's matrix products (cuBLAS) on TF32 tensor cores:
+	// their inputs rounded to 10 mantissa bits, the sums kept in fp32.
+	// Faster, less exact; device cuda only. Off by default, as PyTorch's.
+	TF32  bool      `yaml:"tf32"`
+	Task  Component `yaml:"task" registry:"task kind"` // {kind: assoc_recall, seq_len: 64, ...}: options are validated later by the task registry
+	Model Model     `yaml:"model"`
+	Train Train     `yaml:"train"`
 }
 
 // Model describes the Transformer.
@@ -367,6 +371,9 @@ func (e *Experiment) Validate() error {
 	}
 	oneOf("dtype", e.DType, dtypes)
 	oneOf("device", e.Device, devices)
+	if e.TF32 && e.Device != "cuda" {
+		add("tf32: TF32 products are a GPU option (device cuda), and device is %q", e.Device)
+	}
 	if e.Task.Kind == "" {
 		add("task.kind: must not be empty")
 	}
@@ -764,7 +771,7 @@ func (d *decoder) component(n *yaml.Node, c *Component, path string) error {
 	return nil
 }
 
-// assign stores a value decoded from YAML in the integer or number field v
+// assign stores a value decoded from YAML in the integer, number or boolean field v
 // (string fields take the text as written and do not come here).
 func assign(v reflect.Value, raw any) error {
 	switch v.Kind() {
@@ -786,6 +793,12 @@ func assign(v reflect.Value, raw any) error {
 			return err
 		}
 		v.SetFloat(x.(float64))
+	case reflect.Bool:
+		x, err := convert(raw, Bool)
+		if err != nil {
+			return err
+		}
+		v.SetBool(x.(bool))
 	default:
 		return fmt.Errorf("unsupported field type %s", v.Type()) // a programming error
 	}
@@ -882,6 +895,8 @@ func fieldKindDesc(v reflect.Value) string {
 		return "a non-negative integer"
 	case reflect.Float64:
 		return "a number"
+	case reflect.Bool:
+		return "true or false"
 	default:
 		return "a string"
 	}

@@ -25,6 +25,11 @@ func Available() bool { return true }
 // relative of the float64 CPU op (no TF32).
 const relLimit = 1e-5
 
+// tf32RelLimit bounds the TF32 cases (graph.GPUCase.TF32), whose products
+// round their inputs to 10 mantissa bits (2^-11 relative each): they must
+// be within it, and further from the float64 op than relLimit.
+const tf32RelLimit = 1e-2
+
 // checks are every case gpucheck runs: Gorgonia's own CUDA ops, then the
 // graph package's.
 func checks() []graph.GPUCase {
@@ -37,7 +42,11 @@ func checks() []graph.GPUCase {
 func run(c graph.GPUCase, rng *rand.Rand) (float64, error) {
 	worst := 0.0
 	for rep := 0; rep < 2; rep++ {
-		g := graph.NewGraph(true)
+		p := graph.OnGPU
+		if c.TF32 {
+			p = graph.OnGPUTF32
+		}
+		g := graph.NewGraph(p)
 		outs, refs, err := c.Build(g, rng)
 		if err != nil {
 			return 0, err
@@ -178,11 +187,17 @@ func Check(seed uint64) (Report, error) {
 	rep := Report{Device: deviceName()}
 	for _, c := range checks() {
 		cs := Case{Name: c.Name, Shape: c.Shape, Limit: relLimit}
+		if c.TF32 {
+			cs.Limit = tf32RelLimit
+		}
 		e, err := run(c, rng)
-		if err != nil {
+		switch {
+		case err != nil:
 			cs.Error = err.Error()
-		} else {
-			cs.RelErr, cs.Pass = e, e <= relLimit
+		case c.TF32 && e <= relLimit:
+			cs.RelErr, cs.Error = e, fmt.Sprintf("error %.2g is fp32's: the products did not run in TF32", e)
+		default:
+			cs.RelErr, cs.Pass = e, e <= cs.Limit
 		}
 		rep.Cases = append(rep.Cases, cs)
 	}
@@ -212,8 +227,9 @@ func CopyToHost(vm G.VM) error { return G.CopyResidentToHost(vm) }
 // values.
 func CopyToDevice(vm G.VM) error { return G.CopyResidentToDevice(vm) }
 
-// Copies counts the host<->device copies of one run of vm's program.
-func Copies(vm G.VM) (toDevice, toHost int, err error) { return G.DeviceCopies(vm) }
+// Copies names the nodes whose values one run of vm's program copies to
+// the device and to the host, one name per copy.
+func Copies(vm G.VM) (toDevice, toHost []string, err error) { return G.DeviceCopies(vm) }
 
 // timeFlash times the flash op (graph.FlashAttention, its default tile)
 // on batch 1, heads of headDim, causal, at length t: the forward alone
@@ -225,7 +241,7 @@ func Copies(vm G.VM) (toDevice, toHost int, err error) { return G.DeviceCopies(v
 func timeFlash(rng *rand.Rand, t, heads, headDim, runs int) ([]Timing, error) {
 	var out []Timing
 	for _, backward := range []bool{false, true} {
-		g := graph.NewGraph(true)
+		g := graph.NewGraph(graph.OnGPU)
 		s := graph.AttentionShape{Batch: 1, QLen: t, KLen: t, Heads: heads, KVHeads: heads, HeadDim: headDim, Causal: true}
 		in := func(name string) *G.Node {
 			v := make([]float32, t*heads*headDim)

@@ -23,4 +23,4 @@ func CopyToHost(vm G.VM) error { return ErrNoCUDA }
 func CopyToDevice(vm G.VM) error { return ErrNoCUDA }
 
 // Copies returns ErrNoCUDA.
-func Copies(vm G.VM) (toDevice, toHost int, err error) { return 0, 0, ErrNoCUDA }
+func Copies(vm G.VM) (toDevice, toHost []string, err error) { return nil, nil, ErrNoCUDA }

@@ -18,6 +18,18 @@ func BLASName() string {
 	return blasName
 }
 
+// BLAS says which BLAS a graph placed at p multiplies matrices with, for
+// logs and summaries: cuBLAS on the GPU, BLASName on the CPU.
+func (p Placement) BLAS() string {
+	switch p {
+	case OnGPU:
+		return "cuBLAS, fp32"
+	case OnGPUTF32:
+		return "cuBLAS, TF32 tensor cores"
+	}
+	return BLASName()
+}
+
 // gemm computes C = alpha * op(A) * op(B) + beta * C for row-major matrices,
 // op(A) m x k, op(B) k x n, C m x n with leading dimensions lda, ldb, ldc.
 func gemm[T Float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {

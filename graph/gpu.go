@@ -8,23 +8,48 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// gpuGraphName names a graph whose ops run on the GPU (NewGraph).
-const gpuGraphName = "attnlab:gpu"
+// Placement is where a graph's ops run (NewGraph).
+type Placement int
 
-// NewGraph returns an empty expression graph. With onGPU, its ops that
-// have a GPU path (a gpuKernel) and float32 inputs run on GPU 0 in the
-// CUDA build; the others, and every op of the default build, run on the
-// CPU. The choice travels with the graph (its name), so that one CUDA
-// binary trains on either device.
-func NewGraph(onGPU bool) *G.ExprGraph {
-	if onGPU {
+const (
+	OnCPU     Placement = iota // every op on the CPU
+	OnGPU                      // float32 ops with a GPU path on GPU 0, products in full fp32
+	OnGPUTF32                  // as OnGPU, with cuBLAS's products on TF32 tensor cores
+)
+
+// The names of the graphs whose ops run on the GPU (NewGraph).
+const (
+	gpuGraphName     = "attnlab:gpu"
+	gpuTF32GraphName = "attnlab:gpu:tf32"
+)
+
+// NewGraph returns an empty expression graph whose ops run where p says.
+// On the GPU, the ops that have a GPU path (a gpuKernel) and float32
+// inputs run on GPU 0 in the CUDA build; the others, and every op of the
+// default build, run on the CPU. The choice travels with the graph (its
+// name), so that one CUDA binary trains on either device. OnGPUTF32 runs
+// the matrix products on TF32 tensor cores (their inputs rounded to 10
+// mantissa bits, the sums in fp32): faster, less exact.
+func NewGraph(p Placement) *G.ExprGraph {
+	switch p {
+	case OnGPU:
 		return G.NewGraph(G.WithGraphName(gpuGraphName))
+	case OnGPUTF32:
+		return G.NewGraph(G.WithGraphName(gpuTF32GraphName))
 	}
 	return G.NewGraph()
 }
 
-// onGPU reports whether n's graph is NewGraph(true)'s.
-func onGPU(n *G.Node) bool { return n.Graph().Name() == gpuGraphName }
+// placement is where NewGraph placed n's graph.
+func placement(n *G.Node) Placement {
+	switch n.Graph().Name() {
+	case gpuGraphName:
+		return OnGPU
+	case gpuTF32GraphName:
+		return OnGPUTF32
+	}
+	return OnCPU
+}
 
 // gpuKernel is an op's CUDA implementation, used only by the binary that
 // scripts/build-cuda.sh builds (-tags cuda; graph/op_cuda.go): launch runs

@@ -18,7 +18,11 @@ import (
 // their references without a GPU.
 type GPUCase struct {
 	Name, Shape string
-	Build       func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error)
+	// TF32 cases run in an OnGPUTF32 graph: their products round their
+	// inputs to TF32, so they are held to a looser bound and must differ
+	// from fp32's (or the option did nothing).
+	TF32  bool
+	Build func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error)
 }
 
 // IsInPlace reports whether a GPU case's output n is an input node, which
@@ -52,9 +56,17 @@ func GPUCases() []GPUCase {
 		normCase(true, 64, 1000),
 		matMulCase(false, false, 130, 70, 90),
 		matMulCase(true, true, 130, 70, 90),
+		tf32(matMulCase(false, true, 130, 70, 300)),
 		linearCase(200, 96, 130),
 		embeddingCase(300, 50, 72),
 	}, attentionGPUCases()...)
+}
+
+// tf32 is c with its products on TF32 tensor cores.
+func tf32(c GPUCase) GPUCase {
+	c.Name += ", TF32"
+	c.TF32 = true
+	return c
 }
 
 // embeddingCase checks y = table[ids] for n ids in [0, v) (repeated, so

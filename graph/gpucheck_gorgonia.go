@@ -15,7 +15,7 @@ import (
 // gpucheck and, on the CPU, by TestGPUCasesOnTheCPU.
 func GorgoniaGPUCases() []GPUCase {
 	matmul := func(m, k, n int) GPUCase {
-		return GPUCase{"matmul (cuBLAS)", fmt.Sprintf("%dx%d . %dx%d", m, k, k, n), func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		return GPUCase{Name: "matmul (cuBLAS)", Shape: fmt.Sprintf("%dx%d . %dx%d", m, k, k, n), Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
 			av, bv := gaussF32(rng, m*k, 1), gaussF32(rng, k*n, 1)
 			out, err := G.Mul(inputF32(g, "a", av, m, k), inputF32(g, "b", bv, k, n))
 			return []*G.Node{out}, [][]float64{dense64{m, k, f64(av)}.mul(dense64{k, n, f64(bv)}).v}, err
@@ -23,7 +23,7 @@ func GorgoniaGPUCases() []GPUCase {
 	}
 	const rows, cols = 300, 257
 	binary := func(name string, op func(a, b *G.Node) (*G.Node, error), f func(x, y float64) float64) GPUCase {
-		return GPUCase{name, "300x257", func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
+		return GPUCase{Name: name, Shape: "300x257", Build: func(g *G.ExprGraph, rng *rand.Rand) ([]*G.Node, [][]float64, error) {
 			av, bv := gaussF32(rng, rows*cols, 1), gaussF32(rng, rows*cols, 1)
 			want := make([]float64, len(av))
 			for i := range want {
@@ -45,7 +45,7 @@ func GorgoniaGPUCases() []GPUCase {
 		unary("tanh", G.Tanh, math.Tanh),
 		unary("exp", G.Exp, math.Exp),
 		unary("sigmoid", G.Sigmoid, func(x float64) float64 { return 1 / (1 + math.Exp(-x)) }),
-		{"tanh(a b + c) and its gradients", "64x48 . 48x80", chainWithGrad},
+		{Name: "tanh(a b + c) and its gradients", Shape: "64x48 . 48x80", Build: chainWithGrad},
 	}
 }
 

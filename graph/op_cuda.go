@@ -28,7 +28,11 @@ const gpuModule = "attnlab"
 // gradient checks', stay on the CPU): Gorgonia's compiler then places its
 // node on GPU 0 and hands CUDADo device values.
 func gpuOp(o *op, children G.Nodes) G.Op {
-	if o.gpu == nil || len(children) == 0 || !onGPU(children[0]) {
+	if o.gpu == nil || len(children) == 0 {
+		return o
+	}
+	p := placement(children[0])
+	if p == OnCPU {
 		return o
 	}
 	for _, c := range children {
@@ -36,11 +40,15 @@ func gpuOp(o *op, children G.Nodes) G.Op {
 			return o
 		}
 	}
-	return cudaOp{o}
+	return cudaOp{o, p == OnGPUTF32}
 }
 
-// cudaOp is an op that runs on the GPU through its gpuKernel.
-type cudaOp struct{ *op }
+// cudaOp is an op that runs on the GPU through its gpuKernel; with tf32
+// its matrix products run on TF32 tensor cores.
+type cudaOp struct {
+	*op
+	tf32 bool
+}
 
 func (o cudaOp) CallsExtern() bool { return true }
 
@@ -70,7 +78,7 @@ func (o cudaOp) CUDADo(extern G.External, dev G.Device, prealloc G.Value, inputs
 		in[i] = gpuBuf{ptr: v.Uintptr(), shape: v.Shape(), dtype: v.Dtype()}
 	}
 	out := gpuBuf{ptr: prealloc.Uintptr(), shape: prealloc.Shape(), dtype: prealloc.Dtype()}
-	l := cudaLauncher{machine: machine, dev: int(dev)}
+	l := cudaLauncher{machine: machine, dev: int(dev), tf32: o.tf32}
 	if err := o.gpu.launch(l, out, in); err != nil {
 		return nil, fmt.Errorf("%s: %w", o.name, err)
 	}
@@ -81,6 +89,7 @@ func (o cudaOp) CUDADo(extern G.External, dev G.Device, prealloc G.Value, inputs
 type cudaLauncher struct {
 	machine G.CUDAMachine
 	dev     int
+	tf32    bool // Gemm on TF32 tensor cores
 }
 
 func (l cudaLauncher) Launch(kernel string, blocks, threads, shared int, args ...any) error {
@@ -151,6 +160,11 @@ func (l cudaLauncher) Gemm(tA, tB bool, m, n, k int, alpha float32, a gpuBuf, ld
 	}
 	A, B, C := deviceFloats(a), deviceFloats(b), deviceFloats(c)
 	err := ctx.Do(func() error {
+		// the handle is the engine's, shared by every op: each product
+		// sets the math mode it wants (a host-side setting, no sync)
+		if err := handle.SetTF32(l.tf32); err != nil {
+			return err
+		}
 		handle.Sgemm(trans(tB), trans(tA), n, m, k, alpha, B, ldb, A, lda, beta, C, ldc)
 		return handle.Err()
 	})

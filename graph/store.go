@@ -56,9 +56,10 @@ type Param struct {
 // tensors, the optimizer updates them in place, and checkpoints read and
 // write them.
 type Store struct {
-	// GPU places the graphs built on the store's parameters on the GPU
-	// (NewGraph): device cuda. Without the CUDA build it changes nothing.
-	GPU bool
+	// Placement is where the graphs built on the store's parameters run
+	// (NewGraph): OnGPU or OnGPUTF32 for device cuda. Without the CUDA
+	// build it changes nothing.
+	Placement Placement
 
 	dtype   tensor.Dtype
 	seed    uint64

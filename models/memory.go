@@ -284,7 +284,7 @@ func buildMemory(cfg config.Model, task data.Task, store *graph.Store, batch int
 	}
 	L := mem.Segment()
 	S := T / L
-	g := graph.NewGraph(store.GPU)
+	g := graph.NewGraph(store.Placement)
 	b := store.Bind(g)
 	root := layers.NewScope(b)
 	m := &Model{Graph: g, Batch: batch, SeqLen: T, KVCacheElems: -1, StateElems: -1, StepInputs: &layers.StepInputs{}}

@@ -88,7 +88,7 @@ func BuildRecording(cfg config.Model, task data.Task, store *graph.Store, batch 
 	if memoryOn(cfg) { // segment recurrence (memory.go)
 		return buildMemory(cfg, task, store, batch, maps, attn, aspec, mods)
 	}
-	g := graph.NewGraph(store.GPU)
+	g := graph.NewGraph(store.Placement)
 	b := store.Bind(g)
 	root := layers.NewScope(b)
 	sh := layers.Shape{Batch: batch, SeqLen: task.SeqLen(), DModel: cfg.DModel}

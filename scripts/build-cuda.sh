@@ -12,7 +12,8 @@
 #     device memory instead of managed memory for its pool; inputs kept
 #     on the GPU across runs, KeepOnDevice: see
 #     third_party/gorgonia/ATTNLAB.md), and
-#   - gorgonia.org/cu v0.9.6 from the module cache, unchanged.
+#   - gorgonia.org/cu v0.9.6 from the module cache, with third_party/cu.patch
+#     applied (cuBLAS's math mode, for TF32 products: model option tf32).
 # The PTX of Gorgonia's kernels is committed (gpu/stdlib_ptx_cuda.go,
 # scripts/gen-ptx.sh), so no nvcc is needed here.
 #
@@ -52,6 +53,7 @@ cu=$(GOFLAGS=-mod=mod go mod download -json gorgonia.org/cu@v0.9.6 | sed -n 's/.
 [ -d "$cu" ] || die "could not fetch gorgonia.org/cu v0.9.6 (module proxy)"
 cp -r "$cu" "$work/cu"
 chmod -R u+w "$work"
+patch -s -p1 -d "$work/cu" < third_party/cu.patch # Standard.SetTF32: the handle's math mode
 cp go.sum "$work/go.sum"
 sed "s|=> ./third_party/gorgonia|=> $work/gorgonia|" go.mod > "$work/go.mod"
 grep -q "=> $work/gorgonia" "$work/go.mod" || die "go.mod has no replace for third_party/gorgonia"

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
 	G "gorgonia.org/gorgonia"
@@ -56,12 +57,13 @@ type BenchResult struct {
 	PeakRSSBytes int64   `json:"peak_rss_bytes"`
 	FinalLoss    float64 `json:"final_loss"`
 	// Device is where the step ran (cpu, or cuda); on cuda CopiesToDevice
-	// and CopiesToHost count the host<->device copies of one step's
-	// program (Gorgonia's transport instructions): the per-step traffic.
-	Device         string `json:"device"`
-	Layers         int    `json:"n_layers"`
-	CopiesToDevice int    `json:"copies_to_device,omitempty"`
-	CopiesToHost   int    `json:"copies_to_host,omitempty"`
+	// and CopiesToHost name the nodes whose values one step's program
+	// copies between host and device (Gorgonia's transport instructions),
+	// one name per copy: the per-step traffic.
+	Device         string   `json:"device"`
+	Layers         int      `json:"n_layers"`
+	CopiesToDevice []string `json:"copies_to_device,omitempty"`
+	CopiesToHost   []string `json:"copies_to_host,omitempty"`
 }
 
 // Bench builds exp (as Run does), takes warmup untimed training steps, then
@@ -135,7 +137,7 @@ func Bench(exp config.Experiment, warmup, steps int) (*BenchResult, error) {
 	r := &BenchResult{
 		Name: exp.Name, Model: exp.Model.Kind, Attention: exp.Model.Attention.Kind, Memory: memory, Task: exp.Task.Kind, DType: exp.DType,
 		SeqLen: s.Task.SeqLen(), BatchSize: tr.BatchSize, Params: s.Store.NumElements(),
-		Threads: runtime.GOMAXPROCS(0), BLAS: graph.BLASName(), Warmup: warmup, Steps: steps, BuildSeconds: build,
+		Threads: runtime.GOMAXPROCS(0), BLAS: s.Store.Placement.BLAS(), Warmup: warmup, Steps: steps, BuildSeconds: build,
 		StepMsMedian: median(stepMs), StepMsMin: slices.Min(stepMs), StepMsMax: slices.Max(stepMs),
 		AllocBytesPerStep: allocBytes / uint64(steps), AllocsPerStep: allocs / uint64(steps),
 		PeakRSSBytes: peakRSS(), FinalLoss: loss, Device: exp.Device, Layers: exp.Model.NLayers,
@@ -143,6 +145,12 @@ func Bench(exp config.Experiment, warmup, steps int) (*BenchResult, error) {
 	if trainer.onDevice {
 		if r.CopiesToDevice, r.CopiesToHost, err = gpu.Copies(trainer.vm); err != nil {
 			return nil, err
+		}
+		// an op node's name is its expression: the op's name says enough
+		for _, names := range [][]string{r.CopiesToDevice, r.CopiesToHost} {
+			for i, n := range names {
+				names[i], _, _ = strings.Cut(n, "(")
+			}
 		}
 	}
 	if r.StepMsMedian > 0 {

@@ -151,7 +151,12 @@ func newStore(exp config.Experiment) (*graph.Store, error) {
 	if err != nil {
 		return nil, badInput(err)
 	}
-	store.GPU = exp.Device == "cuda"
+	switch {
+	case exp.Device == "cuda" && exp.TF32:
+		store.Placement = graph.OnGPUTF32
+	case exp.Device == "cuda":
+		store.Placement = graph.OnGPU
+	}
 	return store, nil
 }
 
@@ -381,7 +386,7 @@ func Run(ctx context.Context, exp config.Experiment, o Options) (*Summary, error
 	sum := &Summary{
 		Name: exp.Name, Attention: exp.Model.Attention.Kind, Task: exp.Task.Kind, Seed: exp.Seed, DType: exp.DType, Device: exp.Device,
 		Version: version.String(), Commit: version.Commit(),
-		BLAS: graph.BLASName(), Threads: runtime.GOMAXPROCS(0), Steps: st.Step, Params: s.Store.NumElements(),
+		BLAS: s.Store.Placement.BLAS(), Threads: runtime.GOMAXPROCS(0), Steps: st.Step, Params: s.Store.NumElements(),
 		EvalAccuracy: final.acc, EvalLoss: final.loss, EvalExamples: tr.EvalExamples, TrainLoss: st.Stats.trainLoss(),
 		StepMsMedian: st.Stats.stepMsMedian(), PeakRSSBytes: peakRSS(), WallSeconds: wall(), Resumed: o.Resume,
 	}

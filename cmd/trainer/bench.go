@@ -123,8 +123,8 @@ func printModelBench(w io.Writer, r *train.BenchResult) {
 	fmt.Fprintf(w, "%d threads (GOMAXPROCS), BLAS %s; %d warm-up + %d timed steps; build %.2fs\n",
 		r.Threads, r.BLAS, r.Warmup, r.Steps, r.BuildSeconds)
 	if r.Device == "cuda" {
-		fmt.Fprintf(w, "device cuda (GPU 0): %d host-to-device and %d device-to-host copies per step (%d layers)\n",
-			r.CopiesToDevice, r.CopiesToHost, r.Layers)
+		fmt.Fprintf(w, "device cuda (GPU 0), %d layers: per step %d host-to-device copies (%s) and %d device-to-host (%s)\n",
+			r.Layers, len(r.CopiesToDevice), strings.Join(r.CopiesToDevice, ", "), len(r.CopiesToHost), strings.Join(r.CopiesToHost, ", "))
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "step ms\tmedian %.1f\tmin %.1f\tmax %.1f\n", r.StepMsMedian, r.StepMsMin, r.StepMsMax)
