@@ -45,7 +45,7 @@ func TestAdamWPrefix32(t *testing.T) {
 
 func TestColSum32(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	for _, d := range []int{1, 15, 16, 17, 40, 64} {
+	for _, d := range []int{1, 7, 8, 9, 15, 16, 17, 40, 64} {
 		n := 5
 		a := randF32(rng, n*d)
 		got := make([]float32, d)

@@ -180,10 +180,14 @@ func ColSum(a *G.Node) (*G.Node, error) {
 }
 
 func colSum[T Float](a, out []T, n, d int) {
-	if o, ok := any(out).([]float32); ok && hasAVX512 && d >= 16 {
+	if o, ok := any(out).([]float32); ok && (hasAVX512 && d >= 16 || hasAVX2 && d >= 8) {
 		a32, v := any(a).([]float32), d&^15
+		add := addToAVX512
+		if !hasAVX512 {
+			v, add = d&^7, addToAVX2
+		}
 		for r := 0; r < n; r++ {
-			addToAVX512(&o[0], &a32[r*d], v)
+			add(&o[0], &a32[r*d], v)
 			for j := v; j < d; j++ {
 				o[j] += a32[r*d+j]
 			}

@@ -58,6 +58,12 @@ const (
 	// sgemmParallelWork is the m*n*k above which a multiply is split over
 	// row blocks run in parallel.
 	sgemmParallelWork = 1 << 19
+	// A parallel multiply with at most sgemmSplitMN elements of C and a k
+	// of at least 2 sgemmSplitK (a weight gradient: X^T dY over every
+	// token) is split over k instead, in chunks of sgemmSplitK: its few
+	// row blocks would leave workers idle while one packs each k panel.
+	sgemmSplitMN = 256 * 256
+	sgemmSplitK  = 1024
 )
 
 // sgemmBufs pools the packed-B buffers by size class: class c holds
@@ -86,6 +92,57 @@ func sgemmWith(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a []flo
 		return
 	}
 	checkGemmArgs(tA, tB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
+	if m*n*k >= sgemmParallelWork && m*n <= sgemmSplitMN && k >= 2*sgemmSplitK && alpha != 0 {
+		sgemmSplitOverK(kn, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	sgemmRun(kn, m*n*k >= sgemmParallelWork, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// sgemmSplitOverK computes the product as the sum of the products of
+// k chunks of sgemmSplitK, each on one worker into a C of its own, added
+// in chunk order: the result does not depend on the number of threads.
+func sgemmSplitOverK(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	chunks := (k + sgemmSplitK - 1) / sgemmSplitK
+	parts, class := getSgemmBuf(chunks * m * n)
+	defer sgemmBufs[class].Put(parts)
+	parallelFor(chunks, m*n*sgemmSplitK, func(lo, hi int) {
+		for ch := lo; ch < hi; ch++ {
+			p0 := ch * sgemmSplitK
+			kk := min(sgemmSplitK, k-p0)
+			ac, bc := a[p0:], b[p0*ldb:] // op(A)'s columns p0.., op(B)'s rows p0..
+			if tA {
+				ac = a[p0*lda:]
+			}
+			if tB {
+				bc = b[p0:]
+			}
+			sgemmRun(kn, false, tA, tB, m, n, kk, alpha, ac, lda, bc, ldb, 0, (*parts)[ch*m*n:(ch+1)*m*n], n)
+		}
+	})
+	for i := 0; i < m; i++ {
+		row := c[i*ldc : i*ldc+n]
+		switch beta {
+		case 0:
+			clear(row)
+		case 1:
+		default:
+			for j := range row {
+				row[j] *= beta
+			}
+		}
+		for ch := 0; ch < chunks; ch++ {
+			part := (*parts)[ch*m*n+i*n : ch*m*n+(i+1)*n]
+			for j, v := range part {
+				row[j] += v
+			}
+		}
+	}
+}
+
+// sgemmRun is sgemmWith on checked arguments, over row blocks in parallel
+// when parallel is set.
+func sgemmRun(kn *sgemmKernel, parallel bool, tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	// The first k panel overwrites C when beta is 0; otherwise C is scaled
 	// by beta first and every panel adds.
 	overwrite := beta == 0 && k > 0 && alpha != 0
@@ -108,7 +165,6 @@ func sgemmWith(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a []flo
 	kc := min(k, sgemmKC)
 	nc := min(roundUp(n, nr), sgemmNC)
 	mc := mr * sgemmMCRows
-	parallel := m*n*k >= sgemmParallelWork
 	if parallel {
 		// Enough row blocks for every worker: parallelFor hands each
 		// goroutine a contiguous run of blocks.

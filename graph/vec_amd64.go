@@ -10,7 +10,10 @@ import (
 // functions in math32.go call them for the whole 16-element blocks of a row
 // and finish the tail themselves.
 
-var hasAVX512 = cpu.X86.HasAVX512F
+var (
+	hasAVX512 = cpu.X86.HasAVX512F
+	hasAVX2   = cpu.X86.HasAVX2
+)
 
 // expVecConsts feeds expShiftSumAVX512 the constants of exp32, in the order
 // the assembly loads them.
@@ -72,6 +75,9 @@ func geluGradAVX512(x, dy, dx *float32, n int)
 
 //go:noescape
 func addToAVX512(dst, src *float32, n int)
+
+//go:noescape
+func addToAVX2(dst, src *float32, n int)
 
 //go:noescape
 func adamwAVX512(w, grad *float32, m, v *float64, n int, p *[8]float64, lr, wd float64)

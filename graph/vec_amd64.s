@@ -245,6 +245,26 @@ adddone:
 	VZEROUPPER
 	RET
 
+// func addToAVX2(dst, src *float32, n int)
+// dst[i] += src[i] for i < n (n a multiple of 8).
+TEXT ·addToAVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+	JZ add2done
+add2loop:
+	VMOVUPS (DI), Y0
+	VADDPS (SI), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ add2loop
+add2done:
+	VZEROUPPER
+	RET
+
 // func adamwAVX512(w, grad *float32, m, v *float64, n int, p *[8]float64, lr, wd float64)
 // The AdamW update of train.adamw on 8 elements at a time (n a multiple of
 // 8), in float64 with the same operations in the same order (no fused

@@ -454,7 +454,7 @@ func buildAttentionBench(o AttentionBenchOptions, dt tensor.Dtype, c config.Comp
 	if !backward {
 		return G.NewTapeMachine(g), built, func() {}, nil
 	}
-	loss, err := G.Sum(out)
+	loss, err := graph.SumAll(out) // its gradient a fill: Gorgonia's Sum broadcasts through Repeat
 	if err != nil {
 		return nil, benchLayer{}, nil, fmt.Errorf("building the loss: %w", err)
 	}
