@@ -158,7 +158,7 @@ func CheckGraph(g *G.ExprGraph) error {
 		return nil
 	}
 	slices.Sort(missing)
-	return fmt.Errorf("no GPU path yet for %d of the model's ops: %s (issue 16; train on the CPU: device cpu)", len(missing), strings.Join(missing, ", "))
+	return fmt.Errorf("no GPU path yet for %d of the model's ops: %s (the GPU runs standard, flash, mqa, gqa, gpa and moh attention, head dims 16, 32, 64 or 128; train on the CPU: device cpu)", len(missing), strings.Join(missing, ", "))
 }
 
 // deviceName reads the first GPU's model from the driver's proc files.

@@ -6,7 +6,7 @@
 # torch_ref.py beside this checkout's shared/bench). Results in
 # $OUT/gpu-results.tgz (the device tool returns few files: one archive).
 #
-#   PARTS="check parity quickstart speed copies long"   (default: all)
+#   PARTS="check parity quickstart variants speed copies long"   (default: all)
 #   check       trainer-cuda gpucheck: every GPU op against the CPU in float64,
 #               and the flash op's time at T = 16384 (batch 1, 4 heads of 32,
 #               causal), forward and forward+backward
@@ -15,6 +15,9 @@
 #               and the largest relative difference of their losses
 #   quickstart  the embedded quickstart trained on the GPU, then resumed on the
 #               CPU for 50 more steps, and its checkpoint evaluated on the CPU
+#               and on the GPU; then 400 steps on the CPU resumed on the GPU
+#   variants    the quickstart on the GPU with gqa + rope, moh + xpos,
+#               gpa + alibi and mqa + partial_rope; mla (refused: no GPU path)
 #   speed       the reference model's step (flash attention) at T = 256, 1024,
 #               4096 (batch 8) and 16384 (batch 1) on the GPU, each beside
 #               PyTorch's (--device cuda --attn sdpa, fp32); then T = 4096 and
@@ -40,7 +43,7 @@ stamp() { echo "$1 $(( $(date +%s) - start ))s" >> $R/times; }
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv > $R/gpu.txt 2>&1
 # losses PREFIX: the step and loss of each row of PREFIX/metrics.jsonl
 losses() { sed -n 's/.*"step":\([0-9]*\),.*"loss":\([-0-9.eE+]*\).*/\1 \2/p' "$1/metrics.jsonl"; }
-for part in ${PARTS:-check parity quickstart speed copies long}; do
+for part in ${PARTS:-check parity quickstart variants speed copies long}; do
 case $part in
 check)
   timeout -s QUIT 300 $C gpucheck > $R/gpucheck.txt 2>&1; echo "rc=$?" >> $R/gpucheck.txt
@@ -68,7 +71,18 @@ quickstart)
   timeout 300 $P train --resume /tmp/qs --device cpu --set train.steps=1050 > $R/quickstart-resume-cpu.log 2>&1; echo "rc=$?" >> $R/quickstart-resume-cpu.log
   cp /tmp/qs/summary.json $R/quickstart-resumed-summary.json 2>/dev/null
   timeout 300 $P eval --run /tmp/qs --device cpu > $R/quickstart-eval-cpu.log 2>&1; echo "rc=$?" >> $R/quickstart-eval-cpu.log
+  timeout -s QUIT 120 $C eval --run /tmp/qs --device cuda > $R/quickstart-eval-gpu.log 2>&1; echo "rc=$?" >> $R/quickstart-eval-gpu.log
+  # the other way: 400 steps on the CPU, resumed on the GPU to 1000
+  timeout 300 $P train --device cpu --set train.steps=400 --out /tmp/c2g > $R/c2g-cpu.log 2>&1; echo "rc=$?" >> $R/c2g-cpu.log
+  timeout -s QUIT 300 $C train --resume /tmp/c2g --device cuda --set train.steps=1000 > $R/c2g-resume-gpu.log 2>&1; echo "rc=$?" >> $R/c2g-resume-gpu.log
   stamp quickstart ;;
+variants)
+  # the quickstart with other attention and positions on the GPU; mla has no GPU path (refused)
+  for v in gqa:rope moh:xpos gpa:alibi mqa:partial_rope mla:learned; do
+    timeout -s QUIT 300 $C train --device cuda --set model.attention.kind=${v%:*} --set model.positional=${v#*:} --out /tmp/v-${v%:*} > $R/variant-${v%:*}-${v#*:}.log 2>&1
+    echo "rc=$?" >> $R/variant-${v%:*}-${v#*:}.log
+  done
+  stamp variants ;;
 speed)
   for tb in 256:8 1024:8 4096:8 16384:1; do
     T=${tb%:*} B=${tb#*:}
