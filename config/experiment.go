@@ -63,6 +63,12 @@ type Model struct {
 	// Memory is segment recurrence (models/memory.go): {kind: rmt,
 	// segment: 64, ...}; kind "" (or none) is no memory, the plain model.
 	Memory Component `yaml:"memory" registry:"memory kind"`
+	// SequenceParallel, above 1, computes each layer's full (flash)
+	// attention core with that many workers over chunks of the sequence
+	// (graph.SequenceParallelAttention, DISTFLASHATTN's balanced schedule):
+	// the same function, with the work and memory of the core split. 0 or
+	// 1 is off. It changes no parameter.
+	SequenceParallel int `yaml:"sequence_parallel"`
 }
 
 // Train describes the optimisation (AdamW with a learning-rate schedule),
@@ -391,6 +397,12 @@ func (e *Experiment) Validate() error {
 	oneOf("model.positional", m.Positional, positionals)
 	if finite("model.rope_base", m.RopeBase) && m.RopeBase <= 1 {
 		add("model.rope_base: must be greater than 1, got %s", fmtFloat(m.RopeBase))
+	}
+	if m.SequenceParallel < 0 {
+		add("model.sequence_parallel: must not be negative, got %d", m.SequenceParallel)
+	}
+	if m.SequenceParallel > 1 && m.Memory.Kind != "" && m.Memory.Kind != "none" {
+		add("model.sequence_parallel: not with model.memory (%s attends one segment at a time)", m.Memory.Kind)
 	}
 	if finite("model.rope_fraction", m.RopeFraction) && (m.RopeFraction <= 0 || m.RopeFraction > 1) {
 		add("model.rope_fraction: must be in (0, 1], got %s", fmtFloat(m.RopeFraction))

@@ -299,7 +299,7 @@ func TestSet(t *testing.T) {
 		{"model.attention=x", []string{"model.attention is a section; set one of its keys, e.g. model.attention.kind"}},
 		{"train.lrr=1", []string{"--set train.lrr=1: ", `unknown key "lrr" in train (known: steps, batch_size, lr,`}},
 		{"trian.lr=1", []string{`unknown key "trian" at top level (known: name, seed, dtype, device, tf32, task, model, train)`}},
-		{"model.attn.kind=x", []string{`unknown key "attn" in model (known: kind, d_model,`, "attention, memory)"}},
+		{"model.attn.kind=x", []string{`unknown key "attn" in model (known: kind, d_model,`, "attention, memory, sequence_parallel)"}},
 		{"train.lr.x=1", []string{"--set train.lr.x=1: train.lr is a single value, not a section"}},
 		{"task.seq_len.x=1", []string{"task.seq_len is a single value, not a section"}},
 		{"train..lr=1", []string{"empty part"}},

@@ -21,6 +21,11 @@ type AttentionShape struct {
 	Causal            bool    // key j is visible to query i only when j <= i + KLen - QLen
 	ALiBi             bool    // add -slope_h * |i + KLen - QLen - j| to the scores (Press et al. 2022)
 	Scale             float64 // multiplies the scores; 0 means 1/sqrt(HeadDim)
+	// posShift moves the queries' positions against the keys' beyond
+	// KLen - QLen, for ALiBi's distances in the tiled kernels: a
+	// sequence-parallel pair's query chunk starts posShift positions
+	// further along (seqpar.go). 0 everywhere else.
+	posShift int
 }
 
 // VDim is the value and output dimension per head.

@@ -210,8 +210,6 @@ func newSeqParRun[T Float](s AttentionShape, p, block int, balanced bool) (*seqP
 		return nil, fmt.Errorf("sequence parallel: %d queries over %d keys: self-attention only", s.QLen, s.KLen)
 	case s.QLen < p:
 		return nil, fmt.Errorf("sequence parallel: %d positions over %d workers", s.QLen, p)
-	case s.ALiBi:
-		return nil, fmt.Errorf("sequence parallel: ALiBi's bias needs the chunks' offsets, not supported yet")
 	}
 	b := SeqParChunks(s.QLen, p)
 	return &seqParRun[T]{s: s, p: p, block: block, bounds: b, steps: SeqParSchedule(p, b, s.Causal, balanced),
@@ -285,6 +283,9 @@ func (r *seqParRun[T]) pairShape(t *SeqParTask) AttentionShape {
 	ps.QLen, ps.KLen = t.RowHi-t.RowLo, r.bounds[t.KV+1]-r.bounds[t.KV]
 	ps.Causal = r.s.Causal && t.Q == t.KV
 	ps.Scale = r.s.scale()
+	// ALiBi's distances in the sequence's positions: the query rows start
+	// at bounds[Q]+RowLo, the keys at bounds[KV]
+	ps.posShift = r.bounds[t.Q] + t.RowLo - r.bounds[t.KV] - (ps.KLen - ps.QLen)
 	return ps
 }
 
@@ -508,20 +509,26 @@ func seqParBackward[T Float](r *seqParRun[T], q, k, v, mask, o, lse, do, dlse, d
 }
 
 // SequenceParallelAttention is the tiled attention core (TiledAttention
-// with the full, or causal, pattern; key padding; GQA) computed by p
+// with the full, or causal, pattern; key padding; GQA; ALiBi) computed by p
 // workers over chunks of the sequence, with the balanced causal schedule
 // (see the comment at the top of this file): the same function, up to the
 // order of floating-point sums. p = 1 is one worker, the tiled core.
 func SequenceParallelAttention(q, k, v, keyMask *G.Node, s AttentionShape, p int) (*G.Node, error) {
+	out, _, err := SequenceParallelAttentionLSE(q, k, v, keyMask, s, p)
+	return out, err
+}
+
+// SequenceParallelAttentionLSE is SequenceParallelAttention that also
+// returns each query's logsumexp, as TiledAttentionLSE.
+func SequenceParallelAttentionLSE(q, k, v, keyMask *G.Node, s AttentionShape, p int) (out, lse *G.Node, err error) {
 	if err := s.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if _, err := newSeqParRun[float64](s, p, DefaultFlashBlock, true); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	name := fmt.Sprintf("SequenceParallelAttention(%+v,scale=%g,block=%d,masked=%t,workers=%d)", s, s.scale(), DefaultFlashBlock, keyMask != nil, p)
-	out, _, err := applyCore(name, s, q, k, v, keyMask, seqParFuncs[float32](s, p), seqParFuncs[float64](s, p), nil)
-	return out, err
+	return applyCore(name, s, q, k, v, keyMask, seqParFuncs[float32](s, p), seqParFuncs[float64](s, p), nil)
 }
 
 func seqParFuncs[T Float](s AttentionShape, p int) coreFuncs[T] {

@@ -20,18 +20,18 @@ func randSlice(rng *rand.Rand, n int) []float64 {
 // TestSeqParMatchesOneWorker: P = 2, 4, 8 workers give the tiled core's
 // output, logsumexp and input gradients (float64, fresh random inputs,
 // upstream gradients of both O and L) to 1e-10, causal and bidirectional,
-// with key padding and GQA, at lengths that are no multiple of P x tile.
+// with key padding, GQA and ALiBi, at lengths that are no multiple of P x tile.
 func TestSeqParMatchesOneWorker(t *testing.T) {
 	rng := testRNG(t)
 	const block = 8
 	for _, causal := range []bool{true, false} {
 		for _, c := range []struct {
 			T, heads, kvHeads int
-			masked            bool
-		}{{203, 2, 2, false}, {97, 4, 2, true}, {61, 2, 1, true}} {
+			masked, alibi     bool
+		}{{203, 2, 2, false, false}, {97, 4, 2, true, false}, {61, 2, 1, true, false}, {150, 3, 3, false, true}, {77, 4, 2, true, true}} {
 			for _, p := range []int{2, 4, 8} {
-				s := AttentionShape{Batch: 2, QLen: c.T, KLen: c.T, Heads: c.heads, KVHeads: c.kvHeads, HeadDim: 5, ValueDim: 3, Causal: causal}
-				t.Run(fmt.Sprintf("causal=%v/T=%d/H=%d,%d/masked=%v/P=%d", causal, c.T, c.heads, c.kvHeads, c.masked, p), func(t *testing.T) {
+				s := AttentionShape{Batch: 2, QLen: c.T, KLen: c.T, Heads: c.heads, KVHeads: c.kvHeads, HeadDim: 5, ValueDim: 3, Causal: causal, ALiBi: c.alibi}
+				t.Run(fmt.Sprintf("causal=%v/T=%d/H=%d,%d/masked=%v/alibi=%v/P=%d", causal, c.T, c.heads, c.kvHeads, c.masked, c.alibi, p), func(t *testing.T) {
 					nq, nk, nv := s.Batch*s.QLen*s.Heads*s.HeadDim, s.Batch*s.KLen*s.KVHeads*s.HeadDim, s.Batch*s.KLen*s.KVHeads*s.VDim()
 					nOut, nL := s.Batch*s.QLen*s.Heads*s.VDim(), s.Batch*s.Heads*s.QLen
 					q, k, v := randSlice(rng, nq), randSlice(rng, nk), randSlice(rng, nv)

@@ -134,7 +134,7 @@ type tileMasker[T Float] struct {
 func newTileMasker[T Float](s AttentionShape, st Stream, mask []T, b int, slope float64) tileMasker[T] {
 	m := st.Mask
 	t := tileMasker[T]{visible: m.Visible, interval: m.Interval, keyVisible: m.KeyVisible, described: m.Interval != nil || m.KeyVisible != nil,
-		hidden: new([][2]int), spans: new([]int32), stride: st.Stride, shift: s.KLen - s.QLen, slope: slope}
+		hidden: new([][2]int), spans: new([]int32), stride: st.Stride, shift: s.KLen - s.QLen + s.posShift, slope: slope}
 	if mask != nil {
 		t.pad = mask[b*s.KLen+st.Offset : (b+1)*s.KLen]
 	}

@@ -62,6 +62,11 @@ type Context struct {
 	// (layer tests, gradient checks, trainer bench attention) that step-0
 	// value is the input's for good.
 	Steps *StepInputs
+	// SequenceParallel, above 1, runs the full-pattern tiled core (flash
+	// and the exact variants that use it) with that many sequence-parallel
+	// workers (graph.SequenceParallelAttention); Attend refuses it for any
+	// other core.
+	SequenceParallel int
 
 	oracle bool // tests: run every pattern on the dense core (graph.DenseAttention)
 

@@ -133,6 +133,12 @@ func (c Context) Attend(q, k, v *G.Node, cs CoreSpec) (out, lse *G.Node, err err
 		}
 		c.Cores.Calls = append(c.Cores.Calls, call)
 	}
+	if c.SequenceParallel > 1 && !c.oracle {
+		if cs.Pattern != nil || cs.Materialize {
+			return nil, nil, fmt.Errorf("%s the workers run the full (flash) attention core; this variant's core is another (a pattern, or T x T scores): use flash", SequenceParallelRefusal)
+		}
+		return graph.SequenceParallelAttentionLSE(q, k, v, keyMask, s, c.SequenceParallel)
+	}
 	if cs.Materialize || c.oracle {
 		if cs.Pattern == nil {
 			p = nil
@@ -141,6 +147,10 @@ func (c Context) Attend(q, k, v *G.Node, cs CoreSpec) (out, lse *G.Node, err err
 	}
 	return graph.TiledAttentionLSE(q, k, v, keyMask, s, p)
 }
+
+// SequenceParallelRefusal begins Attend's error for a core that sequence
+// parallelism does not run (a pattern, or T x T scores).
+const SequenceParallelRefusal = "model.sequence_parallel:"
 
 // SelfAttention is Attend over the layer's own positions with the position
 // scheme's part inside attention applied: queries and keys rotated (rope,

@@ -115,7 +115,7 @@ func BuildRecording(cfg config.Model, task data.Task, store *graph.Store, batch 
 	if x, err = layers.AddPositions(root.Sub("embed"), aspec.Pos, x, sh); err != nil {
 		return nil, err
 	}
-	ctx := layers.Context{Shape: sh, Causal: cfg.Kind == "decoder", KeyMask: m.KeyMask, Maps: maps, Steps: m.StepInputs}
+	ctx := layers.Context{Shape: sh, Causal: cfg.Kind == "decoder", KeyMask: m.KeyMask, Maps: maps, Steps: m.StepInputs, SequenceParallel: cfg.SequenceParallel}
 	spec := layers.BlockSpec{DModel: cfg.DModel, DFF: cfg.DFF, NLayers: cfg.NLayers, Norm: cfg.Norm,
 		Activation: graph.Activation(cfg.Activation), Attention: attn, Modules: mods}
 	for i := 0; i < cfg.NLayers; i++ {

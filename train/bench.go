@@ -183,6 +183,9 @@ type AttentionBenchOptions struct {
 	Passes                []string // PassForward, PassBackward
 	Warmup, Reps          int
 	Seed                  uint64
+	// SequenceParallel, above 1, runs the layers' full attention cores
+	// with that many sequence-parallel workers (layers.Context).
+	SequenceParallel int
 	// Progress, if not nil, is called before each measurement.
 	Progress func(kind string, seqLen int, pass string)
 }
@@ -445,7 +448,7 @@ func buildAttentionBench(o AttentionBenchOptions, dt tensor.Dtype, c config.Comp
 		return nil, benchLayer{}, nil, err
 	}
 	cores := &layers.CoreLog{}
-	out, err := a.Forward(layers.NewScope(b).Sub("attn"), x, layers.Context{Shape: sh, Causal: o.Causal, Cores: cores})
+	out, err := a.Forward(layers.NewScope(b).Sub("attn"), x, layers.Context{Shape: sh, Causal: o.Causal, Cores: cores, SequenceParallel: o.SequenceParallel})
 	if err != nil {
 		return nil, benchLayer{}, nil, notApplicable{err}
 	}

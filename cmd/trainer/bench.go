@@ -156,6 +156,41 @@ type attentionBench struct {
 	Slopes     []attentionSlope          `json:"slopes"`
 	Plots      []string                  `json:"plots,omitempty"`
 	PlotNote   string                    `json:"plot_note,omitempty"`
+	// SequenceParallel is --sequence-parallel when above 1, and Balance the
+	// work balance of its schedule at each T.
+	SequenceParallel int             `json:"sequence_parallel,omitempty"`
+	Balance          []seqParBalance `json:"schedule_balance,omitempty"`
+}
+
+// seqParBalance is a sequence-parallel schedule's work balance at one
+// length: the tiles (graph.DefaultFlashBlock square) the busiest worker
+// visits over the mean, for the schedule the cores run and, for causal
+// attention, for the plain ring it replaces.
+type seqParBalance struct {
+	T         int     `json:"T"`
+	Steps     int     `json:"steps"`
+	Busiest   float64 `json:"busiest_over_mean"`
+	RingSteps int     `json:"ring_steps,omitempty"`
+	Ring      float64 `json:"ring_busiest_over_mean,omitempty"`
+}
+
+func scheduleBalance(p, T int, causal bool) seqParBalance {
+	b := graph.SeqParChunks(T, p)
+	ratio := func(steps []graph.SeqParStep) float64 {
+		tiles := graph.SeqParTiles(steps, b, causal, graph.DefaultFlashBlock)
+		sum := 0
+		for _, x := range tiles {
+			sum += x
+		}
+		return float64(slices.Max(tiles)) * float64(len(tiles)) / float64(sum)
+	}
+	bal := graph.SeqParSchedule(p, b, causal, true)
+	r := seqParBalance{T: T, Steps: len(bal), Busiest: ratio(bal)}
+	if causal {
+		ring := graph.SeqParSchedule(p, b, causal, false)
+		r.RingSteps, r.Ring = len(ring), ratio(ring)
+	}
+	return r
 }
 
 // attentionSlope is one variant's and pass's least-squares slopes of log
@@ -249,7 +284,7 @@ and of peak heap against T (PNG and SVG) with the slopes in the labels at the li
 				flag string
 				v    int
 				min  int
-			}{{"--batch", o.Batch, 1}, {"--heads", o.Heads, 1}, {"--head-dim", o.HeadDim, 1}, {"--reps", o.Reps, 1}, {"--warmup", o.Warmup, 0}} {
+			}{{"--batch", o.Batch, 1}, {"--heads", o.Heads, 1}, {"--head-dim", o.HeadDim, 1}, {"--reps", o.Reps, 1}, {"--warmup", o.Warmup, 0}, {"--sequence-parallel", o.SequenceParallel, 1}} {
 				if c.v < c.min {
 					return usageError{fmt.Errorf("%s: want at least %d, got %d", c.flag, c.min, c.v)}
 				}
@@ -284,6 +319,12 @@ and of peak heap against T (PNG and SVG) with the slopes in the labels at the li
 			res := attentionBench{Batch: o.Batch, Heads: o.Heads, HeadDim: o.HeadDim, DModel: o.Heads * o.HeadDim,
 				Causal: o.Causal, DType: o.DType, Warmup: o.Warmup, Reps: o.Reps, Threads: runtime.GOMAXPROCS(0),
 				BLAS: graph.BLASName(), MemoryNote: train.AttentionMemoryNote, Rows: rows, Slopes: attentionSlopes(rows)}
+			if o.SequenceParallel > 1 {
+				res.SequenceParallel = o.SequenceParallel
+				for _, T := range o.SeqLens {
+					res.Balance = append(res.Balance, scheduleBalance(o.SequenceParallel, T, o.Causal))
+				}
+			}
 			if out != "" {
 				if err := writeAttentionBench(out, &res); err != nil {
 					return err
@@ -309,6 +350,7 @@ and of peak heap against T (PNG and SVG) with the slopes in the labels at the li
 	f.BoolVar(&o.Causal, "causal", true, "causal attention (decoder); --causal=false for bidirectional")
 	f.StringVar(&mode, "mode", "both", "fwd, fwdbwd or both")
 	f.IntVar(&o.Reps, "reps", 5, "timed reps per measurement")
+	f.IntVar(&o.SequenceParallel, "sequence-parallel", 1, "workers over chunks of the sequence for the full (flash) attention cores (model.sequence_parallel); the table's header gives the causal schedule's balance")
 	f.IntVar(&o.Warmup, "warmup", 1, "untimed warm-up reps per measurement")
 	f.StringVar(&o.DType, "dtype", "float32", "float32 or float64")
 	f.Uint64Var(&o.Seed, "seed", 1, "seed of the input and the parameters")
@@ -461,7 +503,7 @@ func mergeBenchRows(kinds []string, seqLens []int, refused map[string]string, me
 			if r.Kind != k {
 				continue
 			}
-			if r.Skipped != "" {
+			if r.Skipped != "" && !strings.HasPrefix(r.Skipped, layers.SequenceParallelRefusal) {
 				return nil, fmt.Errorf("%s at T=%d: refused a setting it declares (see trainer list): %s", k, r.T, r.Skipped)
 			}
 			rows = append(rows, r)
@@ -583,6 +625,13 @@ func printAttentionBench(w io.Writer, res *attentionBench) {
 	}
 	fmt.Fprintf(w, "attention bench: batch %d, %d heads x %d (d_model %d), %s, %s; %d warm-up + %d timed reps; %d threads (GOMAXPROCS), BLAS %s%s\n",
 		res.Batch, res.Heads, res.HeadDim, res.DModel, causal, res.DType, res.Warmup, res.Reps, res.Threads, res.BLAS, optionsNote(res.Rows))
+	for _, b := range res.Balance {
+		line := fmt.Sprintf("sequence parallel: %d workers at T=%d, %d steps, the busiest worker visits %.3f x the mean tiles", res.SequenceParallel, b.T, b.Steps, b.Busiest)
+		if b.RingSteps > 0 {
+			line += fmt.Sprintf(" (the plain causal ring: %d steps, %.3f x)", b.RingSteps, b.Ring)
+		}
+		fmt.Fprintln(w, line)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tT\tPASS\tMEDIAN MS\tMIN MS\tMAX MS\tALLOC/REP\tOBJECTS/REP\tPEAK HEAP GROWTH\tSCORES (x FLASH)")
 	for i := 0; i < len(res.Rows); i++ {
