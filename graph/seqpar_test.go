@@ -126,15 +126,19 @@ func TestSeqParBalance(t *testing.T) {
 func TestSequenceParallelAttentionOp(t *testing.T) {
 	rng := testRNG(t)
 	s := AttentionShape{Batch: 1, QLen: 70, KLen: 70, Heads: 2, KVHeads: 1, HeadDim: 4, Causal: true}
-	g := G.NewGraph()
-	q := Variable(g, "q", RandomTensor(rng, 1, s.QLen, s.Heads*s.HeadDim))
-	k := Variable(g, "k", RandomTensor(rng, 1, s.KLen, s.KVHeads*s.HeadDim))
-	v := Variable(g, "v", RandomTensor(rng, 1, s.KLen, s.KVHeads*s.HeadDim))
-	out, err := SequenceParallelAttention(q, k, v, nil, s, 3)
-	if err != nil {
-		t.Fatal(err)
+	build := func() (*G.ExprGraph, *G.Node, []*G.Node) {
+		g := G.NewGraph()
+		q := Variable(g, "q", RandomTensor(rng, 1, s.QLen, s.Heads*s.HeadDim))
+		k := Variable(g, "k", RandomTensor(rng, 1, s.KLen, s.KVHeads*s.HeadDim))
+		v := Variable(g, "v", RandomTensor(rng, 1, s.KLen, s.KVHeads*s.HeadDim))
+		out, err := SequenceParallelAttention(q, k, v, nil, s, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g, out, []*G.Node{q, k, v}
 	}
-	ref, err := TiledAttention(q, k, v, nil, s, nil)
+	g, out, in := build()
+	ref, err := TiledAttention(in[0], in[1], in[2], nil, s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,15 +150,8 @@ func TestSequenceParallelAttentionOp(t *testing.T) {
 	if d := maxAbsDiff(out.Value().Data().([]float64), ref.Value().Data().([]float64)); d > 1e-12 {
 		t.Errorf("value differs from the tiled op's by %.3g", d)
 	}
-	g2 := G.NewGraph()
-	q2 := Variable(g2, "q", RandomTensor(rng, 1, s.QLen, s.Heads*s.HeadDim))
-	k2 := Variable(g2, "k", RandomTensor(rng, 1, s.KLen, s.KVHeads*s.HeadDim))
-	v2 := Variable(g2, "v", RandomTensor(rng, 1, s.KLen, s.KVHeads*s.HeadDim))
-	out2, err := SequenceParallelAttention(q2, k2, v2, nil, s, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := GradCheck{Seed: 7}.Run(g2, out2, []*G.Node{q2, k2, v2})
+	g, out, in = build()
+	res, err := GradCheck{Seed: 7}.Run(g, out, in)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,6 +119,28 @@ func runLayerFixed(t *testing.T, c config.Component, st CheckSetting, seed uint6
 // relDiff is the largest difference relative to the largest magnitude, with
 // a floor of 1e-3: some gradients are exactly zero in theory (the key bias,
 // by softmax's shift invariance) and rounding noise in practice.
+// sameLayerRun fails t unless got (a run of kind) has want's output, input
+// gradient and parameter gradients, each to 1e-10 relative.
+func sameLayerRun(t *testing.T, kind string, got, want layerRun) {
+	t.Helper()
+	if d := relDiff(got.out, want.out); d > 1e-10 {
+		t.Errorf("output: relative difference %g", d)
+	}
+	if d := relDiff(got.dx, want.dx); d > 1e-10 {
+		t.Errorf("input gradient: relative difference %g", d)
+	}
+	for name, w := range want.dparams {
+		g, ok := got.dparams[name]
+		if !ok {
+			t.Errorf("%s has no parameter %s", kind, name)
+			continue
+		}
+		if d := relDiff(g, w); d > 1e-10 {
+			t.Errorf("gradient of %s: relative difference %g", name, d)
+		}
+	}
+}
+
 func relDiff(a, b []float64) float64 {
 	var d, n float64
 	for i := range a {
@@ -157,23 +179,7 @@ func TestExactReferences(t *testing.T) {
 				if _, err := NewAttention(c.got, st.spec()); err != nil {
 					t.Skipf("not applicable: %v", err)
 				}
-				got, want := runLayer(t, c.got, st, seed), runLayer(t, c.want, st, seed)
-				if d := relDiff(got.out, want.out); d > 1e-10 {
-					t.Errorf("output: relative difference %g", d)
-				}
-				if d := relDiff(got.dx, want.dx); d > 1e-10 {
-					t.Errorf("input gradient: relative difference %g", d)
-				}
-				for name, w := range want.dparams {
-					g, ok := got.dparams[name]
-					if !ok {
-						t.Errorf("%s has no parameter %s", c.got.Kind, name)
-						continue
-					}
-					if d := relDiff(g, w); d > 1e-10 {
-						t.Errorf("gradient of %s: relative difference %g", name, d)
-					}
-				}
+				sameLayerRun(t, c.got.Kind, runLayer(t, c.got, st, seed), runLayer(t, c.want, st, seed))
 			})
 		}
 	}

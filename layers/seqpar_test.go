@@ -28,18 +28,7 @@ func TestSequenceParallelLayers(t *testing.T) {
 				seed := uint64(time.Now().UnixNano())
 				t.Logf("seed %d", seed)
 				got := runLayerWith(t, c, st, seed, func(c *Context) { c.SequenceParallel = 3 })
-				want := runLayer(t, c, st, seed)
-				if d := relDiff(got.out, want.out); d > 1e-10 {
-					t.Errorf("output: relative difference %g", d)
-				}
-				if d := relDiff(got.dx, want.dx); d > 1e-10 {
-					t.Errorf("input gradient: relative difference %g", d)
-				}
-				for name, w := range want.dparams {
-					if d := relDiff(got.dparams[name], w); d > 1e-10 {
-						t.Errorf("gradient of %s: relative difference %g", name, d)
-					}
-				}
+				sameLayerRun(t, kind, got, runLayer(t, c, st, seed))
 			})
 		}
 	}
