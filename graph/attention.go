@@ -3,6 +3,7 @@ package graph
 import (
 	"fmt"
 	"math"
+	"runtime"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -26,6 +27,18 @@ type AttentionShape struct {
 	// sequence-parallel pair's query chunk starts posShift positions
 	// further along (seqpar.go). 0 everywhere else.
 	posShift int
+	// threads bounds the goroutines of the tiled kernels' parallel loops
+	// (0: GOMAXPROCS): a sequence-parallel worker runs its pairs on its
+	// share of the threads.
+	threads int
+}
+
+// threadCount is the goroutines the tiled kernels may use.
+func (s AttentionShape) threadCount() int {
+	if s.threads > 0 {
+		return s.threads
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // VDim is the value and output dimension per head.

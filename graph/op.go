@@ -166,7 +166,11 @@ func checkDtype(name string, vs ...G.Value) (bool, error) {
 // goroutines. Every index is handled by exactly one call, so results do not
 // depend on the number of threads.
 func parallelFor(n, costPerItem int, fn func(lo, hi int)) {
-	workers := runtime.GOMAXPROCS(0)
+	parallelForOn(runtime.GOMAXPROCS(0), n, costPerItem, fn)
+}
+
+// parallelForOn is parallelFor on at most workers goroutines.
+func parallelForOn(workers, n, costPerItem int, fn func(lo, hi int)) {
 	if workers > n {
 		workers = n
 	}

@@ -3,6 +3,7 @@ package graph
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 
 	G "gorgonia.org/gorgonia"
@@ -29,11 +30,12 @@ import (
 // the attention output, the paper's rematerialization-aware choice) and
 // the backward never recomputes a forward attention.
 //
-// Chunks travel between workers through a Transport, never shared memory:
-// the worker that computes a task receives the key/value chunk (and, when
-// it is not the query chunk's owner, the query rows) and sends the partial
-// result back to the owner, who merges in a fixed order (the result does
-// not depend on timing).
+// Each worker runs its pairs' kernels on GOMAXPROCS/P goroutines (at
+// least one), its share of the threads. Chunks travel between workers
+// through a Transport, never shared memory: the worker that computes a
+// task receives the key/value chunk (and, when it is not the query chunk's
+// owner, the query rows) and sends the partial result back to the owner,
+// who merges in a fixed order (the result does not depend on timing).
 //
 // Schedules (SeqParSchedule): bidirectional attention is P steps of a
 // ring, each worker one full pair a step. Causal attention visits pairs
@@ -286,6 +288,8 @@ func (r *seqParRun[T]) pairShape(t *SeqParTask) AttentionShape {
 	// ALiBi's distances in the sequence's positions: the query rows start
 	// at bounds[Q]+RowLo, the keys at bounds[KV]
 	ps.posShift = r.bounds[t.Q] + t.RowLo - r.bounds[t.KV] - (ps.KLen - ps.QLen)
+	// each worker on its share of the threads
+	ps.threads = max(1, runtime.GOMAXPROCS(0)/r.p)
 	return ps
 }
 

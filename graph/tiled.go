@@ -265,7 +265,7 @@ func tiledForward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, out, lse
 	slopes := s.slopes()
 	rows, cols := p.tileBounds()
 	// out arrives zeroed (coreFuncs): rows outside every stream stay 0.
-	parallelFor(s.Batch*s.Heads, p.work(s), func(lo, hi int) {
+	parallelForOn(s.threadCount(), s.Batch*s.Heads, p.work(s), func(lo, hi int) {
 		st := make([]T, rows*cols)
 		acc := make([]T, rows*dv)
 		m := make([]float64, rows)
@@ -366,7 +366,7 @@ func tiledBackward[T Float](s AttentionShape, p *Pattern, q, k, v, mask, o, lse,
 	// dq, dk and dv arrive zeroed (coreFuncs); the tiles add into them.
 	// One worker per (sequence, key/value head): it owns the dK and dV rows
 	// of that head and the dQ rows of the query heads of its group.
-	parallelFor(s.Batch*s.KVHeads, group*p.work(s)*2, func(lo, hi int) {
+	parallelForOn(s.threadCount(), s.Batch*s.KVHeads, group*p.work(s)*2, func(lo, hi int) {
 		pt := make([]T, rows*cols)
 		dp := make([]T, rows*cols)
 		dsum := make([]T, s.QLen)
