@@ -110,12 +110,13 @@ func sgemmSplitOverK(kn *sgemmKernel, tA, tB bool, m, n, k int, alpha float32, a
 		for ch := lo; ch < hi; ch++ {
 			p0 := ch * sgemmSplitK
 			kk := min(sgemmSplitK, k-p0)
-			ac, bc := a[p0:], b[p0*ldb:] // op(A)'s columns p0.., op(B)'s rows p0..
+			// op(A)'s columns p0.. and op(B)'s rows p0..
+			ac, bc := a[p0:], b[p0:]
 			if tA {
 				ac = a[p0*lda:]
 			}
-			if tB {
-				bc = b[p0:]
+			if !tB {
+				bc = b[p0*ldb:]
 			}
 			sgemmRun(kn, false, tA, tB, m, n, kk, alpha, ac, lda, bc, ldb, 0, (*parts)[ch*m*n:(ch+1)*m*n], n)
 		}

@@ -42,7 +42,8 @@ func naiveGemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b 
 func TestSgemmKernelsMatchNaive(t *testing.T) {
 	type shape struct{ m, n, k int }
 	shapes := []shape{{1, 1, 1}, {3, 5, 7}, {8, 32, 4}, {6, 16, 1}, {9, 33, 17}, {13, 31, 300},
-		{64, 64, 32}, {100, 70, 513}, {257, 129, 64}, {2, 2100, 5}, {300, 9, 260}, {5, 3, 0}}
+		{64, 64, 32}, {100, 70, 513}, {257, 129, 64}, {2, 2100, 5}, {300, 9, 260}, {5, 3, 0},
+		{13, 40, 2500}} // the last split over k (sgemmSplitOverK), a ragged last chunk
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, kn := range sgemmKernels() {
 		for _, s := range shapes {
@@ -81,6 +82,27 @@ func TestSgemmKernelsMatchNaive(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// TestSgemmSplitOverKIsDeterministic: a product split over k (a weight
+// gradient's shape) gives the same bits on 1 and 4 threads.
+func TestSgemmSplitOverKIsDeterministic(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	m, n, k := 128, 96, 5000
+	a, b := randF32(rng, k*m), randF32(rng, k*n)
+	run := func(threads int) []float32 {
+		prev := runtime.GOMAXPROCS(threads)
+		defer runtime.GOMAXPROCS(prev)
+		c := make([]float32, m*n)
+		sgemm(true, false, m, n, k, 1, a, m, b, n, 0, c, n)
+		return c
+	}
+	one, four := run(1), run(4)
+	for i := range one {
+		if one[i] != four[i] {
+			t.Fatalf("C[%d]: %g on 1 thread, %g on 4", i, one[i], four[i])
 		}
 	}
 }
