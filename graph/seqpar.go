@@ -347,6 +347,9 @@ func seqParForward[T Float](r *seqParRun[T], q, k, v, mask, out, lse []T) {
 	queryRows := func(w int) func(t *SeqParTask) [][]T {
 		return func(t *SeqParTask) [][]T {
 			n := r.bounds[w+1] - r.bounds[w]
+			if t.RowLo == 0 && t.RowHi == n { // the whole chunk: no copy (Send copies)
+				return [][]T{r.q[w]}
+			}
 			return [][]T{rowsOf(r.q[w], s.Batch, n, dq, t.RowLo, t.RowHi)}
 		}
 	}
@@ -445,6 +448,9 @@ func seqParBackward[T Float](r *seqParRun[T], q, k, v, mask, o, lse, do, dlse, d
 	queryRows := func(w int) func(t *SeqParTask) [][]T {
 		return func(t *SeqParTask) [][]T {
 			n := r.bounds[w+1] - r.bounds[w]
+			if t.RowLo == 0 && t.RowHi == n { // the whole chunk: no copy (Send copies)
+				return [][]T{r.q[w], r.o[w], r.do[w], r.lse[w], r.dlse[w]}
+			}
 			return [][]T{
 				rowsOf(r.q[w], s.Batch, n, wq, t.RowLo, t.RowHi),
 				rowsOf(r.o[w], s.Batch, n, ov, t.RowLo, t.RowHi),
