@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 
 	G "gorgonia.org/gorgonia"
@@ -152,6 +153,16 @@ func SeqParTiles(steps []SeqParStep, bounds []int, causal bool, block int) []int
 		}
 	}
 	return tiles
+}
+
+// SeqParBalance is the busiest worker's tiles over the mean (SeqParTiles):
+// 1 is perfect balance.
+func SeqParBalance(tiles []int) float64 {
+	sum := 0
+	for _, x := range tiles {
+		sum += x
+	}
+	return float64(slices.Max(tiles)) * float64(len(tiles)) / float64(sum)
 }
 
 // Transport carries chunks between workers: Send copies parts (the

@@ -3,7 +3,6 @@ package graph
 import (
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -84,14 +83,7 @@ func TestSeqParBalance(t *testing.T) {
 			if want := p/2 + 1; len(bal) != want {
 				t.Errorf("P=%d: %d steps, want %d", p, len(bal), want)
 			}
-			ratio := func(tiles []int) float64 {
-				sum := 0
-				for _, x := range tiles {
-					sum += x
-				}
-				return float64(slices.Max(tiles)) / (float64(sum) / float64(len(tiles)))
-			}
-			rb, rr := ratio(SeqParTiles(bal, b, true, 64)), ratio(SeqParTiles(ring, b, true, 64))
+			rb, rr := SeqParBalance(SeqParTiles(bal, b, true, 64)), SeqParBalance(SeqParTiles(ring, b, true, 64))
 			if rb > 1.1 {
 				t.Errorf("P=%d, T=%d: balanced schedule's busiest/mean %.3f > 1.1", p, T, rb)
 			}

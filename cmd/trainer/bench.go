@@ -177,12 +177,7 @@ type seqParBalance struct {
 func scheduleBalance(p, T int, causal bool) seqParBalance {
 	b := graph.SeqParChunks(T, p)
 	ratio := func(steps []graph.SeqParStep) float64 {
-		tiles := graph.SeqParTiles(steps, b, causal, graph.DefaultFlashBlock)
-		sum := 0
-		for _, x := range tiles {
-			sum += x
-		}
-		return float64(slices.Max(tiles)) * float64(len(tiles)) / float64(sum)
+		return graph.SeqParBalance(graph.SeqParTiles(steps, b, causal, graph.DefaultFlashBlock))
 	}
 	bal := graph.SeqParSchedule(p, b, causal, true)
 	r := seqParBalance{T: T, Steps: len(bal), Busiest: ratio(bal)}
